@@ -1,0 +1,62 @@
+"""Inference runtimes behind one interface, chosen by name and imported lazily."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import BackendUnavailableError, InvalidInputError
+from .base import Backend
+
+BACKEND_NAMES = ("auto", "onnxruntime", "torch", "tensorrt")
+
+
+def create_backend(
+    name: str,
+    checkpoint: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    device: str = "auto",
+    progress: bool = True,
+) -> Backend:
+    """Build the backend `name` for a checkpoint file.
+
+    `auto` picks the fastest runtime present: ONNX Runtime with CUDA, else PyTorch with CUDA,
+    else ONNX Runtime on the CPU.
+    """
+    if name not in BACKEND_NAMES:
+        raise InvalidInputError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {name!r}")
+    if name == "auto":
+        name, device = _pick_fastest(device)
+    if name == "onnxruntime":
+        from ..export import export_onnx
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        models = export_onnx(checkpoint, Path(cache_dir), progress=progress)
+        return OnnxRuntimeBackend(models, device)
+    if name == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(checkpoint, device)
+    raise BackendUnavailableError(
+        "backend 'tensorrt' is not available in this version; use 'onnxruntime' or 'torch'"
+    )
+
+
+def _pick_fastest(device: str) -> tuple[str, str]:
+    from .onnxruntime_backend import cuda_provider_available
+    from .torch_backend import torch_cuda_available
+
+    if device == "cpu":
+        return "onnxruntime", "cpu"
+    if cuda_provider_available():
+        return "onnxruntime", device
+    if torch_cuda_available():
+        return "torch", device
+    if device.startswith("cuda"):
+        raise BackendUnavailableError(
+            f"device {device!r} asked for, but neither onnxruntime-gpu nor a CUDA PyTorch is installed"
+        )
+    return "onnxruntime", "cpu"
+
+
+__all__ = ["BACKEND_NAMES", "Backend", "create_backend"]

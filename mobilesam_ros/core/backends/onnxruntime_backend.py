@@ -1,0 +1,86 @@
+"""ONNX Runtime backend: the default on CPU, CUDA execution provider when installed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError
+from ..export import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, OnnxModels
+from .base import Backend
+
+
+def cuda_provider_available() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, models: OnnxModels, device: str = "auto") -> None:
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "backend 'onnxruntime' needs the onnxruntime package (pip install onnxruntime)"
+            ) from exc
+        self._ort = onnxruntime
+        if device == "auto":
+            device = "cuda" if cuda_provider_available() else "cpu"
+        if device.startswith("cuda"):
+            if not cuda_provider_available():
+                raise BackendUnavailableError(
+                    f"device {device!r} needs onnxruntime with the CUDA execution provider "
+                    "(pip install onnxruntime-gpu); this onnxruntime has "
+                    f"{onnxruntime.get_available_providers()}"
+                )
+            device_id = int(device.partition(":")[2] or 0)
+            self._providers: list[Any] = [
+                ("CUDAExecutionProvider", {"device_id": device_id}),
+                "CPUExecutionProvider",
+            ]
+        elif device == "cpu":
+            self._providers = ["CPUExecutionProvider"]
+        else:
+            raise BackendUnavailableError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+        self.device = device
+        self._models = models
+        self._encoder = self._session(models.encoder)
+        self._decoders = {False: self._session(models.decoder_single)}
+
+    def _session(self, path: Any) -> Any:
+        options = self._ort.SessionOptions()
+        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return self._ort.InferenceSession(str(path), options, providers=self._providers)
+
+    def _decoder(self, multimask: bool) -> Any:
+        session = self._decoders.get(multimask)
+        if session is None:  # the multimask graph is loaded on first use
+            session = self._decoders[multimask] = self._session(self._models.decoder(multimask))
+        return session
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        return self._encoder.run(None, {ENCODER_INPUT: image})[0]
+
+    def decode(
+        self,
+        embedding: np.ndarray,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+        multimask: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        feeds = dict(
+            zip(DECODER_INPUTS, (embedding, point_coords, point_labels, mask_input, has_mask_input))
+        )
+        masks, iou = self._decoder(multimask).run(list(DECODER_OUTPUTS), feeds)
+        return masks, iou
+
+    def embedding_to_numpy(self, embedding: np.ndarray) -> np.ndarray:
+        return embedding

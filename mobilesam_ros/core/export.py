@@ -1,0 +1,190 @@
+"""ONNX export of the encoder and the prompt decoder, cached by checkpoint hash.
+
+The ONNX files are the single source of every runtime engine (ONNX Runtime sessions here,
+TensorRT engines later). Finding a cached export needs no PyTorch; exporting does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import file_sha256
+
+# Bump when the graphs change (inputs, outputs, operators), so stale caches are not reused.
+EXPORT_FORMAT_VERSION = 1
+ONNX_OPSET = 17
+ENCODER_INPUT = "image"
+ENCODER_OUTPUT = "image_embeddings"
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
+
+
+@dataclass(frozen=True)
+class OnnxModels:
+    """The three exported graphs of one checkpoint."""
+
+    directory: Path
+    encoder: Path
+    decoder_single: Path
+    decoder_multi: Path
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> OnnxModels:
+        return cls(
+            directory,
+            directory / "encoder.onnx",
+            directory / "decoder_single.onnx",
+            directory / "decoder_multi.onnx",
+        )
+
+    def decoder(self, multimask: bool) -> Path:
+        return self.decoder_multi if multimask else self.decoder_single
+
+    def all_present(self) -> bool:
+        return all(p.is_file() for p in (self.encoder, self.decoder_single, self.decoder_multi))
+
+
+def export_key(checkpoint_sha256: str) -> str:
+    return f"{checkpoint_sha256[:16]}-v{EXPORT_FORMAT_VERSION}"
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    force: bool = False,
+    progress: bool = True,
+) -> OnnxModels:
+    """Return the checkpoint's ONNX graphs, exporting them unless a cached export exists."""
+    checkpoint = Path(checkpoint)
+    models = OnnxModels.in_directory(Path(cache_dir) / "onnx" / export_key(file_sha256(checkpoint)))
+    if models.all_present() and not force:
+        return models
+    models.directory.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(models.directory / ".lock"):
+        if models.all_present() and not force:  # another process finished it meanwhile
+            return models
+        _export_all(checkpoint, models, progress)
+    return models
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _say(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
+    import torch
+
+    from .model import load_modules
+
+    _say(progress, f"exporting ONNX graphs of {checkpoint.name} to {models.directory}")
+    modules = load_modules(checkpoint)
+    steps = [
+        ("encoder", models.encoder, lambda p: export_encoder(modules.encoder, p)),
+        ("decoder (single mask)", models.decoder_single,
+         lambda p: export_decoder(modules.decoder(multimask=False), p)),
+        ("decoder (multimask)", models.decoder_multi,
+         lambda p: export_decoder(modules.decoder(multimask=True), p)),
+    ]
+    for index, (label, target, export) in enumerate(steps, start=1):
+        started = time.perf_counter()
+        _say(progress, f"[{index}/{len(steps)}] exporting {label} ...")
+        fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=models.directory)
+        os.close(fd)
+        try:
+            export(Path(tmp))
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        _say(progress, f"[{index}/{len(steps)}] {label} done in {time.perf_counter() - started:.1f} s")
+    meta = {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "opset": ONNX_OPSET,
+        "checkpoint": checkpoint.name,
+        "torch": torch.__version__,
+    }
+    (models.directory / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _onnx_export(module: object, args: tuple, path: Path, **kwargs: object) -> None:
+    import torch
+
+    with torch.no_grad(), _quiet_exporter():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+            **kwargs,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns about its own deprecation and about tracing constants.
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export_encoder(encoder: object, path: Path) -> None:
+    import torch
+
+    from .model_constants import IMAGE_SIZE
+
+    dummy = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    _onnx_export(encoder, (dummy,), path, input_names=[ENCODER_INPUT], output_names=[ENCODER_OUTPUT])
+
+
+def export_decoder(decoder: object, path: Path) -> None:
+    import torch
+
+    from .model_constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, LOW_RES_SIZE
+
+    num_prompts, num_points = 2, 3
+    args = (
+        torch.randn(1, EMBEDDING_CHANNELS, EMBEDDING_SIZE, EMBEDDING_SIZE),
+        torch.rand(num_prompts, num_points, 2) * 1024,
+        torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, 1.0]]),
+        torch.zeros(1, 1, LOW_RES_SIZE, LOW_RES_SIZE),
+        torch.zeros(1),
+    )
+    dynamic_axes = {
+        "point_coords": {0: "num_prompts", 1: "num_points"},
+        "point_labels": {0: "num_prompts", 1: "num_points"},
+        "mask_input": {0: "num_masks"},
+        "has_mask_input": {0: "num_masks"},
+        "low_res_masks": {0: "num_prompts"},
+        "iou_predictions": {0: "num_prompts"},
+    }
+    _onnx_export(
+        decoder,
+        args,
+        path,
+        input_names=list(DECODER_INPUTS),
+        output_names=list(DECODER_OUTPUTS),
+        dynamic_axes=dynamic_axes,
+    )

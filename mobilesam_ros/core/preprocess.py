@@ -1,0 +1,214 @@
+"""Image and prompt pre-processing in numpy/OpenCV: the model's 1024x1024 input frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import InvalidInputError
+from .model_constants import IMAGE_SIZE
+
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+# Point labels of the decoder graph (SAM's convention).
+LABEL_PADDING = -1
+LABEL_BACKGROUND = 0
+LABEL_FOREGROUND = 1
+LABEL_BOX_TOP_LEFT = 2
+LABEL_BOX_BOTTOM_RIGHT = 3
+
+
+def resized_shape(height: int, width: int, target: int = IMAGE_SIZE) -> tuple[int, int]:
+    """(h, w) after scaling the longest side to `target`, rounded as SAM rounds it."""
+    scale = target / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How one image maps into the model frame: original and resized (unpadded) sizes."""
+
+    original_size: tuple[int, int]  # (H, W) of the camera image
+    input_size: tuple[int, int]  # (h, w) after resizing, before padding to 1024x1024
+
+    @classmethod
+    def for_image(cls, height: int, width: int) -> FrameGeometry:
+        return cls((height, width), resized_shape(height, width))
+
+    @property
+    def scale_xy(self) -> np.ndarray:
+        """Per-axis factors from original pixels to model-frame pixels, as SAM computes them."""
+        (h, w), (nh, nw) = self.original_size, self.input_size
+        return np.array([nw / w, nh / h], dtype=np.float64)
+
+
+def validate_image(image: object) -> np.ndarray:
+    """Check an HxWx3 uint8 RGB array; return it (unchanged, no copy)."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InvalidInputError(f"image must be uint8 RGB, got dtype {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInputError(
+            f"image must have shape (H, W, 3) in RGB order, got {image.shape}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidInputError(f"image is empty: shape {image.shape}")
+    return image
+
+
+class ImagePreprocessor:
+    """Resize longest side to 1024, normalize, pad: HxWx3 uint8 -> 1x3x1024x1024 float32.
+
+    Owns its output buffers and reuses them while the image size stays the same, so a camera
+    stream costs one resize and one normalize per frame and no allocations. The returned array
+    is overwritten by the next call: a backend must consume it before then.
+    """
+
+    def __init__(self) -> None:
+        self._geometry: FrameGeometry | None = None
+        self._resized = np.empty(0, dtype=np.uint8)
+        self._input = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+        self._scale = (1.0 / PIXEL_STD).astype(np.float32)
+        self._offset = (-PIXEL_MEAN / PIXEL_STD).astype(np.float32)
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, FrameGeometry]:
+        image = validate_image(image)
+        height, width = image.shape[:2]
+        geometry = self._geometry
+        if geometry is None or geometry.original_size != (height, width):
+            geometry = FrameGeometry.for_image(height, width)
+            nh, nw = geometry.input_size
+            self._resized = np.empty((nh, nw, 3), dtype=np.uint8)
+            self._input.fill(0.0)  # the padding is 0 after normalization, as in SAM
+            self._geometry = geometry
+        nh, nw = geometry.input_size
+        if (nh, nw) == (height, width):
+            resized = image
+        else:
+            cv2.resize(image, (nw, nh), dst=self._resized, interpolation=cv2.INTER_LINEAR)
+            resized = self._resized
+        # (x - mean) / std written straight into each CHW plane: no intermediate image.
+        for channel in range(3):
+            plane = self._input[0, channel, :nh, :nw]
+            np.multiply(resized[:, :, channel], self._scale[channel], out=plane)
+            plane += self._offset[channel]
+        return self._input, geometry
+
+
+def to_model_frame(coords: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """Original-image pixel coordinates (..., 2) -> model-frame float32 coordinates."""
+    return (coords * geometry.scale_xy).astype(np.float32)
+
+
+def _finite_array(value: object, name: str, dtype: type) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} must be numeric: {exc}") from None
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise InvalidInputError(f"{name} contain NaN or infinite values")
+    return array
+
+
+def encode_prompts(
+    geometry: FrameGeometry,
+    boxes: object | None,
+    points: object | None,
+    point_labels: object | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate prompts and pack them as decoder inputs: coords (N, T, 2), labels (N, T).
+
+    Prompt i is points[i] followed by the two corners of boxes[i], the token order SAM uses;
+    prompts without a box get SAM's padding point. Boxes must not be inverted and must overlap
+    the image (parts outside are kept, as SAM keeps them); points must lie inside the image.
+    """
+    height, width = geometry.original_size
+    if boxes is None and points is None:
+        raise InvalidInputError("give boxes, points or both")
+    num_prompts = None
+    box_array = None
+    if boxes is not None:
+        box_array = _finite_array(boxes, "boxes", np.float64)
+        if box_array.size == 0:
+            box_array = box_array.reshape(0, 4)
+        if box_array.ndim == 1 and box_array.shape == (4,):
+            box_array = box_array[None]
+        if box_array.ndim != 2 or box_array.shape[1] != 4:
+            raise InvalidInputError(
+                f"boxes must have shape (N, 4) as x_min, y_min, x_max, y_max; got {box_array.shape}"
+            )
+        x0, y0, x1, y1 = box_array.T
+        inverted = np.flatnonzero((x1 < x0) | (y1 < y0))
+        if inverted.size:
+            raise InvalidInputError(
+                f"box {int(inverted[0])} is inverted (x_max < x_min or y_max < y_min): "
+                f"{box_array[inverted[0]].tolist()}"
+            )
+        outside = np.flatnonzero((x1 < 0) | (y1 < 0) | (x0 > width) | (y0 > height))
+        if outside.size:
+            raise InvalidInputError(
+                f"box {int(outside[0])} {box_array[outside[0]].tolist()} lies outside the "
+                f"{width}x{height} image"
+            )
+        num_prompts = len(box_array)
+    point_array = label_array = None
+    if points is not None:
+        point_array = _finite_array(points, "points", np.float64)
+        if point_array.size == 0:
+            point_array = point_array.reshape(0, 1, 2)
+            point_labels = None
+        if point_array.ndim != 3 or point_array.shape[2] != 2:
+            raise InvalidInputError(
+                f"points must have shape (N, K, 2) as x, y pixels; got {point_array.shape}"
+            )
+        if num_prompts is not None and len(point_array) != num_prompts:
+            raise InvalidInputError(
+                f"{num_prompts} boxes but {len(point_array)} point sets; prompt i uses box i "
+                "and points i, so both need the same N"
+            )
+        num_prompts = len(point_array)
+        if point_labels is None:
+            label_array = np.full(point_array.shape[:2], LABEL_FOREGROUND, dtype=np.float32)
+        else:
+            label_array = _finite_array(point_labels, "point_labels", np.float64)
+            if label_array.shape != point_array.shape[:2]:
+                raise InvalidInputError(
+                    f"point_labels must have shape {point_array.shape[:2]} (one per point), "
+                    f"got {label_array.shape}"
+                )
+            if not np.isin(label_array, (LABEL_PADDING, LABEL_BACKGROUND, LABEL_FOREGROUND)).all():
+                raise InvalidInputError(
+                    "point_labels must be 1 (foreground), 0 (background) or -1 (ignored)"
+                )
+        px, py = point_array[..., 0], point_array[..., 1]
+        outside = (px < 0) | (py < 0) | (px > width) | (py > height)
+        outside &= label_array != LABEL_PADDING
+        if outside.any():
+            index = tuple(int(i) for i in np.argwhere(outside)[0])
+            raise InvalidInputError(
+                f"point {index} {point_array[index].tolist()} lies outside the {width}x{height} image"
+            )
+    elif point_labels is not None:
+        raise InvalidInputError("point_labels given without points")
+
+    assert num_prompts is not None
+    pieces_coords = []
+    pieces_labels = []
+    if point_array is not None:
+        pieces_coords.append(point_array)
+        pieces_labels.append(label_array)
+    if box_array is not None:
+        pieces_coords.append(box_array.reshape(-1, 2, 2))
+        pieces_labels.append(
+            np.tile(np.array([[LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT]]), (num_prompts, 1))
+        )
+    else:
+        pieces_coords.append(np.zeros((num_prompts, 1, 2)))
+        pieces_labels.append(np.full((num_prompts, 1), LABEL_PADDING))
+    coords = np.concatenate(pieces_coords, axis=1)
+    labels = np.concatenate(pieces_labels, axis=1).astype(np.float32)
+    return to_model_frame(coords, geometry), labels

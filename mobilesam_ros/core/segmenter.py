@@ -1,0 +1,169 @@
+"""`Segmenter`: the public, ROS-free entry point (image in, one mask per prompt out)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend, create_backend
+from .checkpoint import default_cache_dir, resolve_checkpoint
+from .errors import InvalidInputError
+from .model_constants import LOW_RES_SIZE
+from .postprocess import masks_from_logits
+from .preprocess import FrameGeometry, ImagePreprocessor, encode_prompts
+
+DEFAULT_MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """One encoded image: the backend's embedding plus the geometry needed to decode on it."""
+
+    data: Any
+    geometry: FrameGeometry
+    backend: Backend = field(repr=False)
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.geometry.original_size
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Masks for N prompts, in prompt order. K = 3 with multimask, else the K axis is absent."""
+
+    masks: np.ndarray  # (N, H, W) or (N, 3, H, W) bool
+    scores: np.ndarray  # (N,) or (N, 3) float32 predicted IoU
+    low_res_logits: np.ndarray  # (N, 256, 256) or (N, 3, 256, 256) float32
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+
+@dataclass
+class StageTimings:
+    """Wall time of the last call of each stage, in milliseconds."""
+
+    preprocess_ms: float = 0.0
+    encode_ms: float = 0.0
+    decode_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+
+class Segmenter:
+    """MobileSAM: `encode` an image once, then `decode` any number of prompts on it.
+
+    Args:
+      checkpoint: path of mobile_sam.pt; None downloads the official file into `cache_dir`.
+      backend: "auto", "onnxruntime" or "torch".
+      cache_dir: folder for the downloaded checkpoint and exported graphs (default: XDG cache).
+      device: "auto", "cpu" or "cuda[:N]".
+      mask_threshold: logit above which a pixel belongs to the mask.
+      max_batch: prompts per decoder call; larger N are decoded in several calls.
+      progress: show download and export progress on stderr.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike[str] | None = None,
+        backend: str = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+        mask_threshold: float = 0.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        progress: bool = True,
+    ) -> None:
+        if max_batch < 1:
+            raise InvalidInputError(f"max_batch must be at least 1, got {max_batch}")
+        if not np.isfinite(mask_threshold):
+            raise InvalidInputError(f"mask_threshold must be finite, got {mask_threshold}")
+        cache = os.fspath(cache_dir) if cache_dir else os.fspath(default_cache_dir())
+        self.checkpoint = resolve_checkpoint(checkpoint, cache, progress=progress)
+        self.backend = create_backend(backend, self.checkpoint, cache, device, progress=progress)
+        self.mask_threshold = float(mask_threshold)
+        self.max_batch = int(max_batch)
+        self.timings = StageTimings()
+        self._preprocess = ImagePreprocessor()
+        self._no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32)
+        self._no_mask_flag = np.zeros(1, dtype=np.float32)
+
+    def encode(self, rgb: np.ndarray) -> ImageEmbedding:
+        """Encode an HxWx3 uint8 RGB image."""
+        started = time.perf_counter()
+        model_input, geometry = self._preprocess(rgb)
+        encode_started = time.perf_counter()
+        data = self.backend.encode(model_input)
+        self.timings.preprocess_ms = (encode_started - started) * 1e3
+        self.timings.encode_ms = (time.perf_counter() - encode_started) * 1e3
+        return ImageEmbedding(data, geometry, self.backend)
+
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        boxes: Any = None,
+        points: Any = None,
+        point_labels: Any = None,
+        multimask: bool = False,
+        mask_input: Any = None,
+    ) -> SegmentationResult:
+        """Masks for N prompts on an encoded image, all decoded in one batched call.
+
+        boxes: (N, 4) x_min, y_min, x_max, y_max in original-image pixels.
+        points: (N, K, 2) x, y pixels; point_labels: (N, K), 1 foreground, 0 background,
+          -1 ignored (default: all foreground). Prompt i uses boxes[i] and points[i].
+        mask_input: optional (N, 256, 256) low-res logits of an earlier result, one per prompt.
+        N = 0 (an empty boxes or points array) returns empty arrays.
+        """
+        if not isinstance(embedding, ImageEmbedding) or embedding.backend is not self.backend:
+            raise InvalidInputError("embedding must come from this Segmenter's encode()")
+        geometry = embedding.geometry
+        started = time.perf_counter()
+        coords, labels = encode_prompts(geometry, boxes, points, point_labels)
+        num_prompts = len(coords)
+        masks_in, has_mask = self._mask_prompts(mask_input, num_prompts)
+        outputs_per_prompt = 3 if multimask else 1
+        low_res = np.empty((num_prompts, outputs_per_prompt, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+        scores = np.empty((num_prompts, outputs_per_prompt), np.float32)
+        for start in range(0, num_prompts, self.max_batch):
+            stop = min(start + self.max_batch, num_prompts)
+            chunk_masks = masks_in if len(masks_in) == 1 else masks_in[start:stop]
+            chunk_flags = has_mask if len(has_mask) == 1 else has_mask[start:stop]
+            low_res[start:stop], scores[start:stop] = self.backend.decode(
+                embedding.data,
+                coords[start:stop],
+                labels[start:stop],
+                chunk_masks,
+                chunk_flags,
+                multimask,
+            )
+        decoded = time.perf_counter()
+        masks = masks_from_logits(low_res, geometry, self.mask_threshold)
+        self.timings.decode_ms = (decoded - started) * 1e3
+        self.timings.postprocess_ms = (time.perf_counter() - decoded) * 1e3
+        if not multimask:
+            return SegmentationResult(masks[:, 0], scores[:, 0], low_res[:, 0])
+        return SegmentationResult(masks, scores, low_res)
+
+    def segment(self, rgb: np.ndarray, **prompts: Any) -> SegmentationResult:
+        """`encode` then `decode` in one call."""
+        return self.decode(self.encode(rgb), **prompts)
+
+    def _mask_prompts(self, mask_input: Any, num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
+        if mask_input is None:
+            return self._no_mask, self._no_mask_flag
+        masks = np.asarray(mask_input, dtype=np.float32)
+        if masks.ndim == 3:
+            masks = masks[:, None]
+        expected = (num_prompts, 1, LOW_RES_SIZE, LOW_RES_SIZE)
+        if masks.shape != expected:
+            raise InvalidInputError(
+                f"mask_input must have shape ({num_prompts}, {LOW_RES_SIZE}, {LOW_RES_SIZE}), "
+                f"one low-res logit map per prompt; got {np.shape(mask_input)}"
+            )
+        if not np.all(np.isfinite(masks)):
+            raise InvalidInputError("mask_input contains NaN or infinite values")
+        return np.ascontiguousarray(masks), np.ones(num_prompts, dtype=np.float32)

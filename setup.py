@@ -1,0 +1,26 @@
+"""pip install of the ROS-free library and the `mobilesam-ros` CLI (no ROS needed).
+
+The ROS 2 package itself (messages, node, launch files) is built by colcon from CMakeLists.txt.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mobilesam-ros",
+    version="0.1.0",
+    description="MobileSAM segmentation for ROS 2: ROS-free inference core and CLI",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mobilesam_ros", "mobilesam_ros.*"]),
+    install_requires=[
+        "numpy>=1.22",
+        "opencv-python-headless>=4.6",
+        "onnxruntime>=1.16",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        # Export of the ONNX graphs and the torch backend.
+        "torch": ["torch>=2.1", "torchvision", "segment-anything==1.0", "onnx>=1.14"],
+    },
+    entry_points={"console_scripts": ["mobilesam-ros = mobilesam_ros.cli:main"]},
+)
