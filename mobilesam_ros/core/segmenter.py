@@ -125,21 +125,27 @@ class Segmenter:
         coords, labels = encode_prompts(geometry, boxes, points, point_labels)
         num_prompts = len(coords)
         masks_in, has_mask = self._mask_prompts(mask_input, num_prompts)
-        outputs_per_prompt = 3 if multimask else 1
-        low_res = np.empty((num_prompts, outputs_per_prompt, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-        scores = np.empty((num_prompts, outputs_per_prompt), np.float32)
-        for start in range(0, num_prompts, self.max_batch):
-            stop = min(start + self.max_batch, num_prompts)
-            chunk_masks = masks_in if len(masks_in) == 1 else masks_in[start:stop]
-            chunk_flags = has_mask if len(has_mask) == 1 else has_mask[start:stop]
-            low_res[start:stop], scores[start:stop] = self.backend.decode(
-                embedding.data,
-                coords[start:stop],
-                labels[start:stop],
-                chunk_masks,
-                chunk_flags,
-                multimask,
-            )
+        if num_prompts == 0:
+            outputs = 3 if multimask else 1
+            low_res = np.empty((0, outputs, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+            scores = np.empty((0, outputs), np.float32)
+        else:
+            chunks = [
+                self.backend.decode(
+                    embedding.data,
+                    coords[start : start + self.max_batch],
+                    labels[start : start + self.max_batch],
+                    masks_in if len(masks_in) == 1 else masks_in[start : start + self.max_batch],
+                    has_mask if len(has_mask) == 1 else has_mask[start : start + self.max_batch],
+                    multimask,
+                )
+                for start in range(0, num_prompts, self.max_batch)
+            ]
+            if len(chunks) == 1:  # the usual case: no copy of the backend's outputs
+                low_res, scores = chunks[0]
+            else:
+                low_res = np.concatenate([c[0] for c in chunks])
+                scores = np.concatenate([c[1] for c in chunks])
         decoded = time.perf_counter()
         masks = masks_from_logits(low_res, geometry, self.mask_threshold)
         self.timings.decode_ms = (decoded - started) * 1e3

@@ -1,0 +1,160 @@
+"""Latency benchmark: this pipeline against the official MobileSAM pipeline, same frame, same run.
+
+A 640x480 photo with N box prompts. Ours: pre-process, encode, one batched decode of all boxes,
+post-process to full-resolution masks. Official: `SamPredictor.set_image` + one `predict` per
+box, as its README uses it. Prints medians per stage and the end-to-end ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .core import Segmenter
+from .core.checkpoint import default_cache_dir
+
+FRAME_SIZE = (480, 640)  # (H, W)
+
+
+def benchmark_frame() -> np.ndarray:
+    """scikit-image's astronaut photo resized to 640x480 RGB."""
+    import cv2
+    from skimage import data
+
+    height, width = FRAME_SIZE
+    return cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def benchmark_boxes(count: int) -> np.ndarray:
+    """`count` boxes of varied size spread over the frame, deterministic."""
+    rng = np.random.default_rng(0)
+    height, width = FRAME_SIZE
+    x0 = rng.uniform(0, width * 0.7, count)
+    y0 = rng.uniform(0, height * 0.7, count)
+    w = rng.uniform(40, width * 0.3, count)
+    h = rng.uniform(40, height * 0.3, count)
+    return np.stack([x0, y0, np.minimum(x0 + w, width - 1), np.minimum(y0 + h, height - 1)], 1)
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _time(fn: Callable[[], object], iterations: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def run_benchmark(
+    checkpoint: str | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    cache_dir: str | None = None,
+    iterations: int = 10,
+    num_boxes: int = 10,
+    compare_official: bool = True,
+) -> dict[str, float]:
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if checkpoint is None:
+        from .core.model import write_random_checkpoint
+
+        checkpoint = str(cache / "random-weights-seed0.pt")
+        if not os.path.isfile(checkpoint):
+            write_random_checkpoint(checkpoint, seed=0)
+        print("checkpoint: random weights in the official layout (same compute as the real ones)")
+    frame = benchmark_frame()
+    boxes = benchmark_boxes(num_boxes)
+    segmenter = Segmenter(checkpoint, backend, cache, device)
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"ours: {segmenter.backend.describe()}; frame {FRAME_SIZE[1]}x{FRAME_SIZE[0]}, "
+          f"{num_boxes} boxes decoded in one call; {iterations} iterations after 1 warm-up")
+
+    stages: dict[str, list[float]] = {k: [] for k in ("preprocess", "encode", "decode", "postprocess")}
+
+    def ours() -> None:
+        segmenter.decode(segmenter.encode(frame), boxes=boxes)
+        t = segmenter.timings
+        for name in stages:
+            stages[name].append(getattr(t, f"{name}_ms") / 1e3)
+
+    end_to_end = _time(ours, iterations)
+    results = {f"ours_{k}_ms": _median_ms(v[-iterations:]) for k, v in stages.items()}
+    results["ours_total_ms"] = _median_ms(end_to_end)
+    for name in stages:
+        print(f"  ours {name:<12} {results[f'ours_{name}_ms']:9.1f} ms")
+    print(f"  ours {'end to end':<12} {results['ours_total_ms']:9.1f} ms")
+
+    if compare_official:
+        try:
+            official = _official_pipeline(checkpoint, device)
+        except ImportError as exc:
+            print(f"official pipeline skipped: {exc} (install mobilesam-mirror)", file=sys.stderr)
+            return results
+        set_image, predict = official
+        official_iterations = max(3, iterations // 2)
+        set_samples: list[float] = []
+        predict_samples: list[float] = []
+
+        def official_frame() -> None:
+            started = time.perf_counter()
+            set_image(frame)
+            set_samples.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for box in boxes:
+                predict(box)
+            predict_samples.append(time.perf_counter() - started)
+
+        total = _time(official_frame, official_iterations)
+        results["official_set_image_ms"] = _median_ms(set_samples[-official_iterations:])
+        results["official_predict_per_box_ms"] = (
+            _median_ms(predict_samples[-official_iterations:]) / num_boxes
+        )
+        results["official_total_ms"] = _median_ms(total)
+        results["speedup"] = results["official_total_ms"] / results["ours_total_ms"]
+        print(f"official ({official_iterations} iterations after 1 warm-up):")
+        print(f"  official set_image      {results['official_set_image_ms']:9.1f} ms")
+        print(f"  official predict / box  {results['official_predict_per_box_ms']:9.1f} ms")
+        print(f"  official end to end     {results['official_total_ms']:9.1f} ms")
+        print(f"speed-up end to end: {results['speedup']:.2f}x")
+    return results
+
+
+def _official_pipeline(
+    checkpoint: str, device: str
+) -> tuple[Callable[[np.ndarray], None], Callable[[np.ndarray], object]]:
+    import torch
+    from mobile_sam import SamPredictor, sam_model_registry
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = sam_model_registry["vit_t"](checkpoint=checkpoint).to(device)
+    model.eval()  # as the official README does; also refreshes TinyViT's attention-bias cache
+    predictor = SamPredictor(model)
+
+    def predict(box: np.ndarray) -> object:
+        return predictor.predict(box=box, multimask_output=False)
+
+    return predictor.set_image, predict

@@ -1,0 +1,171 @@
+"""`mobilesam-ros`: export the graphs, segment an image, run the benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .core import MobileSamError, Segmenter
+from .core.backends import BACKEND_NAMES
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        help="path of mobile_sam.pt (default: download the official file once into the cache)",
+    )
+    parser.add_argument("--cache-dir", help="cache folder (default: $XDG_CACHE_HOME/mobilesam_ros)")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+
+def read_rgb(source: str) -> np.ndarray:
+    """Read an image file, or `skimage:NAME` for one of scikit-image's sample photos, as RGB."""
+    import cv2
+
+    if source.startswith("skimage:"):
+        from skimage import data
+
+        name = source.partition(":")[2]
+        loader = getattr(data, name, None)
+        if loader is None:
+            raise MobileSamError(f"scikit-image has no sample photo {name!r}")
+        image = np.asarray(loader())
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        return np.ascontiguousarray(image[..., :3].astype(np.uint8))
+    bgr = cv2.imread(source, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MobileSamError(f"cannot read image {source!r}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .core.checkpoint import default_cache_dir, resolve_checkpoint
+    from .core.export import export_onnx
+
+    cache = args.cache_dir or default_cache_dir()
+    checkpoint = resolve_checkpoint(args.checkpoint, cache)
+    models = export_onnx(checkpoint, cache, force=args.force)
+    for path in (models.encoder, models.decoder_single, models.decoder_multi):
+        print(path)
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import cv2
+
+    from .core.visualize import draw_overlay, label_image
+
+    rgb = read_rgb(args.image)
+    boxes = np.array(args.box, dtype=np.float64).reshape(-1, 4) if args.box else None
+    point_list = [(x, y, 1) for x, y in args.point or []] + [
+        (x, y, 0) for x, y in args.background or []
+    ]
+    points = labels = None
+    if point_list:
+        array = np.array(point_list, dtype=np.float64)
+        points, labels = array[None, :, :2], array[None, :, 2]
+        if boxes is not None and len(boxes) > 1:
+            raise MobileSamError("points refine one box; give at most one --box with --point")
+    if boxes is None and points is None:
+        raise MobileSamError("give at least one --box or --point")
+    print("[1/3] loading model ...", file=sys.stderr, flush=True)
+    segmenter = Segmenter(args.checkpoint, args.backend, args.cache_dir, args.device)
+    print(f"[2/3] segmenting with {segmenter.backend.describe()} ...", file=sys.stderr, flush=True)
+    result = segmenter.segment(rgb, boxes=boxes, points=points, point_labels=labels)
+    t = segmenter.timings
+    print(
+        f"      pre-process {t.preprocess_ms:.1f} ms, encode {t.encode_ms:.1f} ms, "
+        f"decode {t.decode_ms:.1f} ms, post-process {t.postprocess_ms:.1f} ms",
+        file=sys.stderr,
+    )
+    print("[3/3] writing images ...", file=sys.stderr, flush=True)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image.partition(":")[2] if args.image.startswith("skimage:") else args.image).stem
+    mask_path = out_dir / f"{stem}_mask.png"
+    overlay_path = out_dir / f"{stem}_overlay.png"
+    labels_img = label_image(result.masks, result.scores)
+    # Label i + 1 per prompt; scaled so a plain image viewer shows the instances.
+    scale = max(1, 255 // max(1, len(result)))
+    cv2.imwrite(str(mask_path), (labels_img * scale).astype(np.uint8))
+    captions = [f"{i}: iou {s:.2f}" for i, s in enumerate(result.scores)]
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(overlay_path), draw_overlay(bgr, result.masks, boxes, captions))
+    for i, (mask, score) in enumerate(zip(result.masks, result.scores)):
+        print(f"prompt {i}: {int(mask.sum())} pixels, predicted IoU {score:.3f}")
+    print(f"wrote {mask_path} and {overlay_path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    run_benchmark(
+        checkpoint=args.checkpoint,
+        backend=args.backend,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        iterations=args.iterations,
+        num_boxes=args.boxes,
+        compare_official=not args.no_official,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobilesam-ros", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="export (or find cached) ONNX graphs")
+    _add_model_arguments(export)
+    export.add_argument("--force", action="store_true", help="export again even if cached")
+    export.set_defaults(run=_cmd_export)
+
+    segment = commands.add_parser("segment", help="segment an image, write mask and overlay PNGs")
+    _add_model_arguments(segment)
+    segment.add_argument("image", help="image file, or skimage:NAME for a scikit-image photo")
+    segment.add_argument(
+        "--box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
+        help="box prompt in pixels (repeat for more prompts)",
+    )
+    segment.add_argument(
+        "--point", type=float, nargs=2, action="append", metavar=("X", "Y"),
+        help="foreground point; all points form one prompt (with the box, if one is given)",
+    )
+    segment.add_argument(
+        "--background", type=float, nargs=2, action="append", metavar=("X", "Y"),
+        help="background point of that prompt",
+    )
+    segment.add_argument("--output-dir", default="out", help="where to write the PNGs")
+    segment.set_defaults(run=_cmd_segment)
+
+    bench = commands.add_parser("bench", help="per-stage latency against the official pipeline")
+    _add_model_arguments(bench)
+    bench.add_argument("--iterations", type=int, default=10)
+    bench.add_argument("--boxes", type=int, default=10)
+    bench.add_argument("--no-official", action="store_true", help="skip the official pipeline")
+    bench.set_defaults(run=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        code = args.run(args)
+    except MobileSamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Label images and translucent overlays of instance masks (for PNGs and rviz)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def instance_color(index: int) -> tuple[int, int, int]:
+    """A distinct, stable color for instance `index` (golden-ratio hue steps), as BGR."""
+    hue = int((index * 0.618033988749895 % 1.0) * 180)
+    hsv = np.array([[[hue, 200, 255]]], dtype=np.uint8)
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def label_image(masks: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+    """(N, H, W) bool masks -> (H, W) labels: 0 background, i + 1 for masks[i].
+
+    Where masks overlap, the instance with the higher score (predicted IoU) wins; without
+    scores, the later instance wins. mono8 up to 255 instances, else uint16.
+    """
+    num, height, width = masks.shape
+    labels = np.zeros((height, width), dtype=np.uint8 if num <= 255 else np.uint16)
+    order = np.argsort(scores, kind="stable") if scores is not None else np.arange(num)
+    for index in order:
+        labels[masks[index]] = index + 1
+    return labels
+
+
+def draw_overlay(
+    bgr: np.ndarray,
+    masks: np.ndarray,
+    boxes: np.ndarray | None = None,
+    captions: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Blend each mask's color into a copy of `bgr` (or into `out`), outline it, add box and caption."""
+    if out is None:
+        out = bgr.copy()
+    elif out is not bgr:
+        np.copyto(out, bgr)
+    for index, mask in enumerate(masks):
+        color = instance_color(index)
+        ys, xs = np.nonzero(mask)
+        if len(ys):
+            region = out[ys, xs].astype(np.float32)
+            out[ys, xs] = (region * (1.0 - alpha) + np.array(color, np.float32) * alpha).astype(
+                np.uint8
+            )
+            contours, _ = cv2.findContours(
+                mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+            )
+            cv2.drawContours(out, contours, -1, color, 2)
+        anchor = None
+        if boxes is not None and index < len(boxes):
+            x0, y0, x1, y1 = (int(round(v)) for v in boxes[index])
+            cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
+            anchor = (x0, max(y0 - 6, 12))
+        elif len(ys):
+            anchor = (int(xs.min()), max(int(ys.min()) - 6, 12))
+        if captions is not None and index < len(captions) and anchor is not None:
+            cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3)
+            cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
+    return out
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Tight (x_min, y_min, x_max, y_max) pixel box of a bool mask, inclusive; None if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
