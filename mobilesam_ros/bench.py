@@ -89,10 +89,14 @@ def run_benchmark(
     boxes = benchmark_boxes(num_boxes)
     segmenter = Segmenter(checkpoint, backend, cache, device)
     print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"ours: {segmenter.backend.describe()}; frame {FRAME_SIZE[1]}x{FRAME_SIZE[0]}, "
-          f"{num_boxes} boxes decoded in one call; {iterations} iterations after 1 warm-up")
+    print(
+        f"ours: {segmenter.backend.describe()}; frame {FRAME_SIZE[1]}x{FRAME_SIZE[0]}, "
+        f"{num_boxes} boxes decoded in one call; {iterations} iterations after 1 warm-up"
+    )
 
-    stages: dict[str, list[float]] = {k: [] for k in ("preprocess", "encode", "decode", "postprocess")}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("preprocess", "encode", "decode", "postprocess")
+    }
 
     def ours() -> None:
         segmenter.decode(segmenter.encode(frame), boxes=boxes)

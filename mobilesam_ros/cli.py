@@ -88,7 +88,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     print("[3/3] writing images ...", file=sys.stderr, flush=True)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = Path(args.image.partition(":")[2] if args.image.startswith("skimage:") else args.image).stem
+    stem = Path(
+        args.image.partition(":")[2] if args.image.startswith("skimage:") else args.image
+    ).stem
     mask_path = out_dir / f"{stem}_mask.png"
     overlay_path = out_dir / f"{stem}_overlay.png"
     labels_img = label_image(result.masks, result.scores)
@@ -98,7 +100,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     captions = [f"{i}: iou {s:.2f}" for i, s in enumerate(result.scores)]
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     cv2.imwrite(str(overlay_path), draw_overlay(bgr, result.masks, boxes, captions))
-    for i, (mask, score) in enumerate(zip(result.masks, result.scores)):
+    for i, (mask, score) in enumerate(zip(result.masks, result.scores, strict=True)):
         print(f"prompt {i}: {int(mask.sum())} pixels, predicted IoU {score:.3f}")
     print(f"wrote {mask_path} and {overlay_path}")
     return 0
@@ -132,15 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(segment)
     segment.add_argument("image", help="image file, or skimage:NAME for a scikit-image photo")
     segment.add_argument(
-        "--box", type=float, nargs=4, action="append", metavar=("X0", "Y0", "X1", "Y1"),
+        "--box",
+        type=float,
+        nargs=4,
+        action="append",
+        metavar=("X0", "Y0", "X1", "Y1"),
         help="box prompt in pixels (repeat for more prompts)",
     )
     segment.add_argument(
-        "--point", type=float, nargs=2, action="append", metavar=("X", "Y"),
+        "--point",
+        type=float,
+        nargs=2,
+        action="append",
+        metavar=("X", "Y"),
         help="foreground point; all points form one prompt (with the box, if one is given)",
     )
     segment.add_argument(
-        "--background", type=float, nargs=2, action="append", metavar=("X", "Y"),
+        "--background",
+        type=float,
+        nargs=2,
+        action="append",
+        metavar=("X", "Y"),
         help="background point of that prompt",
     )
     segment.add_argument("--output-dir", default="out", help="where to write the PNGs")

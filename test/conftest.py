@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 
@@ -27,7 +26,8 @@ def segmenters(random_checkpoint: Path, cache_dir: Path) -> dict:
     from mobilesam_ros.core import Segmenter
 
     return {
-        name: Segmenter(random_checkpoint, backend=name, cache_dir=cache_dir, device="cpu",
-                        progress=False)
+        name: Segmenter(
+            random_checkpoint, backend=name, cache_dir=cache_dir, device="cpu", progress=False
+        )
         for name in ("torch", "onnxruntime")
     }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import photo
 
 mobile_sam = pytest.importorskip("mobile_sam")
@@ -62,40 +61,50 @@ def test_matches_official_predictor(segmenters, official_predictor, backend, pho
     assert result.masks.shape == (len(boxes), *image.shape[:2])
     for i, box in enumerate(boxes):
         expected = official(box=box, multimask_output=False)
-        _assert_matches([a[0] for a in expected], result.masks[i], result.scores[i],
-                        result.low_res_logits[i])
+        _assert_matches(
+            [a[0] for a in expected], result.masks[i], result.scores[i], result.low_res_logits[i]
+        )
 
     points = _scale(POINTS, image)
     result = segmenter.decode(embedding, points=points, point_labels=np.ones(points.shape[:2]))
     for i in range(len(points)):
         expected = official(point_coords=points[i], point_labels=np.ones(1), multimask_output=False)
-        _assert_matches([a[0] for a in expected], result.masks[i], result.scores[i],
-                        result.low_res_logits[i])
+        _assert_matches(
+            [a[0] for a in expected], result.masks[i], result.scores[i], result.low_res_logits[i]
+        )
 
     points = _scale(POINTS_FG_BG, image)
     result = segmenter.decode(embedding, points=points, point_labels=LABELS_FG_BG, multimask=True)
     assert result.masks.shape == (2, 3, *image.shape[:2])
     assert result.low_res_logits.shape == (2, 3, 256, 256)
     for i in range(len(points)):
-        expected = official(point_coords=points[i], point_labels=LABELS_FG_BG[i],
-                            multimask_output=True)
+        expected = official(
+            point_coords=points[i], point_labels=LABELS_FG_BG[i], multimask_output=True
+        )
         for k in range(3):
-            _assert_matches([a[k] for a in expected], result.masks[i, k], result.scores[i, k],
-                            result.low_res_logits[i, k])
+            _assert_matches(
+                [a[k] for a in expected],
+                result.masks[i, k],
+                result.scores[i, k],
+                result.low_res_logits[i, k],
+            )
 
     # Box and points in one prompt, then the previous logits as mask prompt.
     box = _scale(BOXES[:1], image)
     point = _scale(POINTS[:1], image)
     result = segmenter.decode(embedding, boxes=box, points=point, point_labels=np.ones((1, 1)))
-    expected = official(point_coords=point[0], point_labels=np.ones(1), box=box[0],
-                        multimask_output=False)
-    _assert_matches([a[0] for a in expected], result.masks[0], result.scores[0],
-                    result.low_res_logits[0])
+    expected = official(
+        point_coords=point[0], point_labels=np.ones(1), box=box[0], multimask_output=False
+    )
+    _assert_matches(
+        [a[0] for a in expected], result.masks[0], result.scores[0], result.low_res_logits[0]
+    )
     previous = result.low_res_logits
     result = segmenter.decode(embedding, boxes=box, mask_input=previous)
     expected = official(box=box[0], mask_input=previous, multimask_output=False)
-    _assert_matches([a[0] for a in expected], result.masks[0], result.scores[0],
-                    result.low_res_logits[0])
+    _assert_matches(
+        [a[0] for a in expected], result.masks[0], result.scores[0], result.low_res_logits[0]
+    )
 
 
 def test_random_checkpoint_has_official_layout(random_checkpoint):

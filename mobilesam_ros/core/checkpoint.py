@@ -46,9 +46,7 @@ OFFICIAL_CHECKPOINT = CheckpointSource(
 )
 
 # Keys of TinyViT's ImageNet classifier that the official checkpoint carries but SAM never uses.
-UNUSED_ENCODER_KEYS = frozenset(
-    {"norm_head.weight", "norm_head.bias", "head.weight", "head.bias"}
-)
+UNUSED_ENCODER_KEYS = frozenset({"norm_head.weight", "norm_head.bias", "head.weight", "head.bias"})
 MODEL_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 _SAM_VIT_VARIANTS = {768: "SAM ViT-B", 1024: "SAM ViT-L", 1280: "SAM ViT-H"}
 _CHUNK_BYTES = 1 << 20
@@ -76,7 +74,9 @@ def resolve_checkpoint(
     source = OFFICIAL_CHECKPOINT
     url = os.environ.get(CHECKPOINT_URL_ENV) or source.url
     if url != source.url:
-        source = CheckpointSource(url, source.filename, source.size, source.git_blob_sha1, source.md5)
+        source = CheckpointSource(
+            url, source.filename, source.size, source.git_blob_sha1, source.md5
+        )
     target_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = target_dir / source.filename
     if target.is_file() and target.stat().st_size == source.size:
@@ -99,14 +99,18 @@ def download_checkpoint(source: CheckpointSource, target: Path, progress: bool =
     md5 = hashlib.md5()
     git_sha1 = hashlib.sha1(b"blob %d\0" % source.size)
     received = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{source.filename}.", suffix=".part", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{source.filename}.", suffix=".part", dir=target.parent
+    )
     try:
         with os.fdopen(fd, "wb") as out:
             try:
                 response = urllib.request.urlopen(source.url, timeout=30)
             except (urllib.error.URLError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
-                raise DownloadError(f"cannot download {source.url}: {reason}. {offline_hint}") from exc
+                raise DownloadError(
+                    f"cannot download {source.url}: {reason}. {offline_hint}"
+                ) from exc
             with response, _progress_bar(source, enabled=progress) as bar:
                 while chunk := response.read(_CHUNK_BYTES):
                     received += len(chunk)
@@ -222,7 +226,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in loaded.values()
     ):
-        raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors")
+        raise CheckpointError(
+            f"{path} holds a {type(loaded).__name__}, not a state dict of tensors"
+        )
     return dict(loaded)
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import file_sha256
 
@@ -24,7 +25,13 @@ EXPORT_FORMAT_VERSION = 1
 ONNX_OPSET = 17
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
-DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+DECODER_INPUTS = (
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+)
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
 
 
@@ -100,10 +107,16 @@ def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
     modules = load_modules(checkpoint)
     steps = [
         ("encoder", models.encoder, lambda p: export_encoder(modules.encoder, p)),
-        ("decoder (single mask)", models.decoder_single,
-         lambda p: export_decoder(modules.decoder(multimask=False), p)),
-        ("decoder (multimask)", models.decoder_multi,
-         lambda p: export_decoder(modules.decoder(multimask=True), p)),
+        (
+            "decoder (single mask)",
+            models.decoder_single,
+            lambda p: export_decoder(modules.decoder(multimask=False), p),
+        ),
+        (
+            "decoder (multimask)",
+            models.decoder_multi,
+            lambda p: export_decoder(modules.decoder(multimask=True), p),
+        ),
     ]
     for index, (label, target, export) in enumerate(steps, start=1):
         started = time.perf_counter()
@@ -115,7 +128,10 @@ def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)
-        _say(progress, f"[{index}/{len(steps)}] {label} done in {time.perf_counter() - started:.1f} s")
+        _say(
+            progress,
+            f"[{index}/{len(steps)}] {label} done in {time.perf_counter() - started:.1f} s",
+        )
     meta = {
         "format_version": EXPORT_FORMAT_VERSION,
         "opset": ONNX_OPSET,
@@ -125,7 +141,14 @@ def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
     (models.directory / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _onnx_export(module: object, args: tuple, path: Path, **kwargs: object) -> None:
+def _onnx_export(
+    module: object,
+    args: tuple,
+    path: Path,
+    output_shapes: dict[str, list[int | str]],
+    **kwargs: object,
+) -> None:
+    import onnx
     import torch
 
     with torch.no_grad(), _quiet_exporter():
@@ -136,8 +159,22 @@ def _onnx_export(module: object, args: tuple, path: Path, **kwargs: object) -> N
             opset_version=ONNX_OPSET,
             do_constant_folding=True,
             dynamo=False,
+            output_names=list(output_shapes),
             **kwargs,
         )
+    # The tracer leaves output sizes symbolic where a reshape uses -1; declare them, then let
+    # the checker's full shape inference confirm they agree with the graph.
+    model = onnx.load(str(path))
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        for dim, size in zip(dims, output_shapes[output.name], strict=True):
+            dim.Clear()
+            if isinstance(size, int):
+                dim.dim_value = size
+            else:
+                dim.dim_param = size
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
 
 
 @contextlib.contextmanager
@@ -153,13 +190,19 @@ def _quiet_exporter() -> Iterator[None]:
 def export_encoder(encoder: object, path: Path) -> None:
     import torch
 
-    from .model_constants import IMAGE_SIZE
+    from .model_constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE
 
     dummy = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
-    _onnx_export(encoder, (dummy,), path, input_names=[ENCODER_INPUT], output_names=[ENCODER_OUTPUT])
+    _onnx_export(
+        encoder,
+        (dummy,),
+        path,
+        {ENCODER_OUTPUT: [1, EMBEDDING_CHANNELS, EMBEDDING_SIZE, EMBEDDING_SIZE]},
+        input_names=[ENCODER_INPUT],
+    )
 
 
-def export_decoder(decoder: object, path: Path) -> None:
+def export_decoder(decoder: Any, path: Path) -> None:
     import torch
 
     from .model_constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, LOW_RES_SIZE
@@ -180,11 +223,15 @@ def export_decoder(decoder: object, path: Path) -> None:
         "low_res_masks": {0: "num_prompts"},
         "iou_predictions": {0: "num_prompts"},
     }
+    outputs = len(decoder.mask_tokens)
     _onnx_export(
         decoder,
         args,
         path,
+        {
+            "low_res_masks": ["num_prompts", outputs, LOW_RES_SIZE, LOW_RES_SIZE],
+            "iou_predictions": ["num_prompts", outputs],
+        },
         input_names=list(DECODER_INPUTS),
-        output_names=list(DECODER_OUTPUTS),
         dynamic_axes=dynamic_axes,
     )

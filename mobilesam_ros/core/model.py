@@ -65,7 +65,9 @@ class PromptDecoder(nn.Module):
         self.multimask = multimask
         # Token 0 is the single-mask output, tokens 1-3 the multimask ones (as in SamPredictor).
         self.mask_tokens = (1, 2, 3) if multimask else (0,)
-        self.register_buffer("image_pe", prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
+        self.register_buffer(
+            "image_pe", prompt_encoder.get_dense_pe().detach().clone(), persistent=False
+        )
 
     def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         encoder = self.prompt_encoder
@@ -189,6 +191,6 @@ def _randomized(key: str, tensor: torch.Tensor, generator: torch.Generator) -> t
         return torch.randn(shape, generator=generator) * 0.1
     if key.endswith("bias"):
         return torch.randn(shape, generator=generator) * 0.02
-    if ".bn.weight" in key or "norm" in key and key.endswith("weight"):
+    if ".bn.weight" in key or ("norm" in key and key.endswith("weight")):
         return torch.rand(shape, generator=generator) * 0.5 + 0.75
     return tensor.clone()

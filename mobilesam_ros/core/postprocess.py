@@ -35,7 +35,7 @@ def masks_from_logits(
     src_cols = min(LOW_RES_SIZE, -(-nw // _UPSCALE) + 1)
     flat_logits = low_res_logits.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)
     flat_out = out.reshape(-1, height, width)
-    for logits, mask in zip(flat_logits, flat_out):
+    for logits, mask in zip(flat_logits, flat_out, strict=True):
         upscaled = cv2.resize(
             logits[:src_rows, :src_cols],
             (src_cols * _UPSCALE, src_rows * _UPSCALE),

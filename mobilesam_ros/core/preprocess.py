@@ -52,9 +52,7 @@ def validate_image(image: object) -> np.ndarray:
     if image.dtype != np.uint8:
         raise InvalidInputError(f"image must be uint8 RGB, got dtype {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidInputError(
-            f"image must have shape (H, W, 3) in RGB order, got {image.shape}"
-        )
+        raise InvalidInputError(f"image must have shape (H, W, 3) in RGB order, got {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InvalidInputError(f"image is empty: shape {image.shape}")
     return image
@@ -190,7 +188,8 @@ def encode_prompts(
         if outside.any():
             index = tuple(int(i) for i in np.argwhere(outside)[0])
             raise InvalidInputError(
-                f"point {index} {point_array[index].tolist()} lies outside the {width}x{height} image"
+                f"point {index} {point_array[index].tolist()} lies outside the "
+                f"{width}x{height} image"
             )
     elif point_labels is not None:
         raise InvalidInputError("point_labels given without points")

@@ -65,7 +65,9 @@ class PatchEmbed(nn.Module):
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
         self.seq = nn.Sequential(
-            ConvBN(3, embed_dim // 2, 3, 2, 1), nn.GELU(), ConvBN(embed_dim // 2, embed_dim, 3, 2, 1)
+            ConvBN(3, embed_dim // 2, 3, 2, 1),
+            nn.GELU(),
+            ConvBN(embed_dim // 2, embed_dim, 3, 2, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +162,9 @@ class Attention(nn.Module):
                 index.append(offsets.setdefault(offset, len(offsets)))
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, len(offsets)))
         self.register_buffer(
-            "attention_bias_idxs", torch.tensor(index).view(self.tokens, self.tokens), persistent=False
+            "attention_bias_idxs",
+            torch.tensor(index).view(self.tokens, self.tokens),
+            persistent=False,
         )
         # (heads, tokens, tokens) table, gathered once by `fuse_()` instead of on every call.
         self.register_buffer("bias_table", torch.empty(0), persistent=False)
@@ -265,9 +269,7 @@ class TinyViTEncoder(nn.Module):
         super().__init__()
         self.patch_embed = PatchEmbed(EMBED_DIMS[0])
         resolution = IMAGE_SIZE // 4
-        layers: list[nn.Module] = [
-            ConvLayer(EMBED_DIMS[0], resolution, DEPTHS[0], EMBED_DIMS[1])
-        ]
+        layers: list[nn.Module] = [ConvLayer(EMBED_DIMS[0], resolution, DEPTHS[0], EMBED_DIMS[1])]
         for i in range(1, len(DEPTHS)):
             # Resolutions 256 -> 128 -> 64 -> 64: the last merge keeps stride 1.
             resolution = IMAGE_SIZE // 4 // 2 ** min(i, 2)

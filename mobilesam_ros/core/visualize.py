@@ -38,7 +38,7 @@ def draw_overlay(
     alpha: float = 0.5,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Blend each mask's color into a copy of `bgr` (or into `out`), outline it, add box and caption."""
+    """Blend each mask's color into `bgr`'s copy (or `out`); outline it, add box and caption."""
     if out is None:
         out = bgr.copy()
     elif out is not bgr:
@@ -57,7 +57,7 @@ def draw_overlay(
             cv2.drawContours(out, contours, -1, color, 2)
         anchor = None
         if boxes is not None and index < len(boxes):
-            x0, y0, x1, y1 = (int(round(v)) for v in boxes[index])
+            x0, y0, x1, y1 = (round(float(v)) for v in boxes[index])
             cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
             anchor = (x0, max(y0 - 6, 12))
         elif len(ys):

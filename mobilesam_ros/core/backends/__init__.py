@@ -54,7 +54,8 @@ def _pick_fastest(device: str) -> tuple[str, str]:
         return "torch", device
     if device.startswith("cuda"):
         raise BackendUnavailableError(
-            f"device {device!r} asked for, but neither onnxruntime-gpu nor a CUDA PyTorch is installed"
+            f"device {device!r} asked for, but neither onnxruntime-gpu nor a CUDA PyTorch "
+            "is installed"
         )
     return "onnxruntime", "cpu"
 

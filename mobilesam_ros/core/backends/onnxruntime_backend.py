@@ -47,7 +47,9 @@ class OnnxRuntimeBackend(Backend):
         elif device == "cpu":
             self._providers = ["CPUExecutionProvider"]
         else:
-            raise BackendUnavailableError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+            raise BackendUnavailableError(
+                f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
+            )
         self.device = device
         self._models = models
         self._encoder = self._session(models.encoder)
@@ -77,7 +79,11 @@ class OnnxRuntimeBackend(Backend):
         multimask: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
         feeds = dict(
-            zip(DECODER_INPUTS, (embedding, point_coords, point_labels, mask_input, has_mask_input))
+            zip(
+                DECODER_INPUTS,
+                (embedding, point_coords, point_labels, mask_input, has_mask_input),
+                strict=True,
+            )
         )
         masks, iou = self._decoder(multimask).run(list(DECODER_OUTPUTS), feeds)
         return masks, iou

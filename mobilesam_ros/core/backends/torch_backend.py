@@ -26,7 +26,9 @@ class TorchBackend(Backend):
         try:
             import torch
         except ImportError as exc:
-            raise BackendUnavailableError("backend 'torch' needs PyTorch (pip install torch)") from exc
+            raise BackendUnavailableError(
+                "backend 'torch' needs PyTorch (pip install torch)"
+            ) from exc
         from ..model import load_modules
 
         if device == "auto":
@@ -34,7 +36,9 @@ class TorchBackend(Backend):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r}: this PyTorch sees no CUDA device")
         if device != "cpu" and not device.startswith("cuda"):
-            raise BackendUnavailableError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+            raise BackendUnavailableError(
+                f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
+            )
         self._torch = torch
         self.device = device
         modules = load_modules(checkpoint)

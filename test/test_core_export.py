@@ -1,0 +1,113 @@
+"""ONNX graphs: interface, determinism, caching, and a runtime path free of PyTorch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from mobilesam_ros.core import export  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(segmenters, random_checkpoint, cache_dir):
+    # The session's onnxruntime Segmenter has exported these already; this finds them.
+    return export.export_onnx(random_checkpoint, cache_dir, progress=False)
+
+
+def _dims(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_encoder_graph_is_static(models):
+    graph = onnx.load(str(models.encoder)).graph
+    assert [(i.name, _dims(i)) for i in graph.input] == [("image", [1, 3, 1024, 1024])]
+    assert [(o.name, _dims(o)) for o in graph.output] == [("image_embeddings", [1, 256, 64, 64])]
+    # No shape arithmetic left for the runtime to evaluate.
+    assert not [n.op_type for n in graph.node if n.op_type in ("Shape", "Range", "NonZero")]
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_decoder_graph_interface(models, multimask):
+    graph = onnx.load(str(models.decoder(multimask))).graph
+    inputs = {i.name: _dims(i) for i in graph.input}
+    assert inputs == {
+        "image_embeddings": [1, 256, 64, 64],
+        "point_coords": ["num_prompts", "num_points", 2],
+        "point_labels": ["num_prompts", "num_points"],
+        "mask_input": ["num_masks", 1, 256, 256],
+        "has_mask_input": ["num_masks"],
+    }
+    float32 = onnx.TensorProto.FLOAT
+    assert all(i.type.tensor_type.elem_type == float32 for i in graph.input)
+    outputs = {o.name: _dims(o) for o in graph.output}
+    k = 3 if multimask else 1
+    assert outputs == {
+        "low_res_masks": ["num_prompts", k, 256, 256],
+        "iou_predictions": ["num_prompts", k],
+    }
+
+
+def test_export_is_deterministic(models, random_checkpoint, tmp_path):
+    again = export.export_onnx(random_checkpoint, tmp_path, progress=False)
+    for first, second in [
+        (models.encoder, again.encoder),
+        (models.decoder_single, again.decoder_single),
+        (models.decoder_multi, again.decoder_multi),
+    ]:
+        assert first.read_bytes() == second.read_bytes(), first.name
+
+
+def test_export_is_cached_by_checkpoint_hash(models, random_checkpoint, cache_dir, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("exported again although cached")
+
+    monkeypatch.setattr(export, "_export_all", fail)
+    assert export.export_onnx(random_checkpoint, cache_dir) == models
+    key = export.export_key(export.file_sha256(random_checkpoint))
+    assert models.directory.name == key and key.endswith(f"-v{export.EXPORT_FORMAT_VERSION}")
+
+
+def test_decoder_batches_any_number_of_prompts(models):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        str(models.decoder_single), providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal((1, 256, 64, 64), dtype=np.float32)
+    for num_prompts, num_points in [(1, 2), (5, 3), (17, 1)]:
+        labels = rng.integers(0, 2, (num_prompts, num_points)).astype(np.float32)
+        masks, iou = session.run(
+            None,
+            {
+                "image_embeddings": embedding,
+                "point_coords": rng.uniform(0, 1024, (num_prompts, num_points, 2)).astype(
+                    np.float32
+                ),
+                "point_labels": labels,
+                "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+                "has_mask_input": np.zeros(1, np.float32),
+            },
+        )
+        assert masks.shape == (num_prompts, 1, 256, 256) and iou.shape == (num_prompts, 1)
+
+
+def test_onnxruntime_path_does_not_import_torch(models, random_checkpoint, cache_dir):
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from mobilesam_ros.core import Segmenter
+        seg = Segmenter({str(random_checkpoint)!r}, backend="onnxruntime",
+                        cache_dir={str(cache_dir)!r}, device="cpu", progress=False)
+        result = seg.segment(np.zeros((40, 50, 3), np.uint8), boxes=[[5, 5, 30, 30]])
+        assert result.masks.shape == (1, 40, 50)
+        loaded = [m for m in ("torch", "segment_anything", "torchvision") if m in sys.modules]
+        assert not loaded, loaded
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

@@ -1,0 +1,123 @@
+"""Bad input gets a clear ValueError (InvalidInputError) before reaching a backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mobilesam_ros.core import InvalidInputError, Segmenter
+from mobilesam_ros.core.preprocess import FrameGeometry, encode_prompts
+
+GEOMETRY = FrameGeometry.for_image(480, 640)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((480, 640, 3), np.float32), "uint8"),
+        (np.zeros((480, 640), np.uint8), r"\(H, W, 3\)"),
+        (np.zeros((480, 640, 4), np.uint8), r"\(H, W, 3\)"),
+        (np.zeros((0, 640, 3), np.uint8), "empty"),
+        ([[1, 2, 3]], "numpy array"),
+    ],
+)
+def test_bad_images(segmenters, image, message):
+    with pytest.raises(InvalidInputError, match=message):
+        segmenters["onnxruntime"].encode(image)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        ({}, "give boxes, points or both"),
+        ({"boxes": [[10, 10, np.nan, 50]]}, "NaN or infinite"),
+        ({"boxes": [[10, 10, np.inf, 50]]}, "NaN or infinite"),
+        ({"boxes": [[100, 10, 50, 50]]}, "inverted"),
+        ({"boxes": [[700, 10, 800, 50]]}, "outside"),
+        ({"boxes": [[1, 2, 3]]}, r"shape \(N, 4\)"),
+        ({"boxes": [["a", 2, 3, 4]]}, "numeric"),
+        ({"points": [[10, 10]]}, r"shape \(N, K, 2\)"),
+        ({"points": [[[10, 900]]]}, "outside"),
+        ({"points": [[[10, -1]]]}, "outside"),
+        ({"points": [[[10, 10]]], "point_labels": [[2]]}, "foreground"),
+        ({"points": [[[10, 10]]], "point_labels": [[1, 0]]}, "one per point"),
+        ({"point_labels": [[1]], "boxes": [[1, 1, 5, 5]]}, "without points"),
+        ({"boxes": [[1, 1, 5, 5]] * 2, "points": [[[3, 3]]]}, "same N"),
+    ],
+)
+def test_bad_prompts(prompts, message):
+    with pytest.raises(InvalidInputError, match=message):
+        encode_prompts(
+            GEOMETRY, prompts.get("boxes"), prompts.get("points"), prompts.get("point_labels")
+        )
+
+
+def test_invalid_input_is_a_value_error():
+    assert issubclass(InvalidInputError, ValueError)
+
+
+def test_partly_outside_box_is_kept_as_sam_keeps_it():
+    coords, labels = encode_prompts(GEOMETRY, [[-20, -10, 100, 100]], None, None)
+    assert coords.shape == (1, 2, 2) and labels.tolist() == [[2, 3]]
+    assert coords[0, 0, 0] < 0  # not clipped
+
+
+def test_prompt_packing_follows_sam_token_order():
+    coords, labels = encode_prompts(
+        GEOMETRY, [[0, 0, 640, 480]], [[[320, 240], [10, 20]]], [[1, 0]]
+    )
+    assert labels.tolist() == [[1, 0, 2, 3]]
+    scale = 1024 / 640
+    np.testing.assert_allclose(
+        coords[0], np.array([[320, 240], [10, 20], [0, 0], [640, 480]]) * scale, rtol=1e-6
+    )
+    coords, labels = encode_prompts(GEOMETRY, None, [[[320, 240]]], None)
+    assert labels.tolist() == [[1, -1]]  # default foreground, then SAM's padding point
+
+
+def test_zero_prompts_give_empty_results(segmenters):
+    segmenter = segmenters["onnxruntime"]
+    embedding = segmenter.encode(np.zeros((48, 64, 3), np.uint8))
+    result = segmenter.decode(embedding, boxes=np.zeros((0, 4)))
+    assert result.masks.shape == (0, 48, 64) and result.masks.dtype == bool
+    assert result.scores.shape == (0,) and result.low_res_logits.shape == (0, 256, 256)
+    result = segmenter.decode(embedding, points=np.zeros((0, 1, 2)), multimask=True)
+    assert result.masks.shape == (0, 3, 48, 64)
+
+
+def test_bad_mask_input_and_foreign_embedding(segmenters):
+    ort_segmenter, torch_segmenter = segmenters["onnxruntime"], segmenters["torch"]
+    image = np.full((48, 64, 3), 128, np.uint8)
+    embedding = ort_segmenter.encode(image)
+    with pytest.raises(InvalidInputError, match="mask_input"):
+        ort_segmenter.decode(embedding, boxes=[[1, 1, 20, 20]], mask_input=np.zeros((2, 256, 256)))
+    with pytest.raises(InvalidInputError, match="this Segmenter"):
+        torch_segmenter.decode(embedding, boxes=[[1, 1, 20, 20]])
+
+
+def test_large_prompt_counts_are_chunked(segmenters, monkeypatch):
+    segmenter = segmenters["onnxruntime"]
+    image = np.full((60, 80, 3), 90, np.uint8)
+    embedding = segmenter.encode(image)
+    boxes = np.array([[i % 40, i % 30, i % 40 + 30, i % 30 + 25] for i in range(7)], float)
+    whole = segmenter.decode(embedding, boxes=boxes)
+    calls = []
+    decode = segmenter.backend.decode
+
+    def counting_decode(*args, **kwargs):
+        calls.append(len(args[1]))
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter.backend, "decode", counting_decode)
+    monkeypatch.setattr(segmenter, "max_batch", 3)
+    chunked = segmenter.decode(embedding, boxes=boxes)
+    assert calls == [3, 3, 1]
+    np.testing.assert_allclose(chunked.low_res_logits, whole.low_res_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(chunked.scores.shape, (7,))
+
+
+def test_constructor_refuses_bad_settings(random_checkpoint, cache_dir):
+    with pytest.raises(InvalidInputError, match="backend must be one of"):
+        Segmenter(random_checkpoint, backend="tflite", cache_dir=cache_dir)
+    with pytest.raises(InvalidInputError, match="max_batch"):
+        Segmenter(random_checkpoint, max_batch=0, cache_dir=cache_dir)
