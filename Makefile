@@ -1,0 +1,66 @@
+# Entry points. `make demo` and `make test` set everything up first (idempotent).
+#   make setup   .venv with every pinned dependency (ROS 2 wheels, colcon, PyTorch, test oracle),
+#                then colcon build into build/ and install/
+#   make test    lint + all tests (what CI runs)
+#   make demo    segment a real photo; writes mask and overlay PNGs to out/demo/
+#   make bench   latency of this pipeline against the official one on this machine
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_VERSION := 26.3
+SETUP_STAMP := $(VENV)/.setup-$(shell cat requirements/dev.lock setup.py | cksum | cut -d' ' -f1)
+# Checkpoint for demo/bench: a path, empty for the official file (downloaded once),
+# or `random` for random weights in the official layout (pipeline check; meaningless masks).
+CHECKPOINT ?=
+DEMO_IMAGE ?= skimage:astronaut
+DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
+
+.PHONY: setup build-ros test lint demo bench clean
+
+setup: $(SETUP_STAMP) build-ros
+
+$(SETUP_STAMP): requirements/dev.lock setup.py
+	@echo "[setup] creating $(VENV) and installing pinned dependencies (a few minutes the first time)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.setup-*
+	@touch $@
+
+build-ros: $(SETUP_STAMP)
+	@VIRTUAL_ENV=$(CURDIR)/$(VENV) bash scripts/build_ros.sh
+
+lint: $(SETUP_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check mobilesam_ros test
+
+test: setup lint
+	$(PY) -m pytest -q
+
+demo: setup
+	@$(MAKE) --no-print-directory _checkpoint
+	$(VENV)/bin/mobilesam-ros segment $(DEMO_IMAGE) $(DEMO_PROMPTS) $(CHECKPOINT_ARG) --output-dir out/demo
+	@echo "Look at out/demo/*_overlay.png: one colored mask per box, with its predicted IoU."
+
+bench: setup
+	@$(MAKE) --no-print-directory _checkpoint
+	$(VENV)/bin/mobilesam-ros bench --backend onnxruntime $(CHECKPOINT_ARG)
+
+RANDOM_CHECKPOINT := .cache/random-weights-seed0.pt
+ifeq ($(CHECKPOINT),random)
+CHECKPOINT_ARG := --checkpoint $(RANDOM_CHECKPOINT)
+else ifneq ($(CHECKPOINT),)
+CHECKPOINT_ARG := --checkpoint $(CHECKPOINT)
+endif
+
+_checkpoint:
+ifeq ($(CHECKPOINT),random)
+	@test -f $(RANDOM_CHECKPOINT) || $(PY) -c "from mobilesam_ros.core.model import \
+	write_random_checkpoint as w; w('$(RANDOM_CHECKPOINT)')"
+	@echo "[demo] RANDOM WEIGHTS: this checks the pipeline; the masks mean nothing."
+endif
+
+clean:
+	rm -rf build install log out .cache

@@ -1,0 +1,71 @@
+"""The `mobilesam-ros` command line: segment writes mask and overlay PNGs; errors exit 2."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from helpers import photo
+
+from mobilesam_ros.cli import main
+
+
+def test_segment_writes_mask_and_overlay(
+    segmenters, random_checkpoint, cache_dir, tmp_path, capsys
+):
+    boxes = [[30, 40, 300, 380], [250, 60, 590, 390]]
+    args = ["segment", "skimage:coffee", "--checkpoint", str(random_checkpoint)]
+    args += ["--cache-dir", str(cache_dir), "--backend", "onnxruntime", "--device", "cpu"]
+    for box in boxes:
+        args += ["--box", *map(str, box)]
+    assert main([*args, "--output-dir", str(tmp_path)]) == 0
+    mask = cv2.imread(str(tmp_path / "coffee_mask.png"), cv2.IMREAD_UNCHANGED)
+    overlay = cv2.imread(str(tmp_path / "coffee_overlay.png"))
+    image = photo("coffee")
+    assert mask.shape == image.shape[:2] and overlay.shape == image.shape
+
+    expected = segmenters["onnxruntime"].segment(image, boxes=np.array(boxes, float))
+    step = 255 // len(boxes)
+    for i, instance in enumerate(expected.masks):
+        # Each instance's pixels carry its label, except where a higher-scored one overlaps.
+        others = np.delete(expected.masks, i, axis=0).any(axis=0)
+        alone = instance & ~others
+        assert np.all(mask[alone] == (i + 1) * step)
+    assert np.all(mask[~expected.masks.any(axis=0)] == 0)
+    assert not np.array_equal(overlay, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert "predicted IoU" in capsys.readouterr().out
+
+
+def test_export_prints_graph_paths(segmenters, random_checkpoint, cache_dir, capsys):
+    assert (
+        main(["export", "--checkpoint", str(random_checkpoint), "--cache-dir", str(cache_dir)]) == 0
+    )
+    printed = capsys.readouterr().out.split()
+    assert [p.rsplit("/", 1)[-1] for p in printed] == [
+        "encoder.onnx",
+        "decoder_single.onnx",
+        "decoder_multi.onnx",
+    ]
+
+
+def test_errors_exit_with_a_message(tmp_path, capsys):
+    not_a_checkpoint = tmp_path / "mobile_sam.pt"
+    not_a_checkpoint.write_text("<!DOCTYPE html><html>404</html>")
+    code = main(
+        [
+            "segment",
+            "skimage:coffee",
+            "--box",
+            "1",
+            "1",
+            "9",
+            "9",
+            "--checkpoint",
+            str(not_a_checkpoint),
+            "--cache-dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 2
+    assert "HTML page" in capsys.readouterr().err
+    assert main(["segment", "skimage:coffee", "--checkpoint", str(not_a_checkpoint)]) == 2
+    assert "at least one --box or --point" in capsys.readouterr().err
