@@ -21,7 +21,7 @@ from typing import Any
 from .checkpoint import file_sha256
 
 # Bump when the graphs change (inputs, outputs, operators), so stale caches are not reused.
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2
 ONNX_OPSET = 17
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
