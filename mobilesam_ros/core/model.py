@@ -49,7 +49,7 @@ def build_mask_decoder() -> MaskDecoder:
 # projections are moved to the token side (matrix products reassociated; identical maths):
 #   tokens -> image: (q Wk) x^T for q (x Wk^T)^T, and (attn x) Wv^T + bv for attn (x Wv^T + bv)
 #                    (the key bias adds a constant per row, which softmax ignores)
-#   image -> tokens: x (Wq^T k^T) + bq k^T for (x Wq^T + bq) k^T, and attn (v Wo^T) for (attn v) Wo^T
+#   image -> tokens: x (Wq^T k^T) + bq k^T for (x Wq^T + bq) k^T, attn (v Wo^T) for (attn v) Wo^T
 # Every per-prompt product then has the small token count as one side, and no 4096-token tensor is
 # split into heads and transposed.
 
