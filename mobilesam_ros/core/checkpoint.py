@@ -93,7 +93,7 @@ def download_checkpoint(source: CheckpointSource, target: Path, progress: bool =
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     offline_hint = (
-        f"Without network access, download {source.url} on another machine and copy it to "
+        f"Without network access, download the file on another machine and copy it to "
         f"{target}, or pass the path of a local copy as the `checkpoint` parameter."
     )
     md5 = hashlib.md5()
