@@ -45,25 +45,37 @@ class FrameGeometry:
         return np.array([nw / w, nh / h], dtype=np.float64)
 
 
-def validate_image(image: object) -> np.ndarray:
-    """Check an HxWx3 uint8 RGB array; return it (unchanged, no copy)."""
+CHANNEL_ORDERS = ("rgb", "bgr", "rgba", "bgra")
+
+
+def validate_image(image: object, channel_order: str = "rgb") -> np.ndarray:
+    """Check an HxWxC uint8 array in `channel_order`; return it (unchanged, no copy)."""
+    if channel_order not in CHANNEL_ORDERS:
+        raise InvalidInputError(
+            f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, got {channel_order!r}"
+        )
     if not isinstance(image, np.ndarray):
         raise InvalidInputError(f"image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
-        raise InvalidInputError(f"image must be uint8 RGB, got dtype {image.dtype}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidInputError(f"image must have shape (H, W, 3) in RGB order, got {image.shape}")
+        raise InvalidInputError(f"image must be uint8 {channel_order}, got dtype {image.dtype}")
+    channels = len(channel_order)
+    if image.ndim != 3 or image.shape[2] != channels:
+        raise InvalidInputError(
+            f"image must have shape (H, W, {channels}) in {channel_order} order, got {image.shape}"
+        )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InvalidInputError(f"image is empty: shape {image.shape}")
     return image
 
 
 class ImagePreprocessor:
-    """Resize longest side to 1024, normalize, pad: HxWx3 uint8 -> 1x3x1024x1024 float32.
+    """Resize longest side to 1024, normalize, pad: HxWxC uint8 -> 1x3x1024x1024 float32 RGB.
 
     Owns its output buffers and reuses them while the image size stays the same, so a camera
-    stream costs one resize and one normalize per frame and no allocations. The returned array
-    is overwritten by the next call: a backend must consume it before then.
+    stream costs one resize and one normalize per frame and no allocations. BGR and alpha
+    layouts are read in place (each model plane picks its source channel), so camera images
+    need no color conversion. The returned array is overwritten by the next call: a backend
+    must consume it before then.
     """
 
     def __init__(self) -> None:
@@ -73,14 +85,20 @@ class ImagePreprocessor:
         self._scale = (1.0 / PIXEL_STD).astype(np.float32)
         self._offset = (-PIXEL_MEAN / PIXEL_STD).astype(np.float32)
 
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, FrameGeometry]:
-        image = validate_image(image)
-        height, width = image.shape[:2]
+    def __call__(
+        self, image: np.ndarray, channel_order: str = "rgb"
+    ) -> tuple[np.ndarray, FrameGeometry]:
+        image = validate_image(image, channel_order)
+        height, width, channels = image.shape
         geometry = self._geometry
-        if geometry is None or geometry.original_size != (height, width):
+        if (
+            geometry is None
+            or geometry.original_size != (height, width)
+            or self._resized.shape[2] != channels
+        ):
             geometry = FrameGeometry.for_image(height, width)
             nh, nw = geometry.input_size
-            self._resized = np.empty((nh, nw, 3), dtype=np.uint8)
+            self._resized = np.empty((nh, nw, channels), dtype=np.uint8)
             self._input.fill(0.0)  # the padding is 0 after normalization, as in SAM
             self._geometry = geometry
         nh, nw = geometry.input_size
@@ -90,9 +108,9 @@ class ImagePreprocessor:
             cv2.resize(image, (nw, nh), dst=self._resized, interpolation=cv2.INTER_LINEAR)
             resized = self._resized
         # (x - mean) / std written straight into each CHW plane: no intermediate image.
-        for channel in range(3):
+        for channel, name in enumerate("rgb"):
             plane = self._input[0, channel, :nh, :nw]
-            np.multiply(resized[:, :, channel], self._scale[channel], out=plane)
+            np.multiply(resized[:, :, channel_order.index(name)], self._scale[channel], out=plane)
             plane += self._offset[channel]
         return self._input, geometry
 

@@ -91,10 +91,10 @@ class Segmenter:
         self._no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32)
         self._no_mask_flag = np.zeros(1, dtype=np.float32)
 
-    def encode(self, rgb: np.ndarray) -> ImageEmbedding:
-        """Encode an HxWx3 uint8 RGB image."""
+    def encode(self, image: np.ndarray, channel_order: str = "rgb") -> ImageEmbedding:
+        """Encode an HxWx3 uint8 RGB image (or BGR, RGBA, BGRA as `channel_order` says)."""
         started = time.perf_counter()
-        model_input, geometry = self._preprocess(rgb)
+        model_input, geometry = self._preprocess(image, channel_order)
         encode_started = time.perf_counter()
         data = self.backend.encode(model_input)
         self.timings.preprocess_ms = (encode_started - started) * 1e3

@@ -16,13 +16,19 @@ def instance_color(index: int) -> tuple[int, int, int]:
     return int(b), int(g), int(r)
 
 
-def label_image(masks: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
-    """(N, H, W) bool masks -> (H, W) labels: 0 background, i + 1 for masks[i].
+def label_image(
+    masks: Sequence[np.ndarray] | np.ndarray,
+    scores: Sequence[float] | np.ndarray | None = None,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """N bool (H, W) masks -> (H, W) labels: 0 background, i + 1 for masks[i].
 
     Where masks overlap, the instance with the higher score (predicted IoU) wins; without
-    scores, the later instance wins. mono8 up to 255 instances, else uint16.
+    scores, the later instance wins. uint8 up to 255 instances, else uint16. `size` (H, W) is
+    needed only when there are no masks.
     """
-    num, height, width = masks.shape
+    num = len(masks)
+    height, width = size if size is not None else masks[0].shape
     labels = np.zeros((height, width), dtype=np.uint8 if num <= 255 else np.uint16)
     order = np.argsort(scores, kind="stable") if scores is not None else np.arange(num)
     for index in order:
@@ -32,8 +38,8 @@ def label_image(masks: np.ndarray, scores: np.ndarray | None = None) -> np.ndarr
 
 def draw_overlay(
     bgr: np.ndarray,
-    masks: np.ndarray,
-    boxes: np.ndarray | None = None,
+    masks: Sequence[np.ndarray] | np.ndarray,
+    boxes: Sequence[Sequence[float] | None] | np.ndarray | None = None,
     captions: Sequence[str] | None = None,
     alpha: float = 0.5,
     out: np.ndarray | None = None,
@@ -56,8 +62,9 @@ def draw_overlay(
             )
             cv2.drawContours(out, contours, -1, color, 2)
         anchor = None
-        if boxes is not None and index < len(boxes):
-            x0, y0, x1, y1 = (round(float(v)) for v in boxes[index])
+        box = boxes[index] if boxes is not None and index < len(boxes) else None
+        if box is not None:
+            x0, y0, x1, y1 = (round(float(v)) for v in box)
             cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
             anchor = (x0, max(y0 - 6, 12))
         elif len(ys):

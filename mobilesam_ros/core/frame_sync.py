@@ -1,0 +1,156 @@
+"""Matching prompts to the image they refer to, by stamp, with a short cache of recent images.
+
+ROS-free and single-threaded: the node calls it under its lock; tests drive it with plain
+values. Stamps are integer nanoseconds; `now` is a monotonic time in seconds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidInputError
+from .prompts import Prompt
+
+SYNC_POLICIES = ("exact", "nearest", "latest")
+# Images whose stamps go back further than this are taken as a clock jump (a bag restarted, sim
+# time reset): the cache is cleared instead of mixing two timelines.
+CLOCK_JUMP_NS = 1_000_000_000
+
+# Why prompts or frames were dropped (diagnostics counter names).
+DROP_TIMEOUT = "prompts_timed_out_waiting_for_image"
+DROP_TOO_OLD = "prompts_older_than_image_cache"
+DROP_NO_NEAR_FRAME = "prompts_without_image_within_max_offset"
+DROP_FRAME_ID = "prompts_with_other_frame_id"
+DROP_QUEUE_FULL = "prompt_messages_over_queue_limit"
+FRAMES_CLOCK_JUMP = "image_cache_cleared_by_clock_jump"
+FRAMES_DUPLICATE = "images_with_duplicate_stamp"
+
+
+@dataclass
+class Frame:
+    """One received image. `payload` is whatever the node keeps (the message, decoded lazily)."""
+
+    stamp_ns: int
+    frame_id: str
+    payload: Any
+    received: float
+    decoded: Any = None  # filled by the worker on first use
+    embedding: Any = None  # likewise: each image is encoded at most once
+
+
+@dataclass
+class PromptRequest:
+    """The prompts of one message, for the image stamped `stamp_ns` (0: the newest image)."""
+
+    stamp_ns: int
+    frame_id: str
+    prompts: Sequence[Prompt]
+    received: float
+    source: str = ""
+    context: Any = field(default=None, repr=False)  # e.g. the detection message
+
+
+class FrameSync:
+    def __init__(
+        self,
+        policy: str = "exact",
+        max_offset: float = 0.05,
+        max_wait: float = 0.5,
+        cache_size: int = 30,
+        max_pending: int = 100,
+    ) -> None:
+        if cache_size < 1 or max_pending < 1:
+            raise InvalidInputError("cache_size and max_pending must be at least 1")
+        self.configure(policy, max_offset, max_wait)
+        self.cache_size = cache_size
+        self.max_pending = max_pending
+        self.frames: OrderedDict[int, Frame] = OrderedDict()  # oldest first
+        self.pending: deque[PromptRequest] = deque()
+        self.dropped: Counter[str] = Counter()
+
+    def configure(self, policy: str, max_offset: float, max_wait: float) -> None:
+        if policy not in SYNC_POLICIES:
+            raise InvalidInputError(
+                f"sync policy must be one of {', '.join(SYNC_POLICIES)}, got {policy!r}"
+            )
+        if max_offset < 0 or max_wait < 0:
+            raise InvalidInputError("max_offset and max_wait must not be negative")
+        self.policy = policy
+        self.max_offset_ns = int(max_offset * 1e9)
+        self.max_wait = max_wait
+
+    @property
+    def newest(self) -> Frame | None:
+        return next(reversed(self.frames.values())) if self.frames else None
+
+    def add_frame(self, frame: Frame) -> None:
+        newest = self.newest
+        if newest is not None and frame.stamp_ns < newest.stamp_ns - CLOCK_JUMP_NS:
+            self.frames.clear()
+            self.dropped[FRAMES_CLOCK_JUMP] += 1
+        if frame.stamp_ns in self.frames:
+            self.dropped[FRAMES_DUPLICATE] += 1
+            return
+        self.frames[frame.stamp_ns] = frame
+        if newest is not None and frame.stamp_ns < newest.stamp_ns:  # arrived out of order
+            self.frames = OrderedDict(sorted(self.frames.items()))
+        while len(self.frames) > self.cache_size:
+            self.frames.popitem(last=False)
+
+    def add_request(self, request: PromptRequest) -> None:
+        self.pending.append(request)
+        while len(self.pending) > self.max_pending:
+            self.pending.popleft()
+            self.dropped[DROP_QUEUE_FULL] += 1
+
+    def pop_ready(self, now: float) -> tuple[Frame, PromptRequest] | None:
+        """The oldest request whose image is known, with that image; drops hopeless requests."""
+        for request in list(self.pending):
+            outcome = self._match(request, now)
+            if outcome is None:
+                continue
+            self.pending.remove(request)
+            if isinstance(outcome, str):
+                self.dropped[outcome] += len(request.prompts) or 1
+                continue
+            if request.frame_id and outcome.frame_id and request.frame_id != outcome.frame_id:
+                self.dropped[DROP_FRAME_ID] += len(request.prompts) or 1
+                continue
+            return outcome, request
+        return None
+
+    def next_deadline(self) -> float | None:
+        """When the first waiting request times out (monotonic seconds), if any wait."""
+        return min((r.received + self.max_wait for r in self.pending), default=None)
+
+    def _match(self, request: PromptRequest, now: float) -> Frame | str | None:
+        """A frame, a drop reason, or None to keep waiting."""
+        timed_out = now - request.received >= self.max_wait
+        newest = self.newest
+        if newest is None:
+            return DROP_TIMEOUT if timed_out else None
+        if request.stamp_ns == 0 or self.policy == "latest":
+            return newest
+        stamp = request.stamp_ns
+        oldest_stamp = next(iter(self.frames))
+        if self.policy == "exact":
+            frame = self.frames.get(stamp)
+            if frame is not None:
+                return frame
+            if stamp < oldest_stamp:
+                return DROP_TOO_OLD
+            # Not here yet (or lost): images may arrive late or out of order, so wait.
+            return DROP_TIMEOUT if timed_out else None
+        # nearest
+        if stamp < oldest_stamp - self.max_offset_ns:
+            return DROP_TOO_OLD
+        best = min(self.frames.values(), key=lambda f: abs(f.stamp_ns - stamp))
+        within = abs(best.stamp_ns - stamp) <= self.max_offset_ns
+        if newest.stamp_ns >= stamp:  # no later image can come closer
+            return best if within else DROP_NO_NEAR_FRAME
+        if timed_out:
+            return best if within else DROP_TIMEOUT
+        return None

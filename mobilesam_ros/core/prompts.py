@@ -1,0 +1,77 @@
+"""Prompts as the node receives them (boxes and points mixed), decoded in few batched calls."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .segmenter import ImageEmbedding, Segmenter
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt: an optional box and any number of labelled points, in image pixels."""
+
+    id: str = ""
+    box: tuple[float, float, float, float] | None = None  # x_min, y_min, x_max, y_max
+    points: tuple[tuple[float, float], ...] = ()
+    point_labels: tuple[int, ...] = ()  # 1 foreground, 0 background
+    class_id: str = ""
+    detection_score: float = 0.0
+    source: object = field(default=None, compare=False)  # e.g. the detection it came from
+
+    @property
+    def structure(self) -> tuple[bool, int]:
+        """Prompts of equal structure share one decoder call (same token count)."""
+        return self.box is not None, len(self.points)
+
+
+@dataclass(frozen=True)
+class PromptMask:
+    """The result for one prompt."""
+
+    prompt: Prompt
+    mask: np.ndarray  # (H, W) bool
+    predicted_iou: float
+    low_res_logits: np.ndarray  # (256, 256) float32
+
+
+def decode_prompts(
+    segmenter: Segmenter, embedding: ImageEmbedding, prompts: Sequence[Prompt]
+) -> list[PromptMask]:
+    """Masks for `prompts` in their order; prompts of equal structure go in one batched call.
+
+    A detector's boxes all share one structure, so a frame of detections is one call. A prompt
+    with neither box nor points raises InvalidInputError, as do bad coordinates.
+    """
+    groups: dict[tuple[bool, int], list[int]] = defaultdict(list)
+    for index, prompt in enumerate(prompts):
+        if prompt.box is None and not prompt.points:
+            raise InvalidInputError(f"prompt {prompt.id or index!r} has neither a box nor points")
+        if len(prompt.point_labels) != len(prompt.points):
+            raise InvalidInputError(
+                f"prompt {prompt.id or index!r} has {len(prompt.points)} points but "
+                f"{len(prompt.point_labels)} labels"
+            )
+        groups[prompt.structure].append(index)
+    results: list[PromptMask | None] = [None] * len(prompts)
+    for (has_box, num_points), indices in groups.items():
+        members = [prompts[i] for i in indices]
+        boxes = np.array([p.box for p in members], dtype=np.float64) if has_box else None
+        points = labels = None
+        if num_points:
+            points = np.array([p.points for p in members], dtype=np.float64)
+            labels = np.array([p.point_labels for p in members], dtype=np.float64)
+        result = segmenter.decode(embedding, boxes=boxes, points=points, point_labels=labels)
+        for row, index in enumerate(indices):
+            results[index] = PromptMask(
+                prompts[index],
+                result.masks[row],
+                float(result.scores[row]),
+                result.low_res_logits[row],
+            )
+    return [r for r in results if r is not None]

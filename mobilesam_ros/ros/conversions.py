@@ -1,0 +1,157 @@
+"""ROS messages <-> the core's arrays and prompts. No inference, no threads."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sensor_msgs.msg import Image, RegionOfInterest
+
+from mobilesam_ros.core.image_codec import DecodedImage, decode_compressed_image, decode_raw_image
+from mobilesam_ros.core.prompts import Prompt, PromptMask
+from mobilesam_ros.core.visualize import mask_box
+from mobilesam_ros.msg import InstanceMask, InstanceMaskArray
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def decode_image_message(message: Any) -> DecodedImage:
+    """sensor_msgs/Image or CompressedImage -> pixels and channel order (a view where possible)."""
+    if isinstance(message, Image):
+        return decode_raw_image(
+            message.data,
+            message.height,
+            message.width,
+            message.step,
+            message.encoding,
+            bool(message.is_bigendian),
+        )
+    return decode_compressed_image(message.data)
+
+
+def image_message(header: Any, pixels: np.ndarray, encoding: str) -> Image:
+    """An Image message holding `pixels` (HxW or HxWxC, uint8 or uint16), with `header`."""
+    pixels = np.ascontiguousarray(pixels)
+    message = Image()
+    message.header = header
+    message.height, message.width = int(pixels.shape[0]), int(pixels.shape[1])
+    message.encoding = encoding
+    message.is_bigendian = 0
+    message.step = int(pixels.strides[0])
+    message.data = pixels.tobytes()
+    return message
+
+
+def prompts_from_prompt_array(message: Any) -> list[Prompt]:
+    prompts = []
+    for index, prompt in enumerate(message.prompts):
+        prompts.append(
+            Prompt(
+                id=prompt.id or str(index),
+                box=tuple(float(v) for v in prompt.box) if prompt.has_box else None,
+                points=tuple((float(p.x), float(p.y)) for p in prompt.points),
+                point_labels=tuple(int(v) for v in prompt.point_labels),
+            )
+        )
+    return prompts
+
+
+def _best_hypothesis(detection: Any) -> tuple[str, float]:
+    best_id, best_score = "", 0.0
+    for result in detection.results:
+        # vision_msgs 4.x (Humble and later) nests the class in `hypothesis`; 3.x had it flat.
+        hypothesis = getattr(result, "hypothesis", result)
+        class_id = getattr(hypothesis, "class_id", getattr(hypothesis, "id", ""))
+        score = float(hypothesis.score)
+        if not best_id or score > best_score:
+            best_id, best_score = str(class_id), score
+    return best_id, best_score
+
+
+def prompts_from_detections(message: Any) -> list[Prompt]:
+    """One box prompt per vision_msgs/Detection2D, carrying its id, class and score."""
+    prompts = []
+    for index, detection in enumerate(message.detections):
+        center = detection.bbox.center
+        position = getattr(center, "position", center)  # 4.x: Pose2D.position; 3.x: x, y
+        cx, cy = float(position.x), float(position.y)
+        half_w, half_h = float(detection.bbox.size_x) / 2, float(detection.bbox.size_y) / 2
+        class_id, score = _best_hypothesis(detection)
+        prompts.append(
+            Prompt(
+                id=detection.id or str(index),
+                box=(cx - half_w, cy - half_h, cx + half_w, cy + half_h),
+                class_id=class_id,
+                detection_score=score,
+                source=detection,
+            )
+        )
+    return prompts
+
+
+def prompt_from_click(message: Any, index: int) -> Prompt:
+    """geometry_msgs/PointStamped in image pixels -> one foreground point prompt."""
+    x, y = float(message.point.x), float(message.point.y)
+    return Prompt(id=f"click_{index}", points=((x, y),), point_labels=(1,))
+
+
+def instance_mask_array(header: Any, results: Sequence[PromptMask]) -> InstanceMaskArray:
+    """InstanceMaskArray with roi-cropped mono8 masks (255 = object), in prompt order."""
+    array = InstanceMaskArray()
+    array.header = header
+    instances = []
+    for result in results:
+        instance = InstanceMask()
+        instance.id = result.prompt.id
+        instance.class_id = result.prompt.class_id
+        instance.detection_score = float(result.prompt.detection_score)
+        instance.predicted_iou = float(result.predicted_iou)
+        instance.mask.header = header
+        instance.mask.encoding = "mono8"
+        box = mask_box(result.mask)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            instance.roi = RegionOfInterest(
+                x_offset=x0, y_offset=y0, width=x1 - x0 + 1, height=y1 - y0 + 1
+            )
+            crop = result.mask[y0 : y1 + 1, x0 : x1 + 1].view(np.uint8) * np.uint8(255)
+            instance.mask = image_message(header, crop, "mono8")
+        instances.append(instance)
+    array.instances = instances
+    return array
+
+
+def refined_detections(header: Any, results: Sequence[PromptMask], detection_types: Any) -> Any:
+    """Detection2DArray with mask-tight boxes and the source detections' hypotheses and ids."""
+    array_type, detection_type = detection_types
+    array = array_type()
+    array.header = header
+    detections = []
+    for result in results:
+        source = result.prompt.source
+        detection = detection_type()
+        detection.header = header
+        if source is not None:
+            detection.results = list(source.results)
+            detection.id = source.id
+        else:
+            detection.id = result.prompt.id
+        box = mask_box(result.mask)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            center = detection.bbox.center
+            position = getattr(center, "position", center)
+            # Box of pixel edges: the mask covers [x0, x1 + 1) x [y0, y1 + 1).
+            position.x, position.y = (x0 + x1 + 1) / 2.0, (y0 + y1 + 1) / 2.0
+            detection.bbox.size_x, detection.bbox.size_y = float(x1 - x0 + 1), float(y1 - y0 + 1)
+        detections.append(detection)
+    array.detections = detections
+    return array
+
+
+def finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)

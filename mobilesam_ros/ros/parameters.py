@@ -1,0 +1,127 @@
+"""The node's parameters as plain data: name, default, description, range, run-time changeable.
+
+The single source for the node's declarations, `config/seg.yaml` and the launch file's defaults
+(tests check that they agree). Importable without ROS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NODE_NAME = "mobilesam"
+SYNC_POLICIES = ("exact", "nearest", "latest")
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: bool | int | float | str
+    description: str
+    choices: tuple[str, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+    dynamic: bool = False  # changeable while the node runs
+
+
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec(
+        "checkpoint",
+        "",
+        "Path of mobile_sam.pt; empty downloads the official checkpoint once into cache_dir.",
+    ),
+    ParameterSpec("backend", "auto", "Inference runtime.", choices=BACKENDS),
+    ParameterSpec(
+        "device",
+        "auto",
+        "Where inference runs: auto, cpu, cuda or cuda:N.",
+    ),
+    ParameterSpec(
+        "cache_dir",
+        "",
+        "Folder for the checkpoint and exported graphs; empty means $XDG_CACHE_HOME/mobilesam_ros.",
+    ),
+    ParameterSpec(
+        "mask_threshold",
+        0.0,
+        "Mask logit above which a pixel belongs to the object (0 = probability 0.5).",
+        min_value=-20.0,
+        max_value=20.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "max_prompts",
+        100,
+        "Most prompts answered per message; further prompts are dropped and counted.",
+        min_value=1,
+        max_value=1000,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "sync.policy",
+        "exact",
+        "How prompts find their image: exact stamp, nearest stamp within sync.max_offset, "
+        "or the latest image.",
+        choices=SYNC_POLICIES,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "sync.max_offset",
+        0.05,
+        "Largest stamp difference in seconds that the nearest policy accepts.",
+        min_value=0.0,
+        max_value=10.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "sync.max_wait",
+        0.5,
+        "Seconds prompts wait for their image before they are dropped and counted.",
+        min_value=0.0,
+        max_value=10.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "sync.cache_size",
+        30,
+        "Images kept for matching with late prompts (each with its embedding once encoded).",
+        min_value=1,
+        max_value=300,
+    ),
+    ParameterSpec(
+        "use_compressed",
+        False,
+        "Subscribe to image/compressed (jpeg, png) instead of image.",
+    ),
+    ParameterSpec(
+        "overlay.alpha",
+        0.5,
+        "Opacity of the mask colors in the overlay image.",
+        min_value=0.0,
+        max_value=1.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "overlay.draw_boxes", True, "Draw prompt boxes in the overlay image.", dynamic=True
+    ),
+    ParameterSpec(
+        "overlay.draw_labels",
+        True,
+        "Write ids, classes and scores in the overlay image.",
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "diagnostics_period",
+        1.0,
+        "Seconds between /diagnostics messages.",
+        min_value=0.1,
+        max_value=60.0,
+    ),
+)
+
+
+def parameter(name: str) -> ParameterSpec:
+    for spec in PARAMETERS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

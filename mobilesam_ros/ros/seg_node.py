@@ -1,0 +1,446 @@
+"""The segmentation node: images and prompts in, one mask per prompt out, on the exact frame.
+
+Callbacks only convert and enqueue; one worker thread encodes images (each at most once) and
+decodes prompts, so no callback ever blocks on inference and no backlog grows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+
+from mobilesam_ros.core import InvalidInputError, MobileSamError, Segmenter
+from mobilesam_ros.core.frame_sync import Frame, FrameSync, PromptRequest
+from mobilesam_ros.core.image_codec import check_raw_image
+from mobilesam_ros.core.preprocess import encode_prompts
+from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
+from mobilesam_ros.core.visualize import draw_overlay, label_image
+from mobilesam_ros.msg import InstanceMaskArray, PromptArray
+
+from . import conversions
+from .parameters import NODE_NAME, PARAMETERS, ParameterSpec
+
+try:  # optional: the node runs without vision_msgs
+    from vision_msgs.msg import Detection2D, Detection2DArray
+except ImportError:  # pragma: no cover - depends on the install
+    Detection2D = Detection2DArray = None
+
+WARN_PERIOD_S = 5.0  # throttle for repeated warnings about bad input
+OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+# Counter names that are not drops of the frame synchronizer.
+IMAGES_REJECTED = "images_rejected"
+PROMPTS_REJECTED = "prompts_rejected"
+PROMPTS_OVER_LIMIT = "prompts_over_max_prompts"
+INFERENCE_ERRORS = "inference_errors"
+
+
+class SegmentationNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._declare_parameters()
+        self._check_static_parameters()
+        self._condition = threading.Condition()
+        self._stopping = threading.Event()
+        self._counters: Counter[str] = Counter()
+        self._stage_ms: dict[str, list[float]] = {}
+        self._rates: Counter[str] = Counter()
+        self._last_warning: dict[str, float] = {}
+        self._clicks = 0
+        self.sync = FrameSync(
+            self._param("sync.policy"),
+            self._param("sync.max_offset"),
+            self._param("sync.max_wait"),
+            self._param("sync.cache_size"),
+        )
+        self.get_logger().info("loading MobileSAM (first start downloads and exports; see log)")
+        self.segmenter = Segmenter(
+            checkpoint=self._param("checkpoint") or None,
+            backend=self._param("backend"),
+            cache_dir=self._param("cache_dir") or None,
+            device=self._param("device"),
+            mask_threshold=self._param("mask_threshold"),
+        )
+        self.get_logger().info(f"MobileSAM ready: {self.segmenter.backend.describe()}")
+
+        self._masks_pub = self.create_publisher(InstanceMaskArray, "masks", OUTPUT_QOS)
+        self._mask_image_pub = self.create_publisher(Image, "mask_image", OUTPUT_QOS)
+        self._overlay_pub = self.create_publisher(Image, "overlay", OUTPUT_QOS)
+        self._refined_pub = None
+        if Detection2DArray is not None:
+            self._refined_pub = self.create_publisher(
+                Detection2DArray, "detections_refined", OUTPUT_QOS
+            )
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability)
+        qos_options = QoSOverridingOptions.with_default_policies()
+        if self._param("use_compressed"):
+            self.create_subscription(
+                CompressedImage,
+                "image/compressed",
+                self._on_image,
+                image_qos,
+                qos_overriding_options=qos_options,
+            )
+        else:
+            self.create_subscription(
+                Image, "image", self._on_image, image_qos, qos_overriding_options=qos_options
+            )
+        self.create_subscription(PromptArray, "prompts", self._on_prompts, 10)
+        self.create_subscription(PointStamped, "clicked_point", self._on_click, 10)
+        if Detection2DArray is not None:
+            self.create_subscription(Detection2DArray, "detections", self._on_detections, 10)
+        else:
+            self.get_logger().info("vision_msgs not installed: no detections input")
+
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diagnostics_started = time.monotonic()
+        self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="mobilesam-inference", daemon=True)
+        self._worker.start()
+
+    # -- parameters -----------------------------------------------------------------------
+
+    def _declare_parameters(self) -> None:
+        for spec in PARAMETERS:
+            descriptor = ParameterDescriptor(
+                description=spec.description, read_only=not spec.dynamic
+            )
+            if spec.choices:
+                descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+            if spec.min_value is not None and isinstance(spec.default, float):
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=spec.min_value, to_value=spec.max_value)
+                ]
+            elif spec.min_value is not None and isinstance(spec.default, int):
+                descriptor.integer_range = [
+                    IntegerRange(
+                        from_value=int(spec.min_value), to_value=int(spec.max_value), step=1
+                    )
+                ]
+            self.declare_parameter(spec.name, spec.default, descriptor)
+
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _check_static_parameters(self) -> None:
+        for spec in PARAMETERS:
+            problem = _check_value(spec, self._param(spec.name))
+            if problem:
+                raise MobileSamError(problem)
+
+    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        specs = {spec.name: spec for spec in PARAMETERS}
+        for parameter in parameters:
+            spec = specs.get(parameter.name)
+            if spec is None:
+                continue
+            problem = _check_value(spec, parameter.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        values = {p.name: p.value for p in parameters}
+        with self._condition:
+            self.sync.configure(
+                values.get("sync.policy", self._param("sync.policy")),
+                values.get("sync.max_offset", self._param("sync.max_offset")),
+                values.get("sync.max_wait", self._param("sync.max_wait")),
+            )
+            if "mask_threshold" in values:
+                self.segmenter.mask_threshold = float(values["mask_threshold"])
+            self._condition.notify()
+        return SetParametersResult(successful=True)
+
+    # -- inputs: convert and enqueue, never block ---------------------------------------
+
+    def _on_image(self, message: Image | CompressedImage) -> None:
+        now = time.monotonic()
+        self._rates["images_in"] += 1
+        if isinstance(message, Image):
+            try:
+                check_raw_image(
+                    len(message.data), message.height, message.width, message.step, message.encoding
+                )
+            except InvalidInputError as exc:
+                self._reject(IMAGES_REJECTED, f"image rejected: {exc}")
+                return
+        frame = Frame(
+            conversions.stamp_to_ns(message.header.stamp), message.header.frame_id, message, now
+        )
+        with self._condition:
+            self.sync.add_frame(frame)
+            self._condition.notify()
+
+    def _enqueue(
+        self, header: Any, prompts: list[Prompt], source: str, context: Any = None
+    ) -> None:
+        now = time.monotonic()
+        self._rates["prompt_messages_in"] += 1
+        limit = self._param("max_prompts")
+        if len(prompts) > limit:
+            self._reject(
+                PROMPTS_OVER_LIMIT,
+                f"{len(prompts)} prompts in one message; answering the first {limit} "
+                "(parameter max_prompts)",
+                count=len(prompts) - limit,
+            )
+            prompts = prompts[:limit]
+        request = PromptRequest(
+            conversions.stamp_to_ns(header.stamp), header.frame_id, prompts, now, source, context
+        )
+        with self._condition:
+            self.sync.add_request(request)
+            self._condition.notify()
+
+    def _on_prompts(self, message: PromptArray) -> None:
+        self._enqueue(message.header, conversions.prompts_from_prompt_array(message), "prompts")
+
+    def _on_detections(self, message: Any) -> None:
+        self._enqueue(
+            message.header, conversions.prompts_from_detections(message), "detections", message
+        )
+
+    def _on_click(self, message: PointStamped) -> None:
+        self._clicks += 1
+        prompt = conversions.prompt_from_click(message, self._clicks)
+        self._enqueue(message.header, [prompt], "clicked_point")
+
+    # -- worker ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            with self._condition:
+                ready = self.sync.pop_ready(time.monotonic())
+                if ready is None:
+                    deadline = self.sync.next_deadline()
+                    timeout = 0.1 if deadline is None else deadline - time.monotonic()
+                    self._condition.wait(timeout=min(max(timeout, 0.001), 0.1))
+                    continue
+            frame, request = ready
+            try:
+                self._process(frame, request)
+            except InvalidInputError as exc:
+                self._reject(IMAGES_REJECTED, f"image rejected: {exc}")
+            except Exception as exc:  # keep serving; the next frame may be fine
+                if self._stopping.is_set() or not self.context.ok():
+                    return  # shutting down: publishers are gone
+                self._reject(INFERENCE_ERRORS, f"inference failed: {exc!r}")
+
+    def _wanted_outputs(self, request: PromptRequest) -> dict[str, bool]:
+        refined = (
+            self._refined_pub is not None
+            and request.source == "detections"
+            and self._refined_pub.get_subscription_count() > 0
+        )
+        return {
+            "masks": self._masks_pub.get_subscription_count() > 0,
+            "mask_image": self._mask_image_pub.get_subscription_count() > 0,
+            "overlay": self._overlay_pub.get_subscription_count() > 0,
+            "detections_refined": refined,
+        }
+
+    def _process(self, frame: Frame, request: PromptRequest) -> None:
+        wanted = self._wanted_outputs(request)
+        if not any(wanted.values()):
+            return  # nobody listens: nothing is computed
+        started = time.perf_counter()
+        if frame.decoded is None:
+            frame.decoded = conversions.decode_image_message(frame.payload)
+        if frame.embedding is None:
+            frame.embedding = self.segmenter.encode(
+                frame.decoded.pixels, frame.decoded.channel_order
+            )
+            self._record("image_decode", self.segmenter.timings.preprocess_ms)
+            self._record("encode", self.segmenter.timings.encode_ms)
+        prompts = self._valid_prompts(frame, request.prompts)
+        results: list[PromptMask] = []
+        if prompts:
+            decode_started = time.perf_counter()
+            results = decode_prompts(self.segmenter, frame.embedding, prompts)
+            self._record("decode", (time.perf_counter() - decode_started) * 1e3)
+        publish_started = time.perf_counter()
+        header = frame.payload.header
+        if wanted["masks"]:
+            self._masks_pub.publish(conversions.instance_mask_array(header, results))
+        if wanted["mask_image"]:
+            self._mask_image_pub.publish(self._label_image_message(header, frame, results))
+        if wanted["overlay"]:
+            self._overlay_pub.publish(self._overlay_message(header, frame, results))
+        if wanted["detections_refined"]:
+            self._refined_pub.publish(
+                conversions.refined_detections(header, results, (Detection2DArray, Detection2D))
+            )
+        now = time.perf_counter()
+        self._record("publish", (now - publish_started) * 1e3)
+        self._record("total", (now - started) * 1e3)
+        stamp_age = self.get_clock().now().nanoseconds - frame.stamp_ns
+        self._record("stamp_to_publish", stamp_age / 1e6)
+        self._rates["mask_messages_out"] += 1
+
+    def _valid_prompts(self, frame: Frame, prompts: Any) -> list[Prompt]:
+        valid = []
+        geometry = frame.embedding.geometry
+        for index, prompt in enumerate(prompts):
+            try:
+                if prompt.box is None and not prompt.points:
+                    raise InvalidInputError("neither a box nor points")
+                boxes = [prompt.box] if prompt.box is not None else None
+                points = [prompt.points] if prompt.points else None
+                labels = [prompt.point_labels] if prompt.points else None
+                encode_prompts(geometry, boxes, points, labels)
+            except InvalidInputError as exc:
+                self._reject(PROMPTS_REJECTED, f"prompt {prompt.id or index!r} rejected: {exc}")
+                continue
+            valid.append(prompt)
+        return valid
+
+    def _label_image_message(self, header: Any, frame: Frame, results: list[PromptMask]) -> Image:
+        labels = label_image(
+            [r.mask for r in results],
+            [r.predicted_iou for r in results],
+            frame.embedding.original_size,
+        )
+        encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
+        return conversions.image_message(header, labels, encoding)
+
+    def _overlay_message(self, header: Any, frame: Frame, results: list[PromptMask]) -> Image:
+        boxes = None
+        if self._param("overlay.draw_boxes"):
+            boxes = [r.prompt.box for r in results]
+        captions = None
+        if self._param("overlay.draw_labels"):
+            captions = [
+                " ".join(x for x in (r.prompt.id, r.prompt.class_id) if x)
+                + f" {r.predicted_iou:.2f}"
+                for r in results
+            ]
+        masks = [r.mask for r in results]
+        bgr = frame.decoded.to_bgr()
+        overlay = draw_overlay(bgr, masks, boxes, captions, alpha=self._param("overlay.alpha"))
+        return conversions.image_message(header, overlay, "bgr8")
+
+    # -- diagnostics -----------------------------------------------------------------------
+
+    def _reject(self, counter: str, message: str, count: int = 1) -> None:
+        self._counters[counter] += count
+        now = time.monotonic()
+        if now - self._last_warning.get(counter, -1e9) >= WARN_PERIOD_S:
+            self._last_warning[counter] = now
+            self.get_logger().warning(f"{message} (counter {counter}: {self._counters[counter]})")
+
+    def _record(self, stage: str, milliseconds: float) -> None:
+        self._stage_ms.setdefault(stage, []).append(milliseconds)
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        period = max(now - self._diagnostics_started, 1e-6)
+        self._diagnostics_started = now
+        stages, self._stage_ms = self._stage_ms, {}
+        rates, self._rates = self._rates, Counter()
+        with self._condition:
+            counters = Counter(self._counters)
+            counters.update(self.sync.dropped)
+            waiting = len(self.sync.pending)
+            cached = len(self.sync.frames)
+        status = DiagnosticStatus()
+        status.name = f"{self.get_name()}: segmentation"
+        status.hardware_id = self.segmenter.backend.describe()
+        status.level = DiagnosticStatus.OK
+        status.message = "running"
+        values = [
+            KeyValue(key=f"{name} rate (Hz)", value=f"{count / period:.2f}")
+            for name, count in sorted(rates.items())
+        ]
+        for stage, samples in sorted(stages.items()):
+            values.append(
+                KeyValue(key=f"{stage} mean (ms)", value=f"{sum(samples) / len(samples):.1f}")
+            )
+            values.append(KeyValue(key=f"{stage} max (ms)", value=f"{max(samples):.1f}"))
+        values.append(KeyValue(key="prompt messages waiting", value=str(waiting)))
+        values.append(KeyValue(key="images cached", value=str(cached)))
+        for name, count in sorted(counters.items()):
+            values.append(KeyValue(key=name, value=str(count)))
+        if getattr(self, "_last_counters", None) not in (None, counters) and counters:
+            status.level = DiagnosticStatus.WARN
+            status.message = "inputs dropped or rejected since the last report"
+        self._last_counters = counters
+        status.values = values
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self._diagnostics_pub.publish(array)
+
+    def stop(self, timeout: float = 1.5) -> bool:
+        """Stop the worker; True if it finished within `timeout` seconds."""
+        self._stopping.set()
+        with self._condition:
+            self._condition.notify_all()
+        self._worker.join(timeout)
+        return not self._worker.is_alive()
+
+
+def _check_value(spec: ParameterSpec, value: Any) -> str | None:
+    if spec.choices and value not in spec.choices:
+        return (
+            f"parameter {spec.name} = {value!r} is not accepted; "
+            f"accepted values: {', '.join(spec.choices)}"
+        )
+    if spec.min_value is not None and not (spec.min_value <= value <= spec.max_value):
+        return (
+            f"parameter {spec.name} = {value!r} is out of range "
+            f"[{spec.min_value}, {spec.max_value}]"
+        )
+    if spec.name == "device" and not (
+        value in ("auto", "cpu", "cuda") or str(value).startswith("cuda:")
+    ):
+        return f"parameter device = {value!r} is not accepted; accepted: auto, cpu, cuda, cuda:N"
+    return None
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SegmentationNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except MobileSamError as exc:
+        print(f"[{NODE_NAME}] error: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 2
+    finally:
+        if node is not None:
+            finished = node.stop()
+            node.destroy_node()
+            rclpy.try_shutdown()
+            if not finished:
+                # An inference is still running in native code; it cannot be interrupted and
+                # holds no state worth saving, so leave without waiting for it.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
