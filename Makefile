@@ -38,6 +38,7 @@ lint: $(SETUP_STAMP)
 
 test: setup lint
 	$(PY) -m pytest -q
+	$(PY) test/dds/run_dds_tests.py
 
 demo: setup
 	@$(MAKE) --no-print-directory _checkpoint

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["ros_fixtures"]
+
+# The DDS tests import the generated messages from the install space; test/dds/run_dds_tests.py
+# runs them in a process prepared for that (it sets MOBILESAM_ROS_INSTALL_PREFIX).
+if not os.environ.get("MOBILESAM_ROS_INSTALL_PREFIX"):
+    collect_ignore = ["dds"]
 
 
 @pytest.fixture(scope="session")

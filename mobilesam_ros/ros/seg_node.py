@@ -61,7 +61,8 @@ class SegmentationNode(Node):
         self._check_static_parameters()
         self._condition = threading.Condition()
         self._stopping = threading.Event()
-        self._counters: Counter[str] = Counter()
+        self._counters: Counter[str] = Counter()  # inputs dropped or rejected, by reason
+        self._totals: Counter[str] = Counter()  # work done since start
         self._stage_ms: dict[str, list[float]] = {}
         self._rates: Counter[str] = Counter()
         self._last_warning: dict[str, float] = {}
@@ -269,8 +270,9 @@ class SegmentationNode(Node):
             frame.embedding = self.segmenter.encode(
                 frame.decoded.pixels, frame.decoded.channel_order
             )
-            self._record("image_decode", self.segmenter.timings.preprocess_ms)
+            self._record("preprocess", self.segmenter.timings.preprocess_ms)
             self._record("encode", self.segmenter.timings.encode_ms)
+            self._totals["images encoded"] += 1
         prompts = self._valid_prompts(frame, request.prompts)
         results: list[PromptMask] = []
         if prompts:
@@ -295,6 +297,7 @@ class SegmentationNode(Node):
         stamp_age = self.get_clock().now().nanoseconds - frame.stamp_ns
         self._record("stamp_to_publish", stamp_age / 1e6)
         self._rates["mask_messages_out"] += 1
+        self._totals["prompt messages answered"] += 1
 
     def _valid_prompts(self, frame: Frame, prompts: Any) -> list[Prompt]:
         valid = []
@@ -375,6 +378,8 @@ class SegmentationNode(Node):
                 KeyValue(key=f"{stage} mean (ms)", value=f"{sum(samples) / len(samples):.1f}")
             )
             values.append(KeyValue(key=f"{stage} max (ms)", value=f"{max(samples):.1f}"))
+        for name, count in sorted(self._totals.items()):
+            values.append(KeyValue(key=f"{name} (total)", value=str(count)))
         values.append(KeyValue(key="prompt messages waiting", value=str(waiting)))
         values.append(KeyValue(key="images cached", value=str(cached)))
         for name, count in sorted(counters.items()):

@@ -1,0 +1,43 @@
+"""Run the DDS tests (test/dds) in a pytest process that uses the colcon install spaces.
+
+The node's messages are generated into install/, not the source tree, and the compiled message
+libraries load only with the install's lib folders on LD_LIBRARY_PATH, which must be set when a
+process starts. So this builds the test-only vision_msgs subset (cached), prepares that
+environment and replaces itself with pytest. Extra arguments go to pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ros_test_env import (
+    MAIN_INSTALL,
+    REPO_ROOT,
+    VISION_MSGS_BUILD_ROOT,
+    build_test_vision_msgs,
+    ros_env,
+    vision_msgs_install,
+)
+
+
+def main() -> None:
+    package_prefix = MAIN_INSTALL / "mobilesam_ros"
+    if not (package_prefix / "lib" / "mobilesam_ros" / "seg_node").is_file():
+        sys.exit(f"{package_prefix} has no seg_node: run scripts/build_ros.sh (make setup) first")
+    build_test_vision_msgs(VISION_MSGS_BUILD_ROOT)
+    env = ros_env([vision_msgs_install(VISION_MSGS_BUILD_ROOT)])
+    env["MOBILESAM_ROS_INSTALL_PREFIX"] = str(package_prefix)
+    pytest = Path(sys.executable).parent / "pytest"
+    # The console script puts its own folder first on sys.path, not the working directory, so
+    # the installed mobilesam_ros (with its generated msg module) wins over the source tree.
+    os.chdir(REPO_ROOT)
+    args = [str(pytest), "-q", str(Path("test") / "dds"), *sys.argv[1:]]
+    os.execve(args[0], args, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,486 @@
+"""The installed seg_node as a process, driven over real DDS on loopback.
+
+Runs in a process whose environment points at the colcon install space (see run_dds_tests.py),
+so `mobilesam_ros.msg` and the test-only `vision_msgs` import here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import photo
+
+rclpy = pytest.importorskip("rclpy")
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import Point, PointStamped  # noqa: E402
+from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from mobilesam_ros.core import Segmenter  # noqa: E402
+from mobilesam_ros.core.model import write_random_checkpoint  # noqa: E402
+
+vision_msgs = pytest.importorskip("vision_msgs.msg")
+
+INSTALL_PREFIX = Path(os.environ["MOBILESAM_ROS_INSTALL_PREFIX"])
+SEG_NODE = INSTALL_PREFIX / "lib" / "mobilesam_ros" / "seg_node"
+WAIT_S = 30.0
+PHOTOS = {"coffee": photo("coffee"), "astronaut": photo("astronaut"), "chelsea": photo("chelsea")}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A random-weight checkpoint, its exported graphs and a Segmenter for reference masks."""
+    folder = tmp_path_factory.mktemp("model")
+    checkpoint = write_random_checkpoint(folder / "mobile_sam.pt")
+    segmenter = Segmenter(checkpoint, "onnxruntime", folder / "cache", "cpu", progress=False)
+    return checkpoint, folder / "cache", segmenter
+
+
+def start_node(model, *parameters: str, namespace: str = "", image_topic: str = "/image"):
+    checkpoint, cache, _ = model
+    args = [sys.executable, str(SEG_NODE), "--ros-args"]
+    for parameter in (
+        # Large images sent best-effort lose fragments under load; the tests need every one.
+        f"qos_overrides.{image_topic}.subscription.reliability:=reliable",
+        f"checkpoint:={checkpoint}",
+        f"cache_dir:={cache}",
+        "backend:=onnxruntime",
+        "device:=cpu",
+        "sync.max_wait:=3.0",
+        *parameters,
+    ):
+        args += ["-p", parameter]
+    if namespace:
+        args += ["-r", f"__ns:={namespace}"]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_node(process: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int, float, str]:
+    started = time.monotonic()
+    process.send_signal(sig)
+    try:
+        output, _ = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        return -1, time.monotonic() - started, output
+    return process.returncode, time.monotonic() - started, output
+
+
+class Client:
+    """Publishes inputs to the node and collects its outputs."""
+
+    def __init__(self, node, namespace: str = "") -> None:
+        self.node = node
+        prefix = f"{namespace}/" if namespace else ""
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = node.create_publisher(Image, prefix + "image", qos)
+        self.compressed_pub = node.create_publisher(
+            CompressedImage, prefix + "image/compressed", qos
+        )
+        self.prompts_pub = node.create_publisher(PromptArray, prefix + "prompts", qos)
+        self.click_pub = node.create_publisher(PointStamped, prefix + "clicked_point", qos)
+        self.detections_pub = node.create_publisher(
+            vision_msgs.Detection2DArray, prefix + "detections", qos
+        )
+        self.received: dict[str, list] = {
+            k: [] for k in ("masks", "mask_image", "overlay", "refined", "diagnostics")
+        }
+        node.create_subscription(
+            InstanceMaskArray, prefix + "masks", self.received["masks"].append, qos
+        )
+        node.create_subscription(
+            Image, prefix + "mask_image", self.received["mask_image"].append, qos
+        )
+        node.create_subscription(Image, prefix + "overlay", self.received["overlay"].append, qos)
+        node.create_subscription(
+            vision_msgs.Detection2DArray,
+            prefix + "detections_refined",
+            self.received["refined"].append,
+            qos,
+        )
+        node.create_subscription(
+            DiagnosticArray, "/diagnostics", self.received["diagnostics"].append, qos
+        )
+
+    def spin_until(self, predicate, timeout: float = WAIT_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+            value = predicate()
+            if value:
+                return value
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {predicate.__doc__ or predicate}"
+        )
+
+    def wait_for_node(self) -> None:
+        def connected():
+            """the node to subscribe to image and prompts and to publish masks"""
+            return (
+                self.image_pub.get_subscription_count()
+                and self.prompts_pub.get_subscription_count()
+                and self.node.count_publishers(self.image_pub.topic_name.replace("image", "masks"))
+            )
+
+        self.spin_until(connected)
+        self.spin_until(lambda: self.received["diagnostics"], timeout=5.0)
+        # Discovery is complete once a frame and its prompt went through: until then the node's
+        # best-effort image subscription may not have matched this publisher yet.
+        image = np.zeros((48, 64, 3), np.uint8)
+        deadline = time.monotonic() + WAIT_S
+        for second in range(1, 1000):
+            stamp = header(50 + second, "warm_up")  # after the stamps used as "too old"
+            self.publish_image(stamp, image)
+            self.prompts_pub.publish(
+                PromptArray(header=stamp, prompts=[box_prompt("w", (1, 1, 20, 20))])
+            )
+            try:
+                self.spin_until(
+                    lambda: any(m.header.frame_id == "warm_up" for m in self.received["masks"]),
+                    timeout=1.0,
+                )
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+
+    def publish_image(self, header: Header, rgb: np.ndarray, encoding: str = "rgb8") -> None:
+        pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1]}[encoding]
+        message = Image(
+            header=header,
+            height=rgb.shape[0],
+            width=rgb.shape[1],
+            encoding=encoding,
+            step=rgb.shape[1] * 3,
+        )
+        message.data = np.ascontiguousarray(pixels).tobytes()
+        self.image_pub.publish(message)
+        # The node keeps only the newest image in its queue (camera semantics): give it time to
+        # take this one before the test sends the next.
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def masks_for(self, header: Header, count: int = 1):
+        def arrived():
+            """masks with the image's stamp"""
+            matches = [m for m in self.received["masks"] if m.header.stamp == header.stamp]
+            return matches if len(matches) >= count else None
+
+        return self.spin_until(arrived)
+
+
+def header(seconds: int, frame_id: str = "camera") -> Header:
+    return Header(stamp=Time(sec=seconds, nanosec=0), frame_id=frame_id)
+
+
+def box_prompt(prompt_id: str, box) -> Prompt:
+    return Prompt(id=prompt_id, has_box=True, box=[float(v) for v in box])
+
+
+def instance_masks(array: InstanceMaskArray, size) -> list[np.ndarray]:
+    masks = []
+    for instance in array.instances:
+        full = np.zeros(size, bool)
+        roi = instance.roi
+        if roi.width:
+            crop = np.frombuffer(bytes(instance.mask.data), np.uint8).reshape(roi.height, roi.width)
+            full[
+                roi.y_offset : roi.y_offset + roi.height, roi.x_offset : roi.x_offset + roi.width
+            ] = crop == 255
+        masks.append(full)
+    return masks
+
+
+def encoded_total(client: Client) -> int:
+    client.received["diagnostics"].clear()
+    client.spin_until(lambda: client.received["diagnostics"], timeout=5.0)
+    values = {kv.key: kv.value for kv in client.received["diagnostics"][-1].status[0].values}
+    return int(values.get("images encoded (total)", 0))
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a == b).mean())
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    node = rclpy.create_node("seg_node_test_client")
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def running(model, ros):
+    process = start_node(model)
+    client = Client(ros)
+    try:
+        client.wait_for_node()
+    except AssertionError:
+        process.kill()
+        raise AssertionError("seg_node did not come up:\n" + process.communicate()[0]) from None
+    yield process, client
+    if process.poll() is None:
+        stop_node(process)
+
+
+def test_masks_match_segmenter_on_the_exact_frame(running, model):
+    _, client = running
+    segmenter = model[2]
+    coffee, astronaut = PHOTOS["coffee"], PHOTOS["astronaut"]
+    first, second = header(100), header(101)
+    client.publish_image(first, coffee)
+    client.publish_image(second, astronaut, "bgr8")
+    boxes = [(40, 30, 300, 380), (250, 50, 590, 390), (10, 200, 200, 395)]
+    client.prompts_pub.publish(
+        PromptArray(header=first, prompts=[box_prompt(f"cup{i}", b) for i, b in enumerate(boxes)])
+    )
+    answer = client.masks_for(first)[0]
+    assert answer.header == first  # stamp and frame_id of the image, unchanged
+    assert [i.id for i in answer.instances] == ["cup0", "cup1", "cup2"]
+    expected = segmenter.segment(coffee, boxes=np.array(boxes, float))
+    for got, want, score, instance in zip(
+        instance_masks(answer, coffee.shape[:2]),
+        expected.masks,
+        expected.scores,
+        answer.instances,
+        strict=True,
+    ):
+        assert agreement(got, want) > 0.999
+        assert instance.predicted_iou == pytest.approx(float(score), abs=1e-3)
+        assert instance.mask.encoding == "mono8" and instance.mask.header == first
+
+    # The label image and the overlay of that answer, with the same header.
+    label = client.spin_until(
+        lambda: [m for m in client.received["mask_image"] if m.header == first]
+    )[0]
+    labels = np.frombuffer(bytes(label.data), np.uint8).reshape(label.height, label.width)
+    masks = instance_masks(answer, coffee.shape[:2])
+    for index, mask in enumerate(masks):
+        alone = mask & ~np.any([m for j, m in enumerate(masks) if j != index], axis=0)
+        assert np.all(labels[alone] == index + 1)
+    assert np.all(labels[~np.any(masks, axis=0)] == 0)
+    overlay = client.spin_until(
+        lambda: [m for m in client.received["overlay"] if m.header == first]
+    )[0]
+    assert (overlay.encoding, overlay.height, overlay.width) == ("bgr8", 400, 600)
+
+    # Prompts for the second image, sent after it: answered on the BGR image, same masks.
+    client.prompts_pub.publish(PromptArray(header=second, prompts=[box_prompt("a", boxes[0])]))
+    answer = client.masks_for(second)[0]
+    want = segmenter.segment(astronaut, boxes=np.array(boxes[:1], float)).masks[0]
+    assert agreement(instance_masks(answer, astronaut.shape[:2])[0], want) > 0.999
+
+    # Late prompts for the first image again: answered from the cache, without encoding again.
+    encoded = encoded_total(client)
+    client.prompts_pub.publish(PromptArray(header=first, prompts=[box_prompt("late", boxes[1])]))
+    late = client.masks_for(first, count=2)[1]
+    client.received["diagnostics"].clear()
+    client.spin_until(lambda: client.received["diagnostics"], timeout=5.0)
+    assert encoded_total(client) == encoded
+    assert [i.id for i in late.instances] == ["late"]
+    assert agreement(instance_masks(late, coffee.shape[:2])[0], expected.masks[1]) > 0.999
+
+
+def test_prompts_sent_before_their_frame_wait_for_it(running, model):
+    _, client = running
+    stamp = header(102)
+    client.prompts_pub.publish(
+        PromptArray(header=stamp, prompts=[box_prompt("early", (5, 5, 200, 200))])
+    )
+    client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+    client.publish_image(stamp, PHOTOS["chelsea"])
+    answer = client.masks_for(stamp)[0]
+    assert [i.id for i in answer.instances] == ["early"]
+
+
+def test_detections_and_refined_boxes(running, model):
+    _, client = running
+    stamp = header(103)
+    image = PHOTOS["coffee"]
+    client.publish_image(stamp, image)
+    array = vision_msgs.Detection2DArray(header=stamp)
+    for detection_id, (cx, cy, w, h), label in [
+        ("7", (170, 200, 260, 340), "cup"),
+        ("9", (420, 220, 300, 300), "saucer"),
+    ]:
+        detection = vision_msgs.Detection2D(header=stamp, id=detection_id)
+        detection.bbox.center.position.x, detection.bbox.center.position.y = float(cx), float(cy)
+        detection.bbox.size_x, detection.bbox.size_y = float(w), float(h)
+        hypothesis = vision_msgs.ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = label, 0.8
+        detection.results = [hypothesis]
+        array.detections.append(detection)
+    client.detections_pub.publish(array)
+    answer = client.masks_for(stamp)[0]
+    assert [(i.id, i.class_id) for i in answer.instances] == [("7", "cup"), ("9", "saucer")]
+    assert answer.instances[0].detection_score == pytest.approx(0.8)
+    refined = client.spin_until(
+        lambda: [m for m in client.received["refined"] if m.header == stamp]
+    )[0]
+    assert [d.id for d in refined.detections] == ["7", "9"]
+    assert refined.detections[0].results[0].hypothesis.class_id == "cup"
+    for detection, instance in zip(refined.detections, answer.instances, strict=True):
+        roi = instance.roi
+        assert detection.bbox.size_x == roi.width and detection.bbox.size_y == roi.height
+        assert detection.bbox.center.position.x == pytest.approx(roi.x_offset + roi.width / 2)
+
+
+def test_clicked_point_with_zero_stamp_uses_newest_frame(running, model):
+    _, client = running
+    stamp = header(104)
+    client.publish_image(stamp, PHOTOS["astronaut"])
+    client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+    click = PointStamped(header=Header(frame_id="camera"), point=Point(x=250.0, y=200.0))
+    client.click_pub.publish(click)
+    answer = client.masks_for(stamp)[0]
+    assert len(answer.instances) == 1 and answer.instances[0].id.startswith("click")
+
+
+def diagnostics_values(client: Client) -> dict[str, str]:
+    return {kv.key: kv.value for kv in client.received["diagnostics"][-1].status[0].values}
+
+
+def wait_for_counters(client: Client, **expected: int) -> dict[str, str]:
+    """Wait until the diagnostics counters reach the expected values exactly."""
+
+    def counted():
+        """diagnostics counting the bad input"""
+        values = diagnostics_values(client)
+        return values if all(int(values.get(k, 0)) == v for k, v in expected.items()) else None
+
+    try:
+        return client.spin_until(counted, timeout=10)
+    except AssertionError:
+        raise AssertionError(
+            f"expected counters {expected}: {diagnostics_values(client)}"
+        ) from None
+
+
+def pause(client: Client, seconds: float = 0.3) -> None:
+    """Let the node take one message before the next: its image queue holds only the newest."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        rclpy.spin_once(client.node, timeout_sec=0.05)
+
+
+def test_bad_inputs_are_survived_and_counted(running, model):
+    process, client = running
+    image = PHOTOS["chelsea"]
+    good = header(110)
+    # Images: short data, unknown encoding, zero size.
+    short = Image(header=good, height=300, width=451, encoding="rgb8", step=451 * 3)
+    short.data = bytes(100)
+    for bad_image in (
+        short,
+        Image(header=good, height=2, width=2, encoding="rgb32f", step=24, data=bytes(96)),
+        Image(header=good, height=0, width=0, encoding="rgb8", step=0),
+    ):
+        client.image_pub.publish(bad_image)
+        pause(client)
+    wait_for_counters(client, images_rejected=3)
+    client.publish_image(good, image)
+    # Prompts: NaN, inverted, outside the image, thousands, another frame_id, too old.
+    bad = [
+        box_prompt("nan", (math.nan, 1, 5, 5)),
+        box_prompt("inverted", (50, 50, 10, 10)),
+        box_prompt("outside", (900, 900, 1000, 1000)),
+        box_prompt("fine", (20, 20, 200, 200)),
+    ]
+    client.prompts_pub.publish(PromptArray(header=good, prompts=bad))
+    answer = client.masks_for(good)[0]
+    assert [i.id for i in answer.instances] == ["fine"]
+    many = [box_prompt(str(i), (i % 400, 10, i % 400 + 40, 60)) for i in range(3000)]
+    client.prompts_pub.publish(PromptArray(header=good, prompts=many))
+    answer = client.masks_for(good, count=2)[1]
+    assert len(answer.instances) == 100  # max_prompts; the rest counted
+    client.prompts_pub.publish(
+        PromptArray(header=header(110, "other_camera"), prompts=[box_prompt("x", (1, 1, 9, 9))])
+    )
+    client.prompts_pub.publish(
+        PromptArray(header=header(1), prompts=[box_prompt("old", (1, 1, 9, 9))])
+    )
+    wait_for_counters(
+        client,
+        prompts_rejected=3,
+        prompts_over_max_prompts=2900,
+        prompts_with_other_frame_id=1,
+        prompts_older_than_image_cache=1,
+    )
+    # A clock jump back (a bag restarted), then a valid frame and prompt still work.
+    after_jump = header(5)
+    client.publish_image(after_jump, image)
+    client.prompts_pub.publish(
+        PromptArray(header=after_jump, prompts=[box_prompt("ok", (20, 20, 200, 200))])
+    )
+    assert [i.id for i in client.masks_for(after_jump)[0].instances] == ["ok"]
+    wait_for_counters(client, image_cache_cleared_by_clock_jump=1)
+    assert process.poll() is None
+
+
+def test_diagnostics_report_latency_and_rates(running):
+    _, client = running
+    statuses = [d.status[0] for d in client.received["diagnostics"]]
+    keys = {kv.key for status in statuses for kv in status.values}
+    assert {"encode mean (ms)", "decode mean (ms)", "stamp_to_publish max (ms)"} <= keys
+    assert {"images_in rate (Hz)", "prompt_messages_in rate (Hz)", "images cached"} <= keys
+    assert all(s.hardware_id.startswith("onnxruntime") for s in statuses)
+
+
+def test_compressed_input_in_a_namespace(model, ros):
+    process = start_node(
+        model, "use_compressed:=true", namespace="/robot", image_topic="/robot/image/compressed"
+    )
+    client = Client(ros, namespace="/robot")
+    try:
+
+        def connected():
+            """the namespaced node"""
+            return (
+                client.compressed_pub.get_subscription_count()
+                and client.prompts_pub.get_subscription_count()
+            )
+
+        client.spin_until(connected)
+        stamp = header(200)
+        _, jpeg = cv2.imencode(".jpg", PHOTOS["coffee"][..., ::-1])
+        client.compressed_pub.publish(
+            CompressedImage(header=stamp, format="jpeg", data=jpeg.tobytes())
+        )
+        client.prompts_pub.publish(
+            PromptArray(header=stamp, prompts=[box_prompt("c", (40, 30, 300, 380))])
+        )
+        answer = client.masks_for(stamp)[0]
+        assert answer.header == stamp and len(answer.instances) == 1
+    finally:
+        code, elapsed, output = stop_node(process, signal.SIGTERM)
+    assert code == 0, output
+    assert elapsed < 2.0, f"SIGTERM took {elapsed:.1f} s"
+
+
+def test_shutdown_mid_inference_is_clean(running, model):
+    process, client = running
+    stamp = header(300)
+    client.publish_image(stamp, PHOTOS["astronaut"])
+    many = [box_prompt(str(i), (i, i, i + 100, i + 100)) for i in range(100)]
+    client.prompts_pub.publish(PromptArray(header=stamp, prompts=many))
+    client.spin_until(lambda: time.sleep(0.2) or True, timeout=1)  # inference now running
+    code, elapsed, output = stop_node(process)
+    assert code == 0, output
+    assert elapsed < 2.0, f"SIGINT took {elapsed:.1f} s"
+    assert "Traceback" not in output
