@@ -16,7 +16,7 @@ CHECKPOINT ?=
 DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
-.PHONY: setup build-ros test lint demo bench clean
+.PHONY: setup build-ros test lint demo segment-photo bench bench-node clean
 
 setup: $(SETUP_STAMP) build-ros
 
@@ -40,14 +40,29 @@ test: setup lint
 	$(PY) -m pytest -q
 	$(PY) test/dds/run_dds_tests.py
 
+# Installed scripts run with the install space sourced (generated messages, message libraries).
+ROS_RUN := . install/setup.sh &&
+DEMO_SECONDS ?= 10
+
 demo: setup
 	@$(MAKE) --no-print-directory _checkpoint
-	$(VENV)/bin/mobilesam-ros segment $(DEMO_IMAGE) $(DEMO_PROMPTS) $(CHECKPOINT_ARG) --output-dir out/demo
-	@echo "Look at out/demo/*_overlay.png: one colored mask per box, with its predicted IoU."
+	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
+		--seconds $(DEMO_SECONDS) --output out/demo $(CHECKPOINT_ARG)'
+
+segment-photo: setup
+	@$(MAKE) --no-print-directory _checkpoint
+	$(VENV)/bin/mobilesam-ros segment $(DEMO_IMAGE) $(DEMO_PROMPTS) $(CHECKPOINT_ARG) --output-dir out/photo
 
 bench: setup
 	@$(MAKE) --no-print-directory _checkpoint
 	$(VENV)/bin/mobilesam-ros bench --backend onnxruntime $(CHECKPOINT_ARG)
+
+# The node over DDS: 30 Hz camera, 640x480, 10 box prompts per frame (random weights by default).
+bench-node: setup
+	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
+	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
+		--seconds 20 --prompts 10 --backend onnxruntime \
+		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
 
 RANDOM_CHECKPOINT := .cache/random-weights-seed0.pt
 ifeq ($(CHECKPOINT),random)

@@ -116,3 +116,21 @@ def test_bad_settings_are_refused():
     sync = fs.FrameSync()
     with pytest.raises(InvalidInputError):
         sync.configure("exact", -1.0, 0.5)
+
+
+def test_newest_ready_request_of_a_source_wins():
+    sync = fs.FrameSync("exact")
+    for stamp in (100, 133, 166):
+        sync.add_frame(frame(stamp))
+    for stamp, source, received in [
+        (100, "detections", 0.0),
+        (133, "detections", 0.1),
+        (166, "detections", 0.2),
+        (100, "clicked_point", 0.15),
+    ]:
+        sync.add_request(fs.PromptRequest(stamp * MS, "cam", PROMPT, received, source))
+    first = sync.pop_ready(now=0.3)
+    second = sync.pop_ready(now=0.3)
+    assert (first[1].source, first[0].stamp_ns // MS) == ("clicked_point", 100)
+    assert (second[1].source, second[0].stamp_ns // MS) == ("detections", 166)
+    assert sync.dropped[fs.DROP_SUPERSEDED] == 2 and not sync.pending

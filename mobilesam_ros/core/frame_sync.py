@@ -25,6 +25,7 @@ DROP_TOO_OLD = "prompts_older_than_image_cache"
 DROP_NO_NEAR_FRAME = "prompts_without_image_within_max_offset"
 DROP_FRAME_ID = "prompts_with_other_frame_id"
 DROP_QUEUE_FULL = "prompt_messages_over_queue_limit"
+DROP_SUPERSEDED = "prompts_superseded_by_newer"
 FRAMES_CLOCK_JUMP = "image_cache_cleared_by_clock_jump"
 FRAMES_DUPLICATE = "images_with_duplicate_stamp"
 
@@ -107,20 +108,35 @@ class FrameSync:
             self.dropped[DROP_QUEUE_FULL] += 1
 
     def pop_ready(self, now: float) -> tuple[Frame, PromptRequest] | None:
-        """The oldest request whose image is known, with that image; drops hopeless requests."""
+        """A request whose image is known, with that image; drops hopeless requests.
+
+        Newest wins: of several ready requests from one source (a detector that outpaces the
+        inference), only the newest is answered and the older ones are dropped and counted, so
+        the work never falls behind the camera. Sources are answered oldest first.
+        """
+        ready: dict[str, tuple[Frame, PromptRequest]] = {}
         for request in list(self.pending):
             outcome = self._match(request, now)
             if outcome is None:
                 continue
-            self.pending.remove(request)
             if isinstance(outcome, str):
-                self.dropped[outcome] += len(request.prompts) or 1
-                continue
-            if request.frame_id and outcome.frame_id and request.frame_id != outcome.frame_id:
-                self.dropped[DROP_FRAME_ID] += len(request.prompts) or 1
-                continue
-            return outcome, request
-        return None
+                self._drop(request, outcome)
+            elif request.frame_id and outcome.frame_id and request.frame_id != outcome.frame_id:
+                self._drop(request, DROP_FRAME_ID)
+            else:
+                superseded = ready.pop(request.source, None)
+                if superseded is not None:
+                    self._drop(superseded[1], DROP_SUPERSEDED)
+                ready[request.source] = (outcome, request)
+        if not ready:
+            return None
+        frame, request = min(ready.values(), key=lambda item: item[1].received)
+        self.pending.remove(request)
+        return frame, request
+
+    def _drop(self, request: PromptRequest, reason: str) -> None:
+        self.pending.remove(request)
+        self.dropped[reason] += len(request.prompts) or 1
 
     def next_deadline(self) -> float | None:
         """When the first waiting request times out (monotonic seconds), if any wait."""

@@ -1,0 +1,211 @@
+"""Demo and node benchmark: a simulated 30 Hz camera with box prompts, fed to a real seg_node.
+
+Starts the installed `seg_node` as a process, publishes a moving view over a real photo with the
+objects' boxes as prompts (one PromptArray per frame, stamped like the frame), collects masks and
+overlays over real DDS, writes overlay frames and prints a latency summary.
+
+  ros2 run mobilesam_ros seg_demo [--checkpoint F] [--seconds S] [--prompts N] [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from mobilesam_ros.core import MobileSamError
+from mobilesam_ros.core.camera_sim import astronaut_camera
+from mobilesam_ros.core.checkpoint import resolve_checkpoint
+from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray
+
+
+def _seg_node_executable() -> Path:
+    from ament_index_python.packages import get_package_prefix
+
+    return Path(get_package_prefix("mobilesam_ros")) / "lib" / "mobilesam_ros" / "seg_node"
+
+
+class DemoClient(Node):
+    def __init__(self, rate_hz: float, num_prompts: int, frames: int) -> None:
+        super().__init__("mobilesam_demo_camera")
+        self.camera = astronaut_camera()
+        self.num_prompts = num_prompts
+        self.frames_total = frames
+        self.published: dict[int, float] = {}  # stamp ns -> wall time published
+        self.latencies_ms: list[float] = []
+        self.answered: list[int] = []
+        self.overlays: list[Image] = []
+        self.diagnostics: dict[str, str] = {}
+        qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.create_publisher(Image, "image", qos)
+        self.prompts_pub = self.create_publisher(PromptArray, "prompts", qos)
+        self.create_subscription(InstanceMaskArray, "masks", self._on_masks, qos)
+        self.create_subscription(Image, "overlay", self.overlays.append, qos)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.index = 0
+        self.timer = None
+        self.rate_hz = rate_hz
+
+    def start(self) -> None:
+        self.timer = self.create_timer(1.0 / self.rate_hz, self._publish_frame)
+
+    def _publish_frame(self) -> None:
+        if self.index >= self.frames_total:
+            return
+        frame = self.camera.frame(self.index)
+        self.index += 1
+        header = Header(frame_id="demo_camera", stamp=self.get_clock().now().to_msg())
+        image = Image(
+            header=header,
+            height=frame.bgr.shape[0],
+            width=frame.bgr.shape[1],
+            encoding="bgr8",
+            step=frame.bgr.shape[1] * 3,
+        )
+        image.data = frame.bgr.tobytes()
+        prompts = []
+        for name, box in list(frame.boxes.items())[: self.num_prompts]:
+            prompts.append(Prompt(id=name, has_box=True, box=[float(v) for v in box]))
+        self.image_pub.publish(image)
+        self.prompts_pub.publish(PromptArray(header=header, prompts=prompts))
+        self.published[header.stamp.sec * 10**9 + header.stamp.nanosec] = time.monotonic()
+
+    def _on_masks(self, message: InstanceMaskArray) -> None:
+        stamp = message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
+        if stamp in self.published:
+            self.latencies_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)
+            self.answered.append(stamp)
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            if status.name.endswith("segmentation"):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        checkpoint = resolve_checkpoint(args.checkpoint or None, args.cache_dir or None)
+    except MobileSamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(
+            "To check the pipeline without the official weights: make demo CHECKPOINT=random",
+            file=sys.stderr,
+        )
+        return 2
+    node_args = [
+        sys.executable,
+        str(_seg_node_executable()),
+        "--ros-args",
+        "-p",
+        f"checkpoint:={checkpoint}",
+        "-p",
+        f"backend:={args.backend}",
+        "-p",
+        "sync.max_wait:=2.0",
+    ]
+    if args.cache_dir:
+        node_args += ["-p", f"cache_dir:={args.cache_dir}"]
+    print(f"starting seg_node ({checkpoint.name}, backend {args.backend}) ...", flush=True)
+    process = subprocess.Popen(node_args)
+    rclpy.init()
+    client = DemoClient(args.rate, args.prompts, int(args.seconds * args.rate))
+    try:
+        deadline = time.monotonic() + 300  # first start may export the ONNX graphs
+        while client.prompts_pub.get_subscription_count() == 0 or not client.diagnostics:
+            rclpy.spin_once(client, timeout_sec=0.1)
+            if process.poll() is not None:
+                print("seg_node exited; see its messages above", file=sys.stderr)
+                return 2
+            if time.monotonic() > deadline:
+                print("seg_node did not come up within 300 s", file=sys.stderr)
+                return 2
+        print(
+            f"camera: {args.rate:.0f} Hz, 640x480, {args.prompts} box prompts per frame, "
+            f"{args.seconds:.0f} s",
+            flush=True,
+        )
+        client.start()
+        started = time.monotonic()
+        end = started + args.seconds + 3.0  # let the last answers arrive
+        while time.monotonic() < end:
+            rclpy.spin_once(client, timeout_sec=0.05)
+        elapsed = args.seconds
+        drops = {
+            k: v
+            for k, v in client.diagnostics.items()
+            if k.startswith(("prompts_", "images_")) and "rate" not in k
+        }
+        summary = {
+            "frames published": client.index,
+            "frames answered": len(client.answered),
+            "answered per second": len(client.answered) / elapsed,
+            "latency p50 (ms)": _percentile(client.latencies_ms, 50),
+            "latency p99 (ms)": _percentile(client.latencies_ms, 99),
+        }
+        print("summary (latency: image stamp to masks received here):")
+        for key, value in summary.items():
+            print(
+                f"  {key:<22} {value:.1f}" if isinstance(value, float) else f"  {key:<22} {value}"
+            )
+        for key, value in sorted(drops.items()):
+            print(f"  node: {key:<40} {value}")
+        if args.output:
+            out = Path(args.output)
+            out.mkdir(parents=True, exist_ok=True)
+            for i, overlay in enumerate(client.overlays[: args.max_images]):
+                pixels = np.frombuffer(bytes(overlay.data), np.uint8).reshape(
+                    overlay.height, overlay.width, 3
+                )
+                cv2.imwrite(str(out / f"overlay_{i:03d}.jpg"), pixels)
+            written = min(len(client.overlays), args.max_images)
+            print(
+                f"wrote {written} overlay frames to {out}/overlay_*.jpg: each shows the "
+                "camera frame with one colored mask per box, its id and predicted IoU"
+            )
+        return 0 if client.answered else 1
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="seg_demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", default="", help="mobile_sam.pt (default: official)")
+    parser.add_argument("--cache-dir", default="")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
+    parser.add_argument("--prompts", type=int, default=4, help="box prompts per frame (max 10)")
+    parser.add_argument("--output", default="", help="folder for overlay frames")
+    parser.add_argument("--max-images", type=int, default=30)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
