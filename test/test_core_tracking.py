@@ -1,0 +1,421 @@
+"""Tracking: box propagation on real photos with known motion; association, birth, death, ids.
+
+The tracker-logic tests decode with `SceneDecoderDouble`, a deterministic stand-in that returns
+the scene's ground-truth masks: they test the bookkeeping, not segmentation quality.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from tracking_scenes import (
+    HEIGHT,
+    WIDTH,
+    MovingObject,
+    Scene,
+    SceneDecoderDouble,
+    camera_sequence,
+    gray_photo,
+    move_box,
+)
+
+from mobilesam_ros.core import tracking as tr
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.prompts import Prompt
+from mobilesam_ros.core.segmenter import SegmentationResult
+from mobilesam_ros.core.visualize import mask_box
+
+TOLERANCE_PX = 3.0
+
+
+def box_mask(box: tuple[float, ...]) -> np.ndarray:
+    x0, y0, x1, y1 = (round(v) for v in box)
+    mask = np.zeros((HEIGHT, WIDTH), bool)
+    mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+    return mask
+
+
+def edge_error(box: tuple[float, ...], expected: tuple[float, ...]) -> float:
+    return float(np.max(np.abs(np.subtract(box, expected))))
+
+
+def centered_patch(name: str, width: int, height: int) -> tuple[int, int, int, int]:
+    photo_width = gray_photo(name, HEIGHT).shape[1]
+    return (photo_width - width) // 2, (HEIGHT - height) // 2, width, height
+
+
+# --- box propagation on real photos -------------------------------------------------------------
+
+CAMERA_MOTIONS = [
+    ("astronaut", (3.0, -5.0), 1.0),
+    ("coffee", (15.0, 8.0), 1.02),
+    ("chelsea", (-7.0, 12.0), 0.98),
+    ("rocket", (10.0, -3.0), 1.03),
+    ("astronaut", (-12.5, -9.0), 1.01),
+    ("coffee", (4.5, -13.5), 0.99),
+    ("chelsea", (15.0, 15.0), 1.03),
+    ("rocket", (-15.0, 6.0), 0.97),
+]
+
+
+@pytest.mark.parametrize(("name", "shift", "zoom"), CAMERA_MOTIONS)
+def test_propagated_box_follows_camera_shift_and_zoom(name, shift, zoom):
+    frames, step = camera_sequence(name, shift, zoom, frames=8)
+    truth = (220.0, 160.0, 419.0, 319.0)
+    chained = truth  # propagated from its own last estimate, as the tracker does
+    for previous, current in itertools.pairwise(frames):
+        before, after = tr.FlowFrame(previous), tr.FlowFrame(current)
+        expected = move_box(step, truth)
+        single, from_chain = tr.estimate_motions(
+            before, after, [box_mask(truth), box_mask(chained)], [truth, chained]
+        )
+        assert single.reliable and from_chain.reliable
+        assert edge_error(single.apply(truth), expected) <= TOLERANCE_PX
+        chained = from_chain.apply(chained)
+        assert edge_error(chained, expected) <= TOLERANCE_PX
+        truth = expected
+
+
+OBJECT_MOTIONS = [
+    ("astronaut", "coffee", (6.0, -4.0), 1.02),
+    ("coffee", "rocket", (-9.0, 7.0), 0.98),
+    ("chelsea", "astronaut", (12.0, 10.0), 1.03),
+    ("rocket", "chelsea", (-14.0, -3.0), 1.01),
+]
+
+
+@pytest.mark.parametrize(("name", "background", "shift", "zoom"), OBJECT_MOTIONS)
+def test_propagated_box_follows_an_object_over_a_still_background(name, background, shift, zoom):
+    # An elliptic cut-out moves over a still photo: the points must come from the mask, not
+    # from the still background that fills the box's corners.
+    obj = MovingObject(name, centered_patch(name, 200, 160), (200.0, 150.0), shift, zoom, True)
+    scene = Scene(background, [obj])
+    previous, (mask,) = scene.render(0)
+    for frame in range(1, 7):
+        current, (next_mask,) = scene.render(frame)
+        box = mask_box(mask)
+        (motion,) = tr.estimate_motions(
+            tr.FlowFrame(previous), tr.FlowFrame(current), [mask], [box]
+        )
+        assert motion.reliable
+        assert edge_error(motion.apply(box), mask_box(next_mask)) <= TOLERANCE_PX
+        assert edge_error(motion.apply(obj.box(frame - 1)), obj.box(frame)) <= TOLERANCE_PX
+        previous, mask = current, next_mask
+
+
+def test_textureless_object_gives_an_unreliable_motion_that_keeps_the_box():
+    flat = np.full((HEIGHT, WIDTH), 128, np.uint8)
+    box = (100.0, 100.0, 199.0, 179.0)
+    (motion,) = tr.estimate_motions(tr.FlowFrame(flat), tr.FlowFrame(flat), [box_mask(box)], [box])
+    assert not motion.reliable
+    assert motion.apply(box) == box
+
+
+def test_mask_hint_moves_with_the_object():
+    size = (HEIGHT, WIDTH)
+    logits = np.full((256, 256), -10.0, np.float32)
+    logits[40:60, 80:100] = 10.0  # 2.5 image pixels per low-res pixel at 640x480
+    moved = tr.move_logits(logits, tr.BoxMotion(1.0, (40.0, -20.0), 10, True), size)
+    rows, cols = np.nonzero(moved > 0)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (32, 51, 96, 115)
+    zoomed = tr.move_logits(logits, tr.BoxMotion(1.1, (-22.45, -12.45), 10, True), size)
+    rows, cols = np.nonzero(zoomed > 0)  # 10 % larger about the blob center, image (224.5, 124.5)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (39, 60, 79, 100)
+    assert moved.dtype == np.float32 and moved.shape == (256, 256)
+    assert moved.min() == pytest.approx(-10.0)  # uncovered border: the map's lowest logit
+
+
+def test_frame_from_color_images_and_bad_input():
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[..., 0] = 255
+    assert tr.FlowFrame.from_image(rgb).gray[0, 0] == 76  # red in RGB
+    assert tr.FlowFrame.from_image(rgb, "bgr").gray[0, 0] == 29  # blue in BGR
+    assert tr.FlowFrame.from_image(np.zeros((4, 6), np.uint8)).size == (4, 6)
+    with pytest.raises(InvalidInputError, match="channel_order"):
+        tr.FlowFrame.from_image(rgb, "yuv")
+    with pytest.raises(InvalidInputError, match="uint8"):
+        tr.FlowFrame.from_image(rgb.astype(np.float32))
+
+
+# --- tracker logic, with the decoder double ------------------------------------------------------
+
+
+def still_scene() -> Scene:
+    return Scene(
+        "coffee",
+        [
+            MovingObject("chelsea", centered_patch("chelsea", 160, 140), (60.0, 80.0)),
+            MovingObject("astronaut", centered_patch("astronaut", 140, 160), (400.0, 260.0)),
+        ],
+    )
+
+
+def detect(box, class_id="thing", score=0.5, detection_id="", pad=0.0) -> Prompt:
+    x0, y0, x1, y1 = box
+    return Prompt(
+        id=detection_id,
+        box=(x0 - pad, y0 - pad, x1 + pad, y1 + pad),
+        class_id=class_id,
+        detection_score=score,
+        source=detection_id,
+    )
+
+
+def run(tracker, scene, frame, now, fresh=(), double=None):
+    image, masks = scene.render(frame)
+    double = double or SceneDecoderDouble(masks)
+    double.masks = masks
+    return tracker.step(tr.FlowFrame(image), now, list(fresh), double)
+
+
+def test_matching_detection_refreshes_its_track_and_a_far_one_starts_a_track():
+    scene = still_scene()
+    a, b = (obj.box(0) for obj in scene.objects)
+    tracker = tr.Tracker(max_age=5.0)
+    out = run(tracker, scene, 0, 0.0, [detect(a, "cat", 0.4, "d0")])
+    assert [(m.prompt.id, m.prompt.class_id) for m in out] == [("t1", "cat")]
+    assert np.array_equal(out[0].mask, scene.render(0)[1][0])
+    refresh = detect(a, "kitten", 0.8, "d1", pad=6.0)  # a looser box on the same object
+    out = run(tracker, scene, 1, 0.1, [refresh, detect(b, "person", 0.7, "d2")])
+    assert [(m.prompt.id, m.prompt.class_id, m.prompt.detection_score) for m in out] == [
+        ("t1", "kitten", 0.8),
+        ("t2", "person", 0.7),
+    ]
+    assert out[0].prompt.box == refresh.box  # the detection's box, not the propagated one
+    assert out[0].prompt.source == "d1"
+    first = tracker.tracks[0]
+    assert (first.detection_id, first.last_confirmed, first.born) == ("d1", 0.1, 0.0)
+    out = run(tracker, scene, 2, 0.2)  # no detections: class and score are carried on
+    assert [(m.prompt.id, m.prompt.class_id, m.prompt.source) for m in out] == [
+        ("t1", "kitten", None),
+        ("t2", "person", None),
+    ]
+
+
+def test_greedy_association_gives_a_track_to_its_best_detection_only():
+    scene = still_scene()
+    a = scene.objects[0].box(0)
+    tracker = tr.Tracker()
+    run(tracker, scene, 0, 0.0, [detect(a)])
+    loose, tight = detect(a, "loose", pad=20.0), detect(a, "tight", pad=2.0)
+    out = run(tracker, scene, 1, 0.1, [loose, tight])
+    assert [(m.prompt.id, m.prompt.class_id) for m in out] == [("t1", "tight"), ("t2", "loose")]
+
+
+def test_click_prompts_start_tracks_and_ids_are_never_reused():
+    scene = still_scene()
+    a = scene.objects[0].box(0)
+    tracker = tr.Tracker()
+    run(tracker, scene, 0, 0.0, [detect(a)])
+    center = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
+    click = Prompt(id="click_0", points=(center,), point_labels=(1,))
+    plan = tracker.plan(tr.FlowFrame(scene.render(1)[0]), 0.1, [click])
+    assert [(p.prompt.id, p.origin, p.detection_id) for p in plan.prompts] == [
+        ("t1", tr.ORIGIN_PROPAGATED, ""),
+        ("t2", tr.ORIGIN_NEW, "click_0"),
+    ]
+    tracker.reset()
+    assert not tracker.active
+    out = run(tracker, scene, 2, 0.2, [detect(a)])
+    assert [m.prompt.id for m in out] == ["t3"]  # t2's plan was dropped, its id stays used
+
+
+def test_track_ends_when_unconfirmed_for_max_age():
+    scene = still_scene()
+    tracker = tr.Tracker(max_age=1.0)
+    run(tracker, scene, 0, 0.0, [detect(scene.objects[0].box(0))])
+    alive = [bool(run(tracker, scene, 0, step / 10)) for step in range(1, 13)]
+    assert alive == [True] * 10 + [False] * 2  # 1.0 s after confirmation it still lives
+    assert tracker.counts[tr.ENDED_MAX_AGE] == 1
+    assert not tracker.active
+
+
+def test_track_ends_when_predicted_iou_stays_low():
+    scene = still_scene()
+    score_of_first = [0.9]  # the double's "predicted IoU" for object 0; object 1 stays at 0.9
+    double = SceneDecoderDouble([], iou_of=lambda index: score_of_first[0] if index == 0 else 0.9)
+    tracker = tr.Tracker(max_age=10.0, min_iou=0.5, min_iou_frames=3)
+    run(tracker, scene, 0, 0.0, [detect(obj.box(0)) for obj in scene.objects], double)
+    ids = []
+    for frame, score in enumerate([0.3, 0.3, 0.9, 0.3, 0.3, 0.3, 0.3], start=1):
+        score_of_first[0] = score
+        ids.append([m.prompt.id for m in run(tracker, scene, frame, frame / 10, (), double)])
+    # The streak restarts after a good frame; the third bad frame in a row ends the track.
+    assert ids == [["t1", "t2"]] * 5 + [["t2"]] * 2
+    assert tracker.counts[tr.ENDED_LOW_IOU] == 1
+
+
+def test_detection_resets_a_low_iou_streak():
+    scene = still_scene()
+    double = SceneDecoderDouble([], iou_of=lambda index: 0.3)
+    tracker = tr.Tracker(max_age=10.0, min_iou=0.5, min_iou_frames=2)
+    box = scene.objects[0].box(0)
+    run(tracker, scene, 0, 0.0, [detect(box)], double)
+    assert run(tracker, scene, 1, 0.1, (), double)  # one bad frame
+    assert run(tracker, scene, 2, 0.2, [detect(box)], double)  # confirmed: streak back to 0
+    assert run(tracker, scene, 3, 0.3, (), double)
+    assert not run(tracker, scene, 4, 0.4, (), double)
+
+
+def test_track_ends_when_its_propagated_box_leaves_the_image():
+    scene = Scene(
+        "coffee",
+        [MovingObject("chelsea", centered_patch("chelsea", 160, 140), (70.0, 150.0), (-25.0, 3.0))],
+    )
+    tracker = tr.Tracker(max_age=10.0)
+    run(tracker, scene, 0, 0.0, [detect(scene.objects[0].box(0))])
+    ended_at = None
+    for frame in range(1, 12):
+        out = run(tracker, scene, frame, frame / 30)
+        if not out:
+            ended_at = frame
+            break
+        assert out[0].prompt.id == "t1"
+    # Fully out of the image from frame 10 (x_max = 229 - 25 k < 0); half out from frame 6.
+    # Points that leave the image cannot be followed: the track coasts on its last velocity.
+    assert ended_at is not None and 6 <= ended_at <= 10
+    assert tracker.counts[tr.ENDED_LEFT_IMAGE] == 1
+
+
+def test_empty_mask_ends_the_track():
+    scene = still_scene()
+    tracker = tr.Tracker()
+    out = run(tracker, scene, 0, 0.0, [detect((300.0, 10.0, 380.0, 60.0))])  # on no object
+    assert out == [] and tracker.counts[tr.ENDED_EMPTY_MASK] == 1 and not tracker.active
+
+
+def test_image_size_change_and_clock_jump_end_all_tracks():
+    scene = still_scene()
+    tracker = tr.Tracker()
+    run(tracker, scene, 0, 5.0, [detect(obj.box(0)) for obj in scene.objects])
+    plan = tracker.plan(tr.FlowFrame(np.zeros((240, 320), np.uint8)), 5.1)
+    assert plan.prompts == () and set(plan.ended.values()) == {tr.ENDED_IMAGE_SIZE}
+    assert not run(tracker, scene, 1, 1.0)  # time went back: not this plan, a fresh one
+    assert tracker.counts[tr.ENDED_CLOCK_JUMP] == 2
+
+
+def test_stale_plans_and_wrong_result_counts_are_refused():
+    scene = still_scene()
+    tracker = tr.Tracker()
+    frame = tr.FlowFrame(scene.render(0)[0])
+    plan = tracker.plan(frame, 0.0, [detect(scene.objects[0].box(0))])
+    with pytest.raises(InvalidInputError, match="decoded masks"):
+        tracker.update(plan, [])
+    tracker.update(plan, SceneDecoderDouble(scene.render(0)[1])(list(plan.prompts)))
+    with pytest.raises(InvalidInputError, match="stale"):
+        tracker.update(plan, [])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_age", 0.0),
+        ("min_iou", 1.5),
+        ("min_iou_frames", 0),
+        ("iou_match_threshold", 0.0),
+        ("margin", -0.1),
+        ("min_visible", float("nan")),
+        ("max_points", 2),
+    ],
+)
+def test_bad_parameters_are_refused_by_name(name, value):
+    with pytest.raises(InvalidInputError, match=f"tracking.{name} must be"):
+        tr.Tracker(**{name: value})
+
+
+def test_ids_persist_over_30_frames_with_detections_every_10th():
+    objects = [
+        MovingObject("chelsea", centered_patch("chelsea", 150, 130), (40.0, 40.0), (6.0, 3.0)),
+        MovingObject(
+            "astronaut", centered_patch("astronaut", 130, 150), (420.0, 60.0), (-4.0, 5.0), 1.01
+        ),
+        MovingObject(
+            "rocket", centered_patch("rocket", 120, 120), (250.0, 330.0), (3.0, -2.5), 1.0, True
+        ),
+    ]
+    scene = Scene("coffee", objects)
+    tracker = tr.Tracker(max_age=0.5)
+    double = SceneDecoderDouble([])
+    rng = np.random.default_rng(0)
+    classes = ["cat", "person", "rocket"]
+    for frame in range(30):
+        fresh = []
+        if frame % 10 == 0:
+            for index in rng.permutation(3):  # detectors list objects in any order
+                jitter = rng.uniform(-3, 3, 4)
+                box = tuple(np.add(objects[index].box(frame), jitter))
+                fresh.append(detect(box, classes[index], 0.6, f"det{frame}_{index}"))
+        out = run(tracker, scene, frame, frame / 30, fresh, double)
+        planned = double.calls[-1]
+        assert [m.prompt.id for m in out] == ["t1", "t2", "t3"]
+        assert [t.track_id for t in tracker.tracks] == ["t1", "t2", "t3"]
+        if frame == 0:
+            order = [int(p.detection_id[-1]) for p in planned]
+            truth = [classes[i] for i in order]  # the first detection order assigns the ids
+        assert [m.prompt.class_id for m in out] == truth
+        origins = {p.origin for p in planned}
+        if frame == 0:
+            assert origins == {tr.ORIGIN_NEW}
+        elif frame % 10 == 0:
+            assert origins == {tr.ORIGIN_DETECTION}
+        else:
+            assert origins == {tr.ORIGIN_PROPAGATED}
+            assert all(p.mask_input is not None for p in planned)
+            for p, class_id in zip(planned, truth, strict=True):
+                expected = objects[classes.index(class_id)].box(frame)
+                assert edge_error(p.predicted_box, expected) <= TOLERANCE_PX
+        masks = scene.render(frame)[1]
+        for result, class_id in zip(out, truth, strict=True):
+            assert np.array_equal(result.mask, masks[classes.index(class_id)])
+    assert not tracker.counts
+
+
+# --- decoding a plan -----------------------------------------------------------------------------
+
+
+class RecordingSegmenter:
+    """Stands in for Segmenter.decode: records each call, returns one box-filled mask per row."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def decode(self, embedding, boxes=None, points=None, point_labels=None, mask_input=None):
+        count = len(boxes) if boxes is not None else len(points)
+        self.calls.append({"boxes": boxes, "points": points, "mask_input": mask_input})
+        masks = np.zeros((count, HEIGHT, WIDTH), bool)
+        scores = np.linspace(0.5, 0.9, count, dtype=np.float32)
+        return SegmentationResult(masks, scores, np.zeros((count, 256, 256), np.float32))
+
+
+def planned(box, origin, hint=None, track_id="t1", points=()):
+    prompt = Prompt(id=track_id, box=box, points=points, point_labels=(1,) * len(points))
+    return tr.TrackPrompt(prompt, origin, mask_input=hint)
+
+
+def test_decode_track_prompts_uses_hints_only_for_all_hinted_groups():
+    hint = np.ones((256, 256), np.float32)
+    segmenter = RecordingSegmenter()
+    box = (10.0, 10.0, 50.0, 50.0)
+    prompts = [
+        planned(box, tr.ORIGIN_PROPAGATED, hint, "t1"),
+        planned(box, tr.ORIGIN_PROPAGATED, hint * 2, "t2"),
+    ]
+    out = tr.decode_track_prompts(segmenter, None, prompts)
+    assert [m.prompt.id for m in out] == ["t1", "t2"]
+    assert len(segmenter.calls) == 1
+    assert segmenter.calls[0]["mask_input"].shape == (2, 256, 256)
+    assert segmenter.calls[0]["mask_input"][1, 0, 0] == 2.0
+
+    segmenter = RecordingSegmenter()
+    mixed = [
+        planned(box, tr.ORIGIN_PROPAGATED, hint, "t1"),
+        planned(None, tr.ORIGIN_NEW, None, "t3", points=((5.0, 5.0),)),
+        planned(box, tr.ORIGIN_NEW, None, "t2"),
+    ]
+    out = tr.decode_track_prompts(segmenter, None, mixed)
+    assert [m.prompt.id for m in out] == ["t1", "t3", "t2"]
+    assert len(segmenter.calls) == 2  # boxes together, the click alone
+    assert all(call["mask_input"] is None for call in segmenter.calls)
+    assert segmenter.calls[0]["boxes"].shape == (2, 4)
