@@ -94,6 +94,12 @@ class Segmenter:
     def encode(self, image: np.ndarray, channel_order: str = "rgb") -> ImageEmbedding:
         """Encode an HxWx3 uint8 RGB image (or BGR, RGBA, BGRA as `channel_order` says)."""
         started = time.perf_counter()
+        on_device = self.backend.encode_image(image, channel_order)
+        if on_device is not None:  # the GPU path pre-processes on the device too
+            data, geometry = on_device
+            self.timings.preprocess_ms = 0.0
+            self.timings.encode_ms = (time.perf_counter() - started) * 1e3
+            return ImageEmbedding(data, geometry, self.backend)
         model_input, geometry = self._preprocess(image, channel_order)
         encode_started = time.perf_counter()
         data = self.backend.encode(model_input)
@@ -125,7 +131,23 @@ class Segmenter:
         coords, labels = encode_prompts(geometry, boxes, points, point_labels)
         num_prompts = len(coords)
         masks_in, has_mask = self._mask_prompts(mask_input, num_prompts)
-        if num_prompts == 0:
+        on_device = None
+        if 0 < num_prompts <= self.max_batch:
+            on_device = self.backend.decode_masks(
+                embedding.data,
+                coords,
+                labels,
+                masks_in,
+                has_mask,
+                multimask,
+                geometry,
+                self.mask_threshold,
+            )
+        if on_device is not None:  # decoded and post-processed on the GPU
+            masks, scores, low_res = on_device
+            self.timings.decode_ms = (time.perf_counter() - started) * 1e3
+            self.timings.postprocess_ms = 0.0
+        elif num_prompts == 0:
             outputs = 3 if multimask else 1
             low_res = np.empty((0, outputs, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
             scores = np.empty((0, outputs), np.float32)
@@ -146,10 +168,11 @@ class Segmenter:
             else:
                 low_res = np.concatenate([c[0] for c in chunks])
                 scores = np.concatenate([c[1] for c in chunks])
-        decoded = time.perf_counter()
-        masks = masks_from_logits(low_res, geometry, self.mask_threshold)
-        self.timings.decode_ms = (decoded - started) * 1e3
-        self.timings.postprocess_ms = (time.perf_counter() - decoded) * 1e3
+        if on_device is None:
+            decoded = time.perf_counter()
+            masks = masks_from_logits(low_res, geometry, self.mask_threshold)
+            self.timings.decode_ms = (decoded - started) * 1e3
+            self.timings.postprocess_ms = (time.perf_counter() - decoded) * 1e3
         if not multimask:
             return SegmentationResult(masks[:, 0], scores[:, 0], low_res[:, 0])
         return SegmentationResult(masks, scores, low_res)

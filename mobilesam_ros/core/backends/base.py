@@ -35,6 +35,26 @@ class Backend(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Decode N prompts -> (low-res logits (N, K, 256, 256), predicted IoU (N, K))."""
 
+    def encode_image(self, image: np.ndarray, channel_order: str) -> tuple[Any, Any] | None:
+        """Pre-process and encode on the device: (embedding, FrameGeometry), or None when this
+        backend takes the host-side pre-processing (the default)."""
+        return None
+
+    def decode_masks(
+        self,
+        embedding: Any,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+        multimask: bool,
+        geometry: Any,
+        threshold: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Decode and post-process on the device: (masks, scores, low-res logits) as numpy, or
+        None when this backend leaves post-processing to the host (the default)."""
+        return None
+
     @abstractmethod
     def embedding_to_numpy(self, embedding: Any) -> np.ndarray:
         """The embedding as a (1, 256, 64, 64) float32 array (copied off the device if needed)."""

@@ -22,7 +22,9 @@ def torch_cuda_available() -> bool:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, checkpoint: str | os.PathLike[str], device: str = "auto") -> None:
+    def __init__(
+        self, checkpoint: str | os.PathLike[str], device: str = "auto", fp16: bool = True
+    ) -> None:
         try:
             import torch
         except ImportError as exc:
@@ -44,6 +46,37 @@ class TorchBackend(Backend):
         modules = load_modules(checkpoint)
         self._encoder = modules.encoder.to(device)
         self._decoders = {m: modules.decoder(m).to(device) for m in (False, True)}
+        self._device_pipeline = None
+        if device.startswith("cuda"):
+            from .torch_device import DevicePipeline
+
+            # GPU: pre/post-processing on the device, FP16 encoder replayed from a CUDA graph.
+            self._device_pipeline = DevicePipeline(self._encoder, device, fp16=fp16)
+            self.name = "torch-fp16" if fp16 else "torch"
+
+    def encode_image(self, image: np.ndarray, channel_order: str) -> tuple[Any, Any] | None:
+        if self._device_pipeline is None:
+            return None
+        return self._device_pipeline.encode(image, channel_order)
+
+    def decode_masks(
+        self,
+        embedding: Any,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+        multimask: bool,
+        geometry: Any,
+        threshold: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if self._device_pipeline is None:
+            return None
+        low_res, iou = self._decode_tensors(
+            embedding, point_coords, point_labels, mask_input, has_mask_input, multimask
+        )
+        masks = self._device_pipeline.masks(low_res, geometry, threshold)
+        return masks, iou.cpu().numpy(), low_res.cpu().numpy()
 
     def encode(self, image: np.ndarray) -> Any:
         torch = self._torch
@@ -59,14 +92,27 @@ class TorchBackend(Backend):
         has_mask_input: np.ndarray,
         multimask: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
+        masks, iou = self._decode_tensors(
+            embedding, point_coords, point_labels, mask_input, has_mask_input, multimask
+        )
+        return masks.cpu().numpy(), iou.cpu().numpy()
+
+    def _decode_tensors(
+        self,
+        embedding: Any,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        mask_input: np.ndarray,
+        has_mask_input: np.ndarray,
+        multimask: bool,
+    ) -> tuple[Any, Any]:
         torch = self._torch
         inputs = [
-            torch.from_numpy(a).to(self.device)
+            torch.from_numpy(a).to(self.device, non_blocking=True)
             for a in (point_coords, point_labels, mask_input, has_mask_input)
         ]
         with torch.inference_mode():
-            masks, iou = self._decoders[multimask](embedding, *inputs)
-        return masks.cpu().numpy(), iou.cpu().numpy()
+            return self._decoders[multimask](embedding, *inputs)
 
     def embedding_to_numpy(self, embedding: Any) -> np.ndarray:
         return embedding.cpu().numpy()
