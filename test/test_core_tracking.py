@@ -419,3 +419,33 @@ def test_decode_track_prompts_uses_hints_only_for_all_hinted_groups():
     assert len(segmenter.calls) == 2  # boxes together, the click alone
     assert all(call["mask_input"] is None for call in segmenter.calls)
     assert segmenter.calls[0]["boxes"].shape == (2, 4)
+
+
+def test_min_iou_zero_turns_the_iou_check_off():
+    """Low predicted IoUs end tracks after min_iou_frames frames, unless min_iou is 0."""
+    from helpers import photo
+
+    from mobilesam_ros.core.prompts import Prompt, PromptMask
+    from mobilesam_ros.core.tracking import FlowFrame, Tracker
+
+    image = photo("astronaut")
+    frame = FlowFrame.from_image(image)
+
+    def low_iou_decoder(planned):
+        """Test double: the prompt box filled as mask, a predicted IoU of -0.2."""
+        results = []
+        for item in planned:
+            mask = np.zeros(frame.size, bool)
+            x0, y0, x1, y1 = (int(v) for v in item.prompt.box)
+            mask[y0 : y1 + 1, x0 : x1 + 1] = True
+            results.append(PromptMask(item.prompt, mask, -0.2, np.zeros((256, 256), np.float32)))
+        return results
+
+    survivors = {}
+    for min_iou in (0.0, 0.5):
+        tracker = Tracker(min_iou=min_iou, min_iou_frames=3, max_age=100.0)
+        tracker.step(frame, 0.0, [Prompt(id="a", box=(100, 100, 300, 300))], low_iou_decoder)
+        for k in range(1, 5):
+            outputs = tracker.step(frame, float(k), [], low_iou_decoder)
+        survivors[min_iou] = len(outputs)
+    assert survivors == {0.0: 1, 0.5: 0}

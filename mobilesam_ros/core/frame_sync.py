@@ -40,6 +40,7 @@ class Frame:
     received: float
     decoded: Any = None  # filled by the worker on first use
     embedding: Any = None  # likewise: each image is encoded at most once
+    flow: Any = None  # grayscale for optical flow, when tracking needs it
 
 
 @dataclass
@@ -114,6 +115,21 @@ class FrameSync:
         inference), only the newest is answered and the older ones are dropped and counted, so
         the work never falls behind the camera. Sources are answered oldest first.
         """
+        ready = self._ready_by_source(now)
+        if not ready:
+            return None
+        frame, request = min(ready.values(), key=lambda item: item[1].received)
+        self.pending.remove(request)
+        return frame, request
+
+    def pop_all_ready(self, now: float) -> list[tuple[Frame, PromptRequest]]:
+        """Every answerable request (newest per source), oldest first; drops hopeless ones."""
+        ready = sorted(self._ready_by_source(now).values(), key=lambda item: item[1].received)
+        for _, request in ready:
+            self.pending.remove(request)
+        return ready
+
+    def _ready_by_source(self, now: float) -> dict[str, tuple[Frame, PromptRequest]]:
         ready: dict[str, tuple[Frame, PromptRequest]] = {}
         for request in list(self.pending):
             outcome = self._match(request, now)
@@ -128,11 +144,7 @@ class FrameSync:
                 if superseded is not None:
                     self._drop(superseded[1], DROP_SUPERSEDED)
                 ready[request.source] = (outcome, request)
-        if not ready:
-            return None
-        frame, request = min(ready.values(), key=lambda item: item[1].received)
-        self.pending.remove(request)
-        return frame, request
+        return ready
 
     def _drop(self, request: PromptRequest, reason: str) -> None:
         self.pending.remove(request)

@@ -346,7 +346,8 @@ class Tracker:
 
     Args:
       max_age: seconds a track lives on without a matching fresh prompt.
-      min_iou: predicted IoU below which a propagated frame counts as a bad one.
+      min_iou: predicted IoU below which a propagated frame counts as a bad one; 0 turns the
+        check off.
       min_iou_frames: bad propagated frames in a row that end a track.
       iou_match_threshold: least box IoU for a fresh prompt to refresh a track.
       margin: share of the propagated box's width/height added on each side of the prompt box.
@@ -583,7 +584,7 @@ class Tracker:
                     track.source = prompt.source
                     track.last_confirmed = plan.now
                     track.low_iou_streak = 0
-                elif result.predicted_iou < self.min_iou:
+                elif self.min_iou > 0 and result.predicted_iou < self.min_iou:
                     track.low_iou_streak += 1
                     if track.low_iou_streak >= self.min_iou_frames:
                         self.counts[ENDED_LOW_IOU] += 1

@@ -111,6 +111,45 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         dynamic=True,
     ),
     ParameterSpec(
+        "tracking.enabled",
+        True,
+        "Follow every instance from frame to frame with a stable id: between detections, each "
+        "track is re-segmented on every new frame from its optically propagated box.",
+    ),
+    ParameterSpec(
+        "tracking.max_age",
+        1.0,
+        "Seconds a track lives on without a matching detection or prompt.",
+        min_value=0.05,
+        max_value=60.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "tracking.min_iou",
+        0.5,
+        "Predicted IoU below which a propagated frame counts as bad; 3 in a row end the track "
+        "(0: never).",
+        min_value=0.0,
+        max_value=1.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "tracking.iou_match",
+        0.3,
+        "Least box IoU between a detection and a track's propagated box to refresh that track.",
+        min_value=0.01,
+        max_value=1.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "tracking.margin",
+        0.1,
+        "Share of a propagated box's size added on each side of its prompt box.",
+        min_value=0.0,
+        max_value=1.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
         "diagnostics_period",
         1.0,
         "Seconds between /diagnostics messages.",

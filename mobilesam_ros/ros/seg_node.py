@@ -6,6 +6,7 @@ decodes prompts, so no callback ever blocks on inference and no backlog grows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -13,6 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
@@ -31,8 +33,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from mobilesam_ros.core import InvalidInputError, MobileSamError, Segmenter
 from mobilesam_ros.core.frame_sync import Frame, FrameSync, PromptRequest
 from mobilesam_ros.core.image_codec import check_raw_image
-from mobilesam_ros.core.preprocess import encode_prompts
+from mobilesam_ros.core.preprocess import FrameGeometry, encode_prompts
 from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
+from mobilesam_ros.core.tracking import FlowFrame, Tracker, decode_track_prompts, estimate_motions
 from mobilesam_ros.core.visualize import draw_overlay, label_image
 from mobilesam_ros.msg import InstanceMaskArray, PromptArray
 
@@ -82,6 +85,11 @@ class SegmentationNode(Node):
             mask_threshold=self._param("mask_threshold"),
         )
         self.get_logger().info(f"MobileSAM ready: {self.segmenter.backend.describe()}")
+        self.tracker: Tracker | None = None
+        if self._param("tracking.enabled"):
+            self.tracker = Tracker()
+            self._configure_tracker({})
+        self._last_tracked_ns: int | None = None
 
         self._masks_pub = self.create_publisher(InstanceMaskArray, "masks", OUTPUT_QOS)
         self._mask_image_pub = self.create_publisher(Image, "mask_image", OUTPUT_QOS)
@@ -168,8 +176,26 @@ class SegmentationNode(Node):
             )
             if "mask_threshold" in values:
                 self.segmenter.mask_threshold = float(values["mask_threshold"])
+            if self.tracker is not None:
+                self._configure_tracker(values)
             self._condition.notify()
         return SetParametersResult(successful=True)
+
+    def _configure_tracker(self, changed: dict[str, Any]) -> None:
+        def value(name: str) -> Any:
+            return changed.get(name, self._param(name))
+
+        self.tracker.configure(
+            max_age=value("tracking.max_age"),
+            min_iou=value("tracking.min_iou"),
+            min_iou_frames=self.tracker.min_iou_frames,
+            iou_match_threshold=value("tracking.iou_match"),
+            margin=value("tracking.margin"),
+            min_margin_px=self.tracker.min_margin_px,
+            mask_prompt=self.tracker.mask_prompt,
+            min_visible=self.tracker.min_visible,
+            max_points=self.tracker.max_points,
+        )
 
     # -- inputs: convert and enqueue, never block ---------------------------------------
 
@@ -230,15 +256,17 @@ class SegmentationNode(Node):
     def _work(self) -> None:
         while not self._stopping.is_set():
             with self._condition:
-                ready = self.sync.pop_ready(time.monotonic())
-                if ready is None:
+                job = self._next_job()
+                if job is None:
                     deadline = self.sync.next_deadline()
                     timeout = 0.1 if deadline is None else deadline - time.monotonic()
                     self._condition.wait(timeout=min(max(timeout, 0.001), 0.1))
                     continue
-            frame, request = ready
             try:
-                self._process(frame, request)
+                if self.tracker is None:
+                    self._process(*job)
+                else:
+                    self._process_tracking(*job)
             except InvalidInputError as exc:
                 self._reject(IMAGES_REJECTED, f"image rejected: {exc}")
             except Exception as exc:  # keep serving; the next frame may be fine
@@ -246,10 +274,26 @@ class SegmentationNode(Node):
                     return  # shutting down: publishers are gone
                 self._reject(INFERENCE_ERRORS, f"inference failed: {exc!r}")
 
-    def _wanted_outputs(self, request: PromptRequest) -> dict[str, bool]:
+    def _next_job(self) -> tuple[Any, Any] | None:
+        """Under the lock: (frame, request) without tracking; with tracking (frame, requests)
+        for the newest frame whenever it is new and tracks live, or prompts are ready."""
+        now = time.monotonic()
+        if self.tracker is None:
+            return self.sync.pop_ready(now)
+        ready = self.sync.pop_all_ready(now)
+        newest = self.sync.newest
+        if newest is None:
+            return None
+        if ready or (self.tracker.active and newest.stamp_ns != self._last_tracked_ns):
+            # Only the newest frame is tracked: when inference cannot keep up, the frames in
+            # between are skipped, never queued.
+            return newest, ready
+        return None
+
+    def _wanted_outputs(self, request: PromptRequest | None) -> dict[str, bool]:
         refined = (
             self._refined_pub is not None
-            and request.source == "detections"
+            and (request is None or request.source == "detections")
             and self._refined_pub.get_subscription_count() > 0
         )
         return {
@@ -264,21 +308,94 @@ class SegmentationNode(Node):
         if not any(wanted.values()):
             return  # nobody listens: nothing is computed
         started = time.perf_counter()
-        if frame.decoded is None:
-            frame.decoded = conversions.decode_image_message(frame.payload)
-        if frame.embedding is None:
-            frame.embedding = self.segmenter.encode(
-                frame.decoded.pixels, frame.decoded.channel_order
-            )
-            self._record("preprocess", self.segmenter.timings.preprocess_ms)
-            self._record("encode", self.segmenter.timings.encode_ms)
-            self._totals["images encoded"] += 1
+        self._prepare(frame)
         prompts = self._valid_prompts(frame, request.prompts)
         results: list[PromptMask] = []
         if prompts:
             decode_started = time.perf_counter()
             results = decode_prompts(self.segmenter, frame.embedding, prompts)
             self._record("decode", (time.perf_counter() - decode_started) * 1e3)
+        self._publish(frame, results, wanted, started)
+
+    def _prepare(self, frame: Frame, encode: bool = True) -> None:
+        """Decode the image buffer and run the encoder, each at most once per frame."""
+        if frame.decoded is None:
+            frame.decoded = conversions.decode_image_message(frame.payload)
+        if encode and frame.embedding is None:
+            frame.embedding = self.segmenter.encode(
+                frame.decoded.pixels, frame.decoded.channel_order
+            )
+            self._record("preprocess", self.segmenter.timings.preprocess_ms)
+            self._record("encode", self.segmenter.timings.encode_ms)
+            self._totals["images encoded"] += 1
+
+    def _flow(self, frame: Frame) -> FlowFrame:
+        if frame.flow is None:
+            self._prepare(frame, encode=False)
+            frame.flow = FlowFrame.from_image(frame.decoded.pixels, frame.decoded.channel_order)
+        return frame.flow
+
+    def _process_tracking(self, frame: Frame, ready: list[tuple[Frame, PromptRequest]]) -> None:
+        """Fresh prompts and live tracks on the newest frame, decoded together."""
+        wanted = self._wanted_outputs(None)
+        if not any(wanted.values()):
+            return
+        started = time.perf_counter()
+        self._prepare(frame)
+        fresh: list[Prompt] = []
+        for source_frame, request in ready:
+            if source_frame is not frame:
+                self._prepare(source_frame, encode=False)
+            prompts = self._valid_prompts(source_frame, request.prompts)
+            if source_frame is not frame and prompts:
+                # Detections of an older frame (a slow detector): moved to this frame by the
+                # optical flow between the two cached images before they meet the tracks.
+                prompts = self._move_prompts(source_frame, frame, prompts)
+            fresh.extend(prompts)
+        decode_started = time.perf_counter()
+        embedding = frame.embedding
+        results = self.tracker.step(
+            self._flow(frame),
+            frame.stamp_ns / 1e9,
+            fresh,
+            lambda planned: decode_track_prompts(self.segmenter, embedding, planned),
+        )
+        self._record("decode", (time.perf_counter() - decode_started) * 1e3)
+        self._last_tracked_ns = frame.stamp_ns
+        self._publish(frame, results, wanted, started)
+
+    def _move_prompts(self, source: Frame, target: Frame, prompts: list[Prompt]) -> list[Prompt]:
+        before, after = self._flow(source), self._flow(target)
+        if before.size != after.size:
+            return prompts
+        height, width = before.size
+        regions = []
+        for prompt in prompts:
+            if prompt.box is not None:
+                regions.append(prompt.box)
+            else:
+                xs, ys = zip(*prompt.points, strict=True)
+                regions.append((min(xs) - 20, min(ys) - 20, max(xs) + 20, max(ys) + 20))
+        masks = []
+        for x0, y0, x1, y1 in regions:
+            mask = np.zeros((height, width), bool)
+            mask[max(int(y0), 0) : int(y1) + 1, max(int(x0), 0) : int(x1) + 1] = True
+            masks.append(mask)
+        moved = []
+        for prompt, motion in zip(
+            prompts, estimate_motions(before, after, masks, regions), strict=True
+        ):
+            if not motion.reliable:
+                moved.append(prompt)
+                continue
+            box = motion.apply(prompt.box) if prompt.box is not None else None
+            points = tuple(motion.apply((x, y, x, y))[:2] for x, y in prompt.points)
+            moved.append(dataclasses.replace(prompt, box=box, points=points))
+        return moved
+
+    def _publish(
+        self, frame: Frame, results: list[PromptMask], wanted: dict[str, bool], started: float
+    ) -> None:
         publish_started = time.perf_counter()
         header = frame.payload.header
         if wanted["masks"]:
@@ -301,7 +418,7 @@ class SegmentationNode(Node):
 
     def _valid_prompts(self, frame: Frame, prompts: Any) -> list[Prompt]:
         valid = []
-        geometry = frame.embedding.geometry
+        geometry = FrameGeometry.for_image(*frame.decoded.pixels.shape[:2])
         for index, prompt in enumerate(prompts):
             try:
                 if prompt.box is None and not prompt.points:

@@ -59,6 +59,7 @@ def start_node(model, *parameters: str, namespace: str = "", image_topic: str = 
         "backend:=onnxruntime",
         "device:=cpu",
         "sync.max_wait:=3.0",
+        "tracking.enabled:=false",  # one answer per prompt message; tracking has its own test
         *parameters,
     ):
         args += ["-p", parameter]
@@ -484,3 +485,46 @@ def test_shutdown_mid_inference_is_clean(running, model):
     assert code == 0, output
     assert elapsed < 2.0, f"SIGINT took {elapsed:.1f} s"
     assert "Traceback" not in output
+
+
+def test_tracking_keeps_ids_on_frames_without_prompts(model, ros):
+    """Detections on the first frame only; later frames still get every instance, same ids."""
+    from mobilesam_ros.core.camera_sim import astronaut_camera
+
+    process = start_node(
+        model,
+        "tracking.enabled:=true",
+        "tracking.max_age:=30.0",
+        "tracking.min_iou:=0.0",
+        namespace="/tracked",
+        image_topic="/tracked/image",
+    )
+    client = Client(ros, namespace="/tracked")
+    try:
+        client.spin_until(
+            lambda: (
+                client.image_pub.get_subscription_count()
+                and client.prompts_pub.get_subscription_count()
+            )
+        )
+        camera = astronaut_camera()
+        answers = []
+        for index in range(4):
+            frame = camera.frame(index * 3)
+            stamp = header(400 + index, "demo_camera")
+            client.publish_image(stamp, np.ascontiguousarray(frame.bgr[..., ::-1]))
+            if index == 0:
+                prompts = [box_prompt(name, frame.boxes[name]) for name in ("face", "shuttle")]
+                client.prompts_pub.publish(PromptArray(header=stamp, prompts=prompts))
+            try:
+                answers.append(client.masks_for(stamp)[0])
+            except AssertionError:
+                process.send_signal(signal.SIGINT)
+                raise AssertionError(f"frame {index}: " + process.communicate(timeout=10)[0]) from None
+        ids = [[i.id for i in answer.instances] for answer in answers]
+        assert ids[0] and all(frame_ids == ids[0] for frame_ids in ids), ids
+        assert len(set(ids[0])) == 2
+        assert all(a.header.frame_id == "demo_camera" for a in answers)
+    finally:
+        code, _, output = stop_node(process)
+    assert code == 0, output
