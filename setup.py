@@ -12,6 +12,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["mobilesam_ros", "mobilesam_ros.*"]),
+    # The TensorRT self-check's photo (mobilesam_ros/data is a data folder, not a package).
+    package_data={"mobilesam_ros": ["data/*.jpg", "data/*.md"]},
     install_requires=[
         "numpy>=1.22",
         "opencv-python-headless>=4.6",
