@@ -1,4 +1,5 @@
-"""`mobilesam-ros`: export the graphs, segment an image, run the benchmark."""
+"""`mobilesam-ros`: export the graphs, segment an image, run the benchmark, build and verify
+TensorRT engines."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .core import MobileSamError, Segmenter
+from .core import BackendUnavailableError, MobileSamError, Segmenter
 from .core.backends import BACKEND_NAMES
+
+if TYPE_CHECKING:
+    from .core.export import OnnxModels
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +126,145 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    from .core.engine_cache import DEFAULT_MAX_PROMPTS, DEFAULT_PRECISION, PRECISIONS
+
+    parser.add_argument(
+        "--checkpoint",
+        help="path of mobile_sam.pt (default: download the official file once into the cache)",
+    )
+    parser.add_argument("--cache-dir", help="cache folder (default: $XDG_CACHE_HOME/mobilesam_ros)")
+    parser.add_argument("--device", default="auto", help="auto, cuda or cuda:N")
+    parser.add_argument(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        choices=PRECISIONS,
+        help="fp16 keeps the layers that lose accuracy in FP32; fp32 builds everything in FP32",
+    )
+    parser.add_argument(
+        "--max-prompts",
+        type=int,
+        default=DEFAULT_MAX_PROMPTS,
+        help="most prompts per decoder call (the decoder's optimization profile is 1 to this)",
+    )
+
+
+def _engine_inputs(args: argparse.Namespace) -> tuple[Path, OnnxModels]:
+    """Cache folder and ONNX graphs (exported once per checkpoint)."""
+    from .core.checkpoint import default_cache_dir, resolve_checkpoint
+    from .core.engine_cache import DecoderProfile
+    from .core.export import export_onnx
+
+    DecoderProfile(args.max_prompts)  # a bad --max-prompts fails before the export
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    checkpoint = resolve_checkpoint(args.checkpoint, cache)
+    return cache, export_onnx(checkpoint, cache)
+
+
+def _print_trtexec(
+    models: OnnxModels,
+    cache: Path,
+    args: argparse.Namespace,
+    pins: dict[str, tuple[bool, list[str]]],
+    note: str,
+) -> None:
+    """The trtexec command of each graph; pins: graph -> (FP16 on, layers pinned to FP32)."""
+    from .core.engine_cache import DecoderProfile, graph_profile, trtexec_command
+
+    profile = DecoderProfile(args.max_prompts)
+    print(f"equivalent trtexec commands ({note}):")
+    for graph, (fp16, layers) in pins.items():
+        print(f"# {graph}")
+        print(
+            trtexec_command(
+                getattr(models, graph),
+                cache / "tensorrt" / "trtexec" / f"{graph}-{args.precision}.engine",
+                fp16=fp16,
+                profile=graph_profile(graph, profile),
+                fp32_layers=layers,
+            )
+        )
+
+
+def _planned_pins(models: OnnxModels, precision: str) -> dict[str, tuple[bool, list[str]]]:
+    """What a first build (FP32 level 0) pins, read from the ONNX graphs without TensorRT."""
+    from .core.engine_cache import GRAPHS, graph_runs_fp32, planned_fp32_layers
+
+    pins = {}
+    for graph in GRAPHS:
+        layers = planned_fp32_layers(getattr(models, graph), graph, precision)
+        if layers is None:
+            print(
+                f"note: without the onnx package the {graph} command pins no layers",
+                file=sys.stderr,
+            )
+        pins[graph] = (not graph_runs_fp32(graph, precision, 0), layers or [])
+    return pins
+
+
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    from .core.engine_cache import GRAPHS
+
+    cache, models = _engine_inputs(args)
+    try:
+        from .core.backends.tensorrt_backend import ensure_engines
+
+        engines = ensure_engines(
+            models,
+            cache,
+            device=args.device,
+            precision=args.precision,
+            max_prompts=args.max_prompts,
+            force_rebuild=args.force,
+        )
+    except BackendUnavailableError:
+        # No TensorRT or no GPU here: still show how the engines would be built.
+        note = "not run here; trtexec writes bare engines without the cache header"
+        _print_trtexec(models, cache, args, _planned_pins(models, args.precision), note)
+        raise
+    for graph in GRAPHS:
+        meta = engines.metadata[graph]
+        print(
+            f"{graph}: {engines.paths[graph]} ({'built' if graph in engines.built else 'cached'}, "
+            f"{meta['engine_size'] / 2**20:.1f} MiB, FP32 level {meta.get('fp32_level')}, "
+            f"{len(meta.get('fp32_layers', []))} layers pinned to FP32, self-check mask IoU "
+            f"{meta.get('self_check_iou')}, build {meta.get('build_seconds')} s)"
+        )
+    pins = {g: (bool(m.get("fp16")), m.get("fp32_layers", [])) for g, m in engines.metadata.items()}
+    _print_trtexec(
+        models, cache, args, pins, "trtexec writes bare engines without the cache header"
+    )
+    return 0
+
+
+def _cmd_verify_engine(args: argparse.Namespace) -> int:
+    from .core.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from .core.backends.tensorrt_backend import TensorRtBackend, load_cached_engines
+    from .core.engine_cache import GRAPHS, DecoderProfile, EngineCacheError
+    from .core.engine_check import run_self_check
+
+    cache, models = _engine_inputs(args)
+    try:
+        engines = load_cached_engines(models, cache, args.device, args.precision, args.max_prompts)
+    except EngineCacheError as exc:
+        raise MobileSamError(
+            f"{exc}; build it first with `mobilesam-ros build-engine` and the same options"
+        ) from None
+    for graph in GRAPHS:
+        meta = engines.metadata[graph]
+        print(
+            f"{graph}: {engines.paths[graph]} (created {meta.get('created')}, FP32 level "
+            f"{meta.get('fp32_level')}, recorded self-check mask IoU {meta.get('self_check_iou')})"
+        )
+    backend = TensorRtBackend(
+        engines.engines, DecoderProfile(args.max_prompts), args.device, args.precision
+    )
+    print(f"running the self-check with {backend.describe()} ...", file=sys.stderr, flush=True)
+    result = run_self_check(backend, OnnxRuntimeBackend(models, "cpu"))
+    print(f"self-check against ONNX Runtime FP32: {result.summary()}")
+    return 0 if result.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilesam-ros", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--boxes", type=int, default=10)
     bench.add_argument("--no-official", action="store_true", help="skip the official pipeline")
     bench.set_defaults(run=_cmd_bench)
+
+    build_engine = commands.add_parser(
+        "build-engine",
+        help="build (or find cached) TensorRT engines; prints the equivalent trtexec commands",
+    )
+    _add_engine_arguments(build_engine)
+    build_engine.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build_engine.set_defaults(run=_cmd_build_engine)
+
+    verify_engine = commands.add_parser(
+        "verify-engine",
+        help="self-check the cached TensorRT engines against ONNX Runtime FP32 (mask IoU)",
+    )
+    _add_engine_arguments(verify_engine)
+    verify_engine.set_defaults(run=_cmd_verify_engine)
     return parser
 
 

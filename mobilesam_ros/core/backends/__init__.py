@@ -20,8 +20,11 @@ def create_backend(
 ) -> Backend:
     """Build the backend `name` for a checkpoint file.
 
-    `auto` picks the fastest runtime present: ONNX Runtime with CUDA, else PyTorch with CUDA,
-    else ONNX Runtime on the CPU.
+    `auto` picks the fastest runtime present: TensorRT when it imports and a CUDA GPU is
+    visible (engines are built once, minutes, then cached), else ONNX Runtime with CUDA, else
+    PyTorch with CUDA, else ONNX Runtime on the CPU. `tensorrt` builds with the defaults of
+    `engine_cache` (FP16, up to 64 prompts per decoder call); `mobilesam-ros build-engine`
+    builds other configurations.
     """
     if name not in BACKEND_NAMES:
         raise InvalidInputError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {name!r}")
@@ -37,25 +40,28 @@ def create_backend(
         from .torch_backend import TorchBackend
 
         return TorchBackend(checkpoint, device)
-    raise BackendUnavailableError(
-        "backend 'tensorrt' is not available in this version; use 'onnxruntime' or 'torch'"
-    )
+    from .tensorrt_backend import create_tensorrt_backend
+
+    return create_tensorrt_backend(checkpoint, cache_dir, device, progress=progress)
 
 
 def _pick_fastest(device: str) -> tuple[str, str]:
     from .onnxruntime_backend import cuda_provider_available
+    from .tensorrt_backend import tensorrt_usable
     from .torch_backend import torch_cuda_available
 
     if device == "cpu":
         return "onnxruntime", "cpu"
+    if tensorrt_usable():
+        return "tensorrt", device
     if cuda_provider_available():
         return "onnxruntime", device
     if torch_cuda_available():
         return "torch", device
     if device.startswith("cuda"):
         raise BackendUnavailableError(
-            f"device {device!r} asked for, but neither onnxruntime-gpu nor a CUDA PyTorch "
-            "is installed"
+            f"device {device!r} asked for, but neither TensorRT (with cuda-python and a "
+            "visible GPU), onnxruntime-gpu nor a CUDA PyTorch is installed"
         )
     return "onnxruntime", "cpu"
 
