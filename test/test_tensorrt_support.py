@@ -1,0 +1,734 @@
+"""TensorRT support: engine cache, FP32 policy, version shim, trtexec command, self-check, CLI.
+
+Everything down to the last section runs without TensorRT or a GPU. The small fake `trt` and
+CUDA namespaces below only exercise the version shim's choices; they say nothing about
+whether an engine builds or runs. The tests at the end need real TensorRT and a GPU and skip
+where either is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mobilesam_ros.cli import main
+from mobilesam_ros.core.backends import _pick_fastest, create_backend
+from mobilesam_ros.core.backends.base import Backend
+from mobilesam_ros.core.backends.tensorrt_backend import (
+    CudaApi,
+    TrtApi,
+    parse_device,
+    parse_version,
+    tensorrt_usable,
+)
+from mobilesam_ros.core.engine_cache import (
+    ENGINE_FILE_MAGIC,
+    MAX_FP32_LEVEL,
+    DecoderProfile,
+    EngineCacheError,
+    EngineSpec,
+    LayerInfo,
+    ShapeRange,
+    encode_engine_file,
+    engine_problem,
+    fp32_layer_names,
+    graph_profile,
+    graph_runs_fp32,
+    needs_rebuild,
+    normalized_kind,
+    read_engine,
+    trtexec_command,
+    write_engine,
+)
+from mobilesam_ros.core.engine_check import (
+    SELF_CHECK_BOXES,
+    SELF_CHECK_MIN_IOU,
+    mask_iou,
+    run_self_check,
+    self_check_photo,
+)
+from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
+from mobilesam_ros.core.model_constants import LOW_RES_SIZE
+
+
+def _spec(**changes) -> EngineSpec:
+    spec = EngineSpec(
+        graph="decoder_single",
+        onnx_sha256="ab" * 32,
+        tensorrt_version="10.3.0",
+        gpu_name="Orin",
+        compute_capability="8.7",
+        precision="fp16",
+        profile=graph_profile("decoder_single", DecoderProfile(max_prompts=16)),
+    )
+    return dataclasses.replace(spec, **changes)
+
+
+def _gpu_and_tensorrt() -> bool:
+    return tensorrt_usable()
+
+
+needs_tensorrt_gpu = pytest.mark.skipif(
+    not _gpu_and_tensorrt(), reason="needs the tensorrt module, cuda-python and a CUDA GPU"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache keys
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"graph": "decoder_multi"},
+        {"onnx_sha256": "cd" * 32},
+        {"tensorrt_version": "8.6.2"},
+        {"gpu_name": "NVIDIA GeForce RTX 4090"},
+        {"compute_capability": "8.9"},
+        {"precision": "fp32"},
+        {"profile": graph_profile("decoder_single", DecoderProfile(max_prompts=17))},
+        {"profile": graph_profile("decoder_single", DecoderProfile(16, max_points=8))},
+        {"fp32_policy_version": 99},
+        {"workspace_mib": 512},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_cache_key_changes_with_each_component(change):
+    assert _spec(**change).key != _spec().key
+    assert _spec(**change).file_name() != _spec().file_name()
+
+
+def test_cache_key_is_stable_and_named_by_graph_and_precision():
+    assert _spec().key == _spec().key
+    assert len(_spec().key) == 64
+    assert _spec().file_name() == f"decoder_single-fp16-{_spec().key[:16]}.engine"
+    with pytest.raises(InvalidInputError, match="precision"):
+        _spec(precision="int8")
+
+
+def test_decoder_profile_covers_one_to_max_prompts():
+    ranges = {r.name: r for r in DecoderProfile(max_prompts=5, max_points=6).shape_ranges()}
+    assert ranges["point_coords"] == ShapeRange("point_coords", (1, 1, 2), (5, 2, 2), (5, 6, 2))
+    assert ranges["point_labels"].max == (5, 6)
+    assert ranges["mask_input"].min == (1, 1, LOW_RES_SIZE, LOW_RES_SIZE)
+    assert ranges["mask_input"].max == (5, 1, LOW_RES_SIZE, LOW_RES_SIZE)
+    assert ranges["has_mask_input"].max == (5,)
+    assert graph_profile("encoder", DecoderProfile()) == ()
+    with pytest.raises(InvalidInputError, match="max_prompts"):
+        DecoderProfile(max_prompts=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine files
+
+
+def test_metadata_round_trip(tmp_path):
+    spec = _spec()
+    engine = os.urandom(5000)
+    extra = {
+        "self_check_iou": 0.991,
+        "self_check_min_iou": SELF_CHECK_MIN_IOU,
+        "build_seconds": 12.5,
+        "fp32_layers": ["/norm1/LayerNormalization", "/self_attn/Softmax"],
+        "components": spec.components(),
+    }
+    path = tmp_path / spec.file_name()
+    written = write_engine(path, spec.key, engine, extra)
+    metadata, loaded = read_engine(path, spec)
+    assert loaded == engine
+    assert metadata == written
+    assert metadata["key"] == spec.key
+    assert metadata["engine_size"] == len(engine)
+    assert metadata["engine_sha256"] == hashlib.sha256(engine).hexdigest()
+    assert metadata["format"] == ENGINE_FILE_MAGIC.decode()
+    assert metadata["created"].endswith("Z")
+    for name, value in extra.items():
+        assert metadata[name] == value
+    assert path.read_bytes().startswith(ENGINE_FILE_MAGIC)
+    assert needs_rebuild(path, spec.key) is None
+    assert needs_rebuild(path, spec, force=True) == "rebuild forced (force_rebuild)"
+    assert not list(tmp_path.glob("*.part"))
+    with pytest.raises(ValueError, match="computed here"):
+        write_engine(path, spec.key, engine, {"engine_sha256": "0"})
+
+
+def _damage(kind: str, path: Path, data: bytes) -> None:
+    header_end = len(data) - 4000
+    if kind == "missing":
+        return
+    if kind == "truncated header":
+        path.write_bytes(data[:10])
+    elif kind == "truncated metadata":
+        path.write_bytes(data[: header_end - 5])
+    elif kind == "truncated engine":
+        path.write_bytes(data[:-100])
+    elif kind == "wrong magic":
+        path.write_bytes(b"XXXXXXXX" + data[8:])
+    elif kind == "corrupt engine":
+        flipped = bytearray(data)
+        flipped[-7] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+    elif kind == "corrupt metadata":
+        broken = bytearray(data)
+        broken[12] = ord("#")
+        path.write_bytes(bytes(broken))
+    elif kind == "implausible length":
+        path.write_bytes(data[:8] + (2**31).to_bytes(4, "little") + data[12:])
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("missing", "no cached engine"),
+        ("truncated header", "truncated"),
+        ("truncated metadata", "truncated"),
+        ("truncated engine", "truncated: engine has 3900 of 4000 bytes"),
+        ("wrong magic", "wrong magic"),
+        ("corrupt engine", "SHA-256"),
+        ("corrupt metadata", "corrupt metadata"),
+        ("implausible length", "implausible"),
+    ],
+)
+def test_damaged_engine_files_are_rebuilt_never_loaded(tmp_path, kind, reason):
+    spec = _spec()
+    path = tmp_path / spec.file_name()
+    data = encode_engine_file(spec.key, os.urandom(4000), {"components": spec.components()})
+    _damage(kind, path, data)
+    assert reason in needs_rebuild(path, spec)
+    assert reason in engine_problem(path, spec.key)
+    with pytest.raises(EngineCacheError, match="engine ") as error:
+        read_engine(path, spec)
+    assert reason in error.value.reason
+
+
+def test_engine_of_another_configuration_names_what_changed(tmp_path):
+    built = _spec(tensorrt_version="8.6.2")
+    path = tmp_path / "engine.engine"
+    write_engine(path, built.key, b"engine", {"components": built.components()})
+    reason = needs_rebuild(path, _spec())
+    assert reason.startswith("built for another configuration")
+    assert "tensorrt_version '8.6.2' -> '10.3.0'" in reason
+    assert "built for another configuration" in needs_rebuild(path, _spec().key)
+    with pytest.raises(EngineCacheError):
+        read_engine(path, _spec())
+
+
+def test_engine_that_failed_its_self_check_is_not_loaded(tmp_path):
+    path = tmp_path / "engine.engine"
+    write_engine(path, "k", b"engine", {"self_check_iou": 0.9, "self_check_min_iou": 0.97})
+    assert "failed its self-check" in needs_rebuild(path, "k")
+
+
+def _write_many(path: str, key: str, seed: int, rounds: int) -> None:
+    payload = np.random.default_rng(seed).bytes(1 << 20)
+    for _ in range(rounds):
+        write_engine(path, key, payload, {"writer": seed})
+
+
+def test_concurrent_writers_leave_a_valid_file(tmp_path):
+    path = tmp_path / "same-key.engine"
+    context = multiprocessing.get_context("spawn")
+    writers = [
+        context.Process(target=_write_many, args=(str(path), "key", seed, 15)) for seed in (1, 2)
+    ]
+    for writer in writers:
+        writer.start()
+    problems = set()
+    while any(w.is_alive() for w in writers):
+        problems.add(engine_problem(path, "key"))  # a reader never sees a partial file
+    for writer in writers:
+        writer.join(timeout=60)
+        assert writer.exitcode == 0
+    assert problems <= {None, "no cached engine"}
+    metadata, engine = read_engine(path, "key")
+    assert engine == np.random.default_rng(metadata["writer"]).bytes(1 << 20)
+    assert not list(tmp_path.glob("*.part"))
+
+
+# ---------------------------------------------------------------------------------------------
+# FP32 layer policy
+
+ENCODER_LAYERS = [
+    LayerInfo("/patch_embed/seq/seq.0/Conv", "CONVOLUTION"),
+    LayerInfo("/layers.0/blocks.0/act1/Div", "ELEMENTWISE"),
+    LayerInfo("/layers.0/blocks.0/act1/Erf", "UNARY"),
+    LayerInfo("/layers.0/blocks.0/act1/Add", "ELEMENTWISE"),
+    LayerInfo("/layers.0/blocks.0/act1/Mul", "ELEMENTWISE"),
+    LayerInfo("/layers.1/blocks.0/attn/norm/LayerNormalization", "NORMALIZATION"),
+    LayerInfo("/layers.1/blocks.0/attn/qkv/MatMul", "MATRIX_MULTIPLY"),
+    LayerInfo("/layers.1/blocks.0/attn/MatMul", "MATRIX_MULTIPLY"),
+    LayerInfo("/layers.1/blocks.0/attn/Softmax", "SOFTMAX"),
+    LayerInfo("/layers.1/blocks.0/attn/MatMul_1", "MATRIX_MULTIPLY"),
+    LayerInfo("/layers.1/blocks.0/attn/Shape", "SHAPE", floating=False),
+    LayerInfo("/layers.1/blocks.0/attn/Gather", "GATHER", floating=False),
+    LayerInfo("/layers.1/blocks.0/attn/proj/MatMul", "MATRIX_MULTIPLY"),
+    LayerInfo("/neck/neck.0/Conv", "CONVOLUTION"),
+    LayerInfo("/neck/neck.1/ReduceMean", "REDUCE"),
+    LayerInfo("/neck/neck.1/Sub", "ELEMENTWISE"),
+    LayerInfo("/neck/neck.1/Mul", "ELEMENTWISE"),
+    LayerInfo("/neck/neck.1/ReduceMean_1", "REDUCE"),
+    LayerInfo("/neck/neck.1/Add", "ELEMENTWISE"),
+    LayerInfo("/neck/neck.1/Sqrt", "UNARY"),
+    LayerInfo("/neck/neck.1/Div", "ELEMENTWISE"),
+    LayerInfo("/neck/neck.1/Constant", "CONSTANT"),
+    LayerInfo("/neck/neck.1/Mul_1", "ELEMENTWISE"),
+    LayerInfo("/neck/neck.1/Add_1", "ELEMENTWISE"),
+    LayerInfo("/neck/neck.2/Conv", "CONVOLUTION"),
+]
+NECK_LAYERNORM = [
+    f"/neck/neck.1/{op}"
+    for op in ("ReduceMean", "Sub", "Mul", "ReduceMean_1", "Add", "Sqrt", "Div", "Mul_1", "Add_1")
+]
+
+
+def test_fp32_level_0_pins_layernorm_and_softmax():
+    assert fp32_layer_names(ENCODER_LAYERS, 0) == [
+        "/layers.1/blocks.0/attn/norm/LayerNormalization",
+        "/layers.1/blocks.0/attn/Softmax",
+        *NECK_LAYERNORM,
+    ]
+
+
+def test_fp32_level_1_adds_gelu_and_attention_products():
+    assert fp32_layer_names(ENCODER_LAYERS, 1) == [
+        "/layers.0/blocks.0/act1/Div",
+        "/layers.0/blocks.0/act1/Erf",
+        "/layers.0/blocks.0/act1/Add",
+        "/layers.0/blocks.0/act1/Mul",
+        "/layers.1/blocks.0/attn/norm/LayerNormalization",
+        "/layers.1/blocks.0/attn/MatMul",
+        "/layers.1/blocks.0/attn/Softmax",
+        "/layers.1/blocks.0/attn/MatMul_1",
+        *NECK_LAYERNORM,
+    ]
+
+
+def test_fp32_level_2_is_the_whole_encoder_and_level_1_for_decoders():
+    floating = [
+        layer.name
+        for layer in ENCODER_LAYERS
+        if layer.floating and layer.kind not in ("CONSTANT", "SHAPE")
+    ]
+    assert fp32_layer_names(ENCODER_LAYERS, 2, "encoder") == floating
+    decoder = fp32_layer_names(ENCODER_LAYERS, 2, "decoder_multi")
+    assert decoder == fp32_layer_names(ENCODER_LAYERS, 1, "decoder_multi")
+    assert graph_runs_fp32("encoder", "fp16", 2)
+    assert not graph_runs_fp32("decoder_single", "fp16", 2)
+    assert not graph_runs_fp32("encoder", "fp16", 1)
+    assert graph_runs_fp32("decoder_single", "fp32", 0)
+    with pytest.raises(InvalidInputError, match="FP32 level"):
+        fp32_layer_names(ENCODER_LAYERS, MAX_FP32_LEVEL + 1)
+
+
+def test_fp32_policy_reads_tensorrt_and_onnx_kinds_alike():
+    assert normalized_kind("LayerType.NORMALIZATION") == "NORMALIZATION"
+    assert normalized_kind("Softmax") == "SOFTMAX"
+    assert normalized_kind("LayerNormalization") == "NORMALIZATION"
+    # A TensorRT normalization layer is pinned by its type even under an unrelated name.
+    layers = [LayerInfo("norm_fused_7", "LayerType.NORMALIZATION"), LayerInfo("x", "SCALE")]
+    assert fp32_layer_names(layers, 0) == ["norm_fused_7"]
+    # The root scope is never pinned whole, only its softmax and, at level 1, its products.
+    root = [
+        LayerInfo("/ReduceMean", "REDUCE"),
+        LayerInfo("/Sqrt", "UNARY"),
+        LayerInfo("/Erf", "UNARY"),
+        LayerInfo("/Softmax", "SOFTMAX"),
+        LayerInfo("/MatMul", "MATRIX_MULTIPLY"),
+        LayerInfo("/Add", "ELEMENTWISE"),
+    ]
+    assert fp32_layer_names(root, 0, "decoder_single") == ["/Softmax"]
+    assert fp32_layer_names(root, 1, "decoder_single") == ["/Softmax", "/MatMul"]
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """A small opset-17 graph with the operator patterns the FP32 policy looks for."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.eye(8, dtype=np.float32), "weight")
+    scale = numpy_helper.from_array(np.ones(8, dtype=np.float32), "scale")
+    eps = numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "eps")
+    nodes = [
+        helper.make_node(
+            "LayerNormalization",
+            ["x", "scale"],
+            ["n"],
+            name="/blocks.0/norm/LayerNormalization",
+            axis=-1,
+        ),
+        helper.make_node("MatMul", ["n", "weight"], ["q"], name="/blocks.0/attn/MatMul"),
+        helper.make_node("Softmax", ["q"], ["s"], name="/blocks.0/attn/Softmax", axis=-1),
+        helper.make_node(
+            "ReduceMean", ["s"], ["u"], name="/neck/neck.1/ReduceMean", axes=[1], keepdims=1
+        ),
+        helper.make_node("Sub", ["s", "u"], ["d"], name="/neck/neck.1/Sub"),
+        helper.make_node("Mul", ["d", "d"], ["d2"], name="/neck/neck.1/Mul"),
+        helper.make_node(
+            "ReduceMean", ["d2"], ["v"], name="/neck/neck.1/ReduceMean_1", axes=[1], keepdims=1
+        ),
+        helper.make_node("Add", ["v", "eps"], ["ve"], name="/neck/neck.1/Add"),
+        helper.make_node("Sqrt", ["ve"], ["sd"], name="/neck/neck.1/Sqrt"),
+        helper.make_node("Div", ["d", "sd"], ["y"], name="/neck/neck.1/Div"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
+        [weight, scale, eps],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_fp32_layers_read_from_an_onnx_graph(tmp_path):
+    from mobilesam_ros.core.engine_cache import onnx_layers, planned_fp32_layers
+
+    path = _tiny_onnx(tmp_path / "tiny.onnx")
+    assert [layer.kind for layer in onnx_layers(path)][:3] == [
+        "LayerNormalization",
+        "MatMul",
+        "Softmax",
+    ]
+    level0 = planned_fp32_layers(path, "encoder", "fp16", 0)
+    assert level0[:2] == ["/blocks.0/norm/LayerNormalization", "/blocks.0/attn/Softmax"]
+    assert len(level0) == 2 + 7  # the neck's LayerNorm2d scope, whole
+    assert "/blocks.0/attn/MatMul" in planned_fp32_layers(path, "encoder", "fp16", 1)
+    assert planned_fp32_layers(path, "encoder", "fp32", 0) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT version shim (fakes mimic the attribute sets of 8.6 and 10.x, nothing more)
+
+
+def _fake_trt(version: str, explicit_batch: bool = True) -> SimpleNamespace:
+    creation_flags = SimpleNamespace(EXPLICIT_BATCH=0) if explicit_batch else SimpleNamespace()
+    return SimpleNamespace(
+        __version__=version,
+        NetworkDefinitionCreationFlag=creation_flags,
+        BuilderFlag=SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY"),
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"),
+        float32="float32",
+        float16="float16",
+        int32="int32",
+        nptype=lambda dtype: {"float32": np.float32, "int32": np.int32}[dtype],
+    )
+
+
+class _FakeLayer:
+    def __init__(self, name, kind, dtypes, shape_tensor=False):
+        self.name, self.type = name, kind
+        self._outputs = [SimpleNamespace(dtype=d, is_shape_tensor=shape_tensor) for d in dtypes]
+        self.num_outputs = len(dtypes)
+        self.precision = None
+        self.output_types = {}
+
+    def get_output(self, index):
+        return self._outputs[index]
+
+    def set_output_type(self, index, dtype):
+        self.output_types[index] = dtype
+
+
+def test_shim_uses_explicit_batch_on_8x_only():
+    assert TrtApi(_fake_trt("8.6.2.3")).network_flags() == 1
+    assert TrtApi(_fake_trt("8.5.2")).network_flags() == 1
+    # 10.x still carries the deprecated flag in some releases and not in others: never used.
+    assert TrtApi(_fake_trt("10.3.0.26")).network_flags() == 0
+    assert TrtApi(_fake_trt("10.13.0", explicit_batch=False)).network_flags() == 0
+
+
+def test_shim_rejects_tensorrt_without_the_named_tensor_api():
+    with pytest.raises(BackendUnavailableError, match=r"8\.5 or newer"):
+        TrtApi(_fake_trt("8.4.3"))
+    with pytest.raises(BackendUnavailableError, match="unrecognized"):
+        TrtApi(_fake_trt("unknown"))
+    assert parse_version("10.0.1.6") == (10, 0)
+
+
+def test_shim_builder_settings_and_layer_info():
+    api = TrtApi(_fake_trt("10.3.0"))
+    assert api.precision_flags(fp16=True) == ["FP16", "OBEY"]
+    assert api.precision_flags(fp16=False) == []
+    calls = []
+    api.set_workspace(SimpleNamespace(set_memory_pool_limit=lambda *a: calls.append(a)), 2048)
+    assert calls == [("WORKSPACE", 2048 << 20)]
+
+    softmax = _FakeLayer("/attn/Softmax", SimpleNamespace(name="SOFTMAX"), ["float32"])
+    assert api.layer_info(softmax) == LayerInfo("/attn/Softmax", "SOFTMAX", True)
+    half = _FakeLayer("/x", "LayerType.ELEMENTWISE", ["float16"])
+    assert api.layer_info(half) == LayerInfo("/x", "ELEMENTWISE", True)
+    shape = _FakeLayer("/s", "LayerType.SHUFFLE", ["int32"])
+    assert not api.layer_info(shape).floating
+    shape_tensor = _FakeLayer("/t", "LayerType.SLICE", ["float32"], shape_tensor=True)
+    assert not api.layer_info(shape_tensor).floating
+
+    two_outputs = _FakeLayer("/split", "LayerType.SLICE", ["float32", "float32"])
+    api.pin_fp32(two_outputs)
+    assert two_outputs.precision == "float32"
+    assert two_outputs.output_types == {0: "float32", 1: "float32"}
+
+
+def test_cuda_shim_raises_named_errors_and_reads_device_names():
+    success, no_device = SimpleNamespace(name="ok"), SimpleNamespace(name="nodev")
+    props = SimpleNamespace(name=b"Orin\x00\x00junk", major=8, minor=7)
+    fake = SimpleNamespace(
+        cudaError_t=SimpleNamespace(cudaSuccess=success),
+        cudaGetErrorName=lambda error: (success, b"cudaErrorNoDevice"),
+        cudaGetDeviceCount=lambda: (no_device, 0),
+        cudaGetDeviceProperties=lambda device: (success, props),
+        cudaStreamSynchronize=lambda stream: (success,),
+    )
+    cuda = CudaApi(fake)
+    assert cuda.device_count() == 0
+    with pytest.raises(BackendUnavailableError, match="cudaErrorNoDevice"):
+        cuda.call("cudaGetDeviceCount")
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"):
+        cuda.require_device(0)
+    assert cuda.call("cudaStreamSynchronize", 0) is None
+    assert cuda.device_identity(0) == ("Orin", "8.7")
+
+
+def test_device_strings():
+    assert parse_device("auto") == 0
+    assert parse_device("cuda") == 0
+    assert parse_device("cuda:2") == 2
+    with pytest.raises(BackendUnavailableError, match="onnxruntime"):
+        parse_device("cpu")
+    with pytest.raises(BackendUnavailableError, match="cuda:N"):
+        parse_device("gpu0")
+
+
+# ---------------------------------------------------------------------------------------------
+# trtexec command
+
+
+def test_trtexec_command_for_a_decoder():
+    profile = graph_profile("decoder_single", DecoderProfile(max_prompts=4, max_points=3))
+    command = trtexec_command(
+        "/models/decoder_single.onnx",
+        "/cache/decoder_single-fp16.engine",
+        fp16=True,
+        profile=profile,
+        fp32_layers=["/norm1/LayerNormalization", "/self_attn/Softmax"],
+    )
+    pins = "/norm1/LayerNormalization:fp32,/self_attn/Softmax:fp32"
+    assert command == (
+        "trtexec --onnx=/models/decoder_single.onnx --saveEngine=/cache/decoder_single-fp16.engine"
+        " --memPoolSize=workspace:2048 --fp16"
+        " --minShapes=point_coords:1x1x2,point_labels:1x1,mask_input:1x1x256x256,has_mask_input:1"
+        " --optShapes=point_coords:4x2x2,point_labels:4x2,mask_input:1x1x256x256,has_mask_input:1"
+        " --maxShapes=point_coords:4x3x2,point_labels:4x3,mask_input:4x1x256x256,has_mask_input:4"
+        f" --layerPrecisions={pins} --layerOutputTypes={pins} --precisionConstraints=obey"
+    )
+
+
+def test_trtexec_command_for_an_fp32_encoder_with_a_spaced_path():
+    command = trtexec_command("/my models/encoder.onnx", "/c/e.engine", fp16=False)
+    assert command == (
+        "trtexec '--onnx=/my models/encoder.onnx' --saveEngine=/c/e.engine "
+        "--memPoolSize=workspace:2048"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-check (stand-in backends: a box prompt's mask is the box itself)
+
+
+class _BoxBackend(Backend):
+    """Low-res logits that are positive inside each prompt's box corners, shifted by `shift`."""
+
+    name = "boxes"
+
+    def __init__(self, shift: int = 0) -> None:
+        self.shift = shift
+
+    def encode(self, image):
+        return np.zeros((1, 256, 64, 64), np.float32)
+
+    def decode(self, embedding, point_coords, point_labels, mask_input, has_mask_input, multimask):
+        outputs = 3 if multimask else 1
+        logits = np.full((len(point_coords), outputs, LOW_RES_SIZE, LOW_RES_SIZE), -5.0, np.float32)
+        for i, (coords, labels) in enumerate(zip(point_coords, point_labels, strict=True)):
+            (x0, y0), (x1, y1) = coords[labels == 2][0] / 4, coords[labels == 3][0] / 4
+            x0, x1 = int(x0) + self.shift, int(x1) + self.shift
+            logits[i, :, int(y0) : int(y1), max(x0, 0) : max(x1, 0)] = 5.0
+        return logits, np.ones((len(point_coords), outputs), np.float32)
+
+    def embedding_to_numpy(self, embedding):
+        return embedding
+
+
+def test_self_check_photo_and_boxes():
+    photo = self_check_photo()
+    assert photo.shape == (256, 256, 3) and photo.dtype == np.uint8
+    assert photo.std() > 40  # a real photo, not a flat test pattern
+    assert np.all(SELF_CHECK_BOXES[:, :2] >= 0) and np.all(SELF_CHECK_BOXES[:, 2:] <= 256)
+    assert np.all(SELF_CHECK_BOXES[:, 2:] > SELF_CHECK_BOXES[:, :2])
+
+
+def test_self_check_passes_identical_and_fails_shifted_masks():
+    same = run_self_check(_BoxBackend(), _BoxBackend())
+    assert same.iou == 1.0 and same.passed
+    assert len(same.iou_per_box) == len(SELF_CHECK_BOXES)
+    shifted = run_self_check(_BoxBackend(shift=6), _BoxBackend())
+    assert shifted.iou < SELF_CHECK_MIN_IOU and not shifted.passed
+    assert "FAILED" in shifted.summary()
+
+
+def test_mask_iou_of_empty_masks_is_one():
+    empty = np.zeros((2, 5, 5), bool)
+    full = np.ones((2, 5, 5), bool)
+    assert mask_iou(empty, empty).tolist() == [1.0, 1.0]
+    assert mask_iou(empty, full).tolist() == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend selection and CLI without TensorRT
+
+
+@pytest.mark.skipif(_gpu_and_tensorrt(), reason="TensorRT and a GPU are present here")
+def test_tensorrt_backend_says_why_it_is_unavailable(tmp_path):
+    with pytest.raises(BackendUnavailableError, match="backend 'tensorrt'"):
+        create_backend("tensorrt", tmp_path / "missing.pt", tmp_path)
+    with pytest.raises(BackendUnavailableError, match="device 'cpu'"):
+        create_backend("tensorrt", tmp_path / "missing.pt", tmp_path, device="cpu")
+    assert _pick_fastest("auto")[0] != "tensorrt"
+
+
+def _cached_tiny_export(tmp_path: Path) -> tuple[Path, Path]:
+    """A checkpoint file whose export cache holds tiny graphs (no PyTorch export needed)."""
+    from mobilesam_ros.core.checkpoint import file_sha256
+    from mobilesam_ros.core.export import export_key
+
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(b"not a real checkpoint; the export below is already cached")
+    folder = tmp_path / "cache" / "onnx" / export_key(file_sha256(checkpoint))
+    folder.mkdir(parents=True)
+    tiny = _tiny_onnx(folder / "encoder.onnx").read_bytes()
+    for name in ("decoder_single.onnx", "decoder_multi.onnx"):
+        (folder / name).write_bytes(tiny)
+    return checkpoint, tmp_path / "cache"
+
+
+@pytest.mark.skipif(_gpu_and_tensorrt(), reason="TensorRT and a GPU are present here")
+def test_build_engine_without_tensorrt_prints_trtexec_and_fails(tmp_path, capsys):
+    checkpoint, cache = _cached_tiny_export(tmp_path)
+    args = ["--checkpoint", str(checkpoint), "--cache-dir", str(cache), "--max-prompts", "8"]
+    assert main(["build-engine", *args]) == 2
+    out, err = capsys.readouterr()
+    commands = [line for line in out.splitlines() if line.startswith("trtexec ")]
+    assert len(commands) == 3
+    encoder, decoder = commands[0], commands[1]
+    assert "--fp16" in encoder and "--minShapes" not in encoder
+    assert "/blocks.0/norm/LayerNormalization:fp32" in encoder
+    assert "--precisionConstraints=obey" in encoder
+    assert "--maxShapes=point_coords:8x32x2" in decoder
+    assert "TensorRT is not importable" in err or "needs an NVIDIA GPU" in err
+
+    assert main(["build-engine", *args, "--precision", "fp32"]) == 2
+    out = capsys.readouterr().out
+    assert "--fp16" not in out and "--layerPrecisions" not in out
+
+
+@pytest.mark.skipif(_gpu_and_tensorrt(), reason="TensorRT and a GPU are present here")
+def test_verify_engine_without_tensorrt_fails_clearly(tmp_path, capsys):
+    checkpoint, cache = _cached_tiny_export(tmp_path)
+    assert main(["verify-engine", "--checkpoint", str(checkpoint), "--cache-dir", str(cache)]) == 2
+    assert "backend 'tensorrt'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Real TensorRT on a GPU (skipped elsewhere)
+
+
+@pytest.fixture(scope="module")
+def built_engines(random_checkpoint, tmp_path_factory):
+    from mobilesam_ros.core.backends.tensorrt_backend import ensure_engines
+    from mobilesam_ros.core.export import export_onnx
+
+    cache = tmp_path_factory.mktemp("trt-cache")
+    models = export_onnx(random_checkpoint, cache, progress=False)
+    engines = ensure_engines(models, cache, max_prompts=4, progress=True)
+    return models, cache, engines
+
+
+@needs_tensorrt_gpu
+def test_real_build_passes_self_check_and_is_cached(built_engines):
+    from mobilesam_ros.core.backends.tensorrt_backend import ensure_engines
+
+    models, cache, engines = built_engines
+    for graph, metadata in engines.metadata.items():
+        assert metadata["self_check_iou"] >= SELF_CHECK_MIN_IOU, graph
+        assert metadata["build_seconds"] > 0
+    again = ensure_engines(models, cache, max_prompts=4, progress=False)
+    assert not again.built
+    assert again.engines == engines.engines
+
+
+@needs_tensorrt_gpu
+def test_real_corrupt_engine_is_rebuilt(built_engines):
+    from mobilesam_ros.core.backends.tensorrt_backend import ensure_engines
+
+    models, cache, engines = built_engines
+    path = engines.paths["decoder_multi"]
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert "SHA-256" in needs_rebuild(path, engines.specs["decoder_multi"])
+    rebuilt = ensure_engines(models, cache, max_prompts=4, progress=False)
+    assert rebuilt.built
+    assert needs_rebuild(path, engines.specs["decoder_multi"]) is None
+
+
+@needs_tensorrt_gpu
+def test_real_engine_matches_onnxruntime_for_any_prompt_count(built_engines):
+    from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mobilesam_ros.core.backends.tensorrt_backend import TensorRtBackend
+    from mobilesam_ros.core.preprocess import ImagePreprocessor, encode_prompts
+
+    models, _, engines = built_engines
+    trt_backend = TensorRtBackend(engines.engines, DecoderProfile(max_prompts=4))
+    reference = OnnxRuntimeBackend(models, "cpu")
+    model_input, geometry = ImagePreprocessor()(self_check_photo())
+    first = trt_backend.encode(model_input)
+    second = trt_backend.encode(model_input)  # a second live embedding has its own buffer
+    assert first.pointer != second.pointer
+    ref_embedding = reference.encode(model_input)
+    np.testing.assert_allclose(
+        trt_backend.embedding_to_numpy(first), ref_embedding, atol=0.1, rtol=0.1
+    )
+    no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+    flag = np.zeros(1, np.float32)
+    for count in (1, 4, 6):  # 6 > max_prompts: split into two calls
+        boxes = np.resize(SELF_CHECK_BOXES, (count, 4))
+        coords, labels = encode_prompts(geometry, boxes, None, None)
+        for multimask in (False, True):
+            low, iou = trt_backend.decode(first, coords, labels, no_mask, flag, multimask)
+            ref_low, _ = reference.decode(ref_embedding, coords, labels, no_mask, flag, multimask)
+            assert low.shape == ref_low.shape and iou.shape == low.shape[:2]
+            assert mask_iou(low > 0, ref_low > 0).mean() >= SELF_CHECK_MIN_IOU
+    trt_backend.close()
+
+
+@needs_tensorrt_gpu
+def test_real_cli_build_and_verify(built_engines, random_checkpoint, capsys):
+    _, cache, _ = built_engines
+    args = ["--checkpoint", str(random_checkpoint), "--cache-dir", str(cache), "--max-prompts", "4"]
+    assert main(["build-engine", *args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("trtexec --onnx=") == 3
+    assert main(["verify-engine", *args]) == 0
+    assert "self-check against ONNX Runtime FP32: mask IoU" in capsys.readouterr().out
