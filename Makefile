@@ -16,7 +16,7 @@ CHECKPOINT ?=
 DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
-.PHONY: setup build-ros test lint demo segment-photo bench bench-node clean
+.PHONY: setup build-ros test lint demo segment-photo bench bench-node bench-tracking clean
 
 setup: $(SETUP_STAMP) build-ros
 
@@ -62,6 +62,13 @@ bench-node: setup
 	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
 	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
 		--seconds 20 --prompts 10 --backend onnxruntime \
+		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
+
+# Tracking: detector at 3 Hz, camera at 30 Hz, 5 objects.
+bench-tracking: setup
+	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
+	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
+		--seconds 20 --prompts 5 --detector-rate 3 --backend onnxruntime \
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
 
 RANDOM_CHECKPOINT := .cache/random-weights-seed0.pt

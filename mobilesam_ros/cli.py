@@ -265,6 +265,28 @@ def _cmd_verify_engine(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _cmd_eval_tracking(args: argparse.Namespace) -> int:
+    from .tracking_eval import evaluate_tracking, folder_sequence, simulated_sequence
+
+    if bool(args.images) != bool(args.boxes):
+        raise MobileSamError("--images and --boxes go together")
+    segmenter = Segmenter(args.checkpoint, args.backend, args.cache_dir, args.device)
+    if args.images:
+        frames = folder_sequence(Path(args.images), Path(args.boxes))
+        source = args.images
+    else:
+        frames = simulated_sequence(args.frames, args.objects)
+        source = f"simulated camera over the astronaut photo, {args.frames} frames"
+    print(
+        f"evaluating tracking on {source}; detections every {args.detector_every} frames",
+        file=sys.stderr,
+    )
+    report = evaluate_tracking(segmenter, frames, args.detector_every)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobilesam-ros", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +347,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_engine_arguments(verify_engine)
     verify_engine.set_defaults(run=_cmd_verify_engine)
+
+    eval_tracking = commands.add_parser(
+        "eval-tracking",
+        help="score tracked masks against per-frame detector-prompted masks (use real weights)",
+    )
+    _add_model_arguments(eval_tracking)
+    eval_tracking.add_argument("--images", help="folder of frames (default: simulated camera)")
+    eval_tracking.add_argument(
+        "--boxes", help='JSON with boxes per frame: {"frame.jpg": {"id": [x0, y0, x1, y1]}}'
+    )
+    eval_tracking.add_argument("--frames", type=int, default=60, help="simulated frames")
+    eval_tracking.add_argument("--objects", type=int, default=5, help="simulated objects")
+    eval_tracking.add_argument(
+        "--detector-every", type=int, default=10, help="frames between detections (30 Hz / 3 Hz)"
+    )
+    eval_tracking.set_defaults(run=_cmd_eval_tracking)
     return parser
 
 

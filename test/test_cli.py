@@ -69,3 +69,9 @@ def test_errors_exit_with_a_message(tmp_path, capsys):
     assert "HTML page" in capsys.readouterr().err
     assert main(["segment", "skimage:coffee", "--checkpoint", str(not_a_checkpoint)]) == 2
     assert "at least one --box or --point" in capsys.readouterr().err
+
+
+def test_eval_tracking_needs_images_and_boxes_together(random_checkpoint, capsys):
+    code = main(["eval-tracking", "--checkpoint", str(random_checkpoint), "--images", "frames/"])
+    assert code == 2
+    assert "--images and --boxes go together" in capsys.readouterr().err

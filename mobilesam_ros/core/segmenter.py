@@ -65,6 +65,8 @@ class Segmenter:
       mask_threshold: logit above which a pixel belongs to the mask.
       max_batch: prompts per decoder call; larger N are decoded in several calls.
       progress: show download and export progress on stderr.
+      precision: "fp16" or "fp32" for the GPU backends (tensorrt engines, torch on CUDA).
+      force_rebuild: build TensorRT engines again even when a valid one is cached.
     """
 
     def __init__(
@@ -76,14 +78,26 @@ class Segmenter:
         mask_threshold: float = 0.0,
         max_batch: int = DEFAULT_MAX_BATCH,
         progress: bool = True,
+        precision: str = "fp16",
+        force_rebuild: bool = False,
     ) -> None:
         if max_batch < 1:
             raise InvalidInputError(f"max_batch must be at least 1, got {max_batch}")
+        if precision not in ("fp16", "fp32"):
+            raise InvalidInputError(f"precision must be fp16 or fp32, got {precision!r}")
         if not np.isfinite(mask_threshold):
             raise InvalidInputError(f"mask_threshold must be finite, got {mask_threshold}")
         cache = os.fspath(cache_dir) if cache_dir else os.fspath(default_cache_dir())
         self.checkpoint = resolve_checkpoint(checkpoint, cache, progress=progress)
-        self.backend = create_backend(backend, self.checkpoint, cache, device, progress=progress)
+        options = {
+            "precision": precision,
+            "max_prompts": int(max_batch),
+            "force_rebuild": bool(force_rebuild),
+            "fp16": precision == "fp16",
+        }
+        self.backend = create_backend(
+            backend, self.checkpoint, cache, device, progress=progress, options=options
+        )
         self.mask_threshold = float(mask_threshold)
         self.max_batch = int(max_batch)
         self.timings = StageTimings()

@@ -39,11 +39,20 @@ def _seg_node_executable() -> Path:
 
 
 class DemoClient(Node):
-    def __init__(self, rate_hz: float, num_prompts: int, frames: int) -> None:
+    def __init__(
+        self, rate_hz: float, num_prompts: int, frames: int, detector_rate: float = 0.0
+    ) -> None:
         super().__init__("mobilesam_demo_camera")
         self.camera = astronaut_camera()
         self.num_prompts = num_prompts
         self.frames_total = frames
+        # Prompts on every frame (0), or as a detector running at this rate would send them.
+        self.detector_every = max(1, round(rate_hz / detector_rate)) if detector_rate else 1
+        self.frame_boxes: dict[int, dict[str, tuple[float, float, float, float]]] = {}
+        self.detected: set[str] = set()
+        self.complete_answers = 0  # answers with a mask for every object detected so far
+        self.followed_by: dict[str, str] = {}
+        self.id_switches = 0
         self.published: dict[int, float] = {}  # stamp ns -> wall time published
         self.latencies_ms: list[float] = []
         self.answered: list[int] = []
@@ -76,23 +85,60 @@ class DemoClient(Node):
             step=frame.bgr.shape[1] * 3,
         )
         image.data = frame.bgr.tobytes()
-        prompts = []
-        for name, box in list(frame.boxes.items())[: self.num_prompts]:
-            prompts.append(Prompt(id=name, has_box=True, box=[float(v) for v in box]))
+        objects = dict(list(frame.boxes.items())[: self.num_prompts])
+        stamp = header.stamp.sec * 10**9 + header.stamp.nanosec
+        self.frame_boxes[stamp] = objects
         self.image_pub.publish(image)
-        self.prompts_pub.publish(PromptArray(header=header, prompts=prompts))
-        self.published[header.stamp.sec * 10**9 + header.stamp.nanosec] = time.monotonic()
+        if (self.index - 1) % self.detector_every == 0:
+            prompts = [
+                Prompt(id=name, has_box=True, box=[float(v) for v in box])
+                for name, box in objects.items()
+            ]
+            self.prompts_pub.publish(PromptArray(header=header, prompts=prompts))
+            self.detected.update(objects)
+        self.published[stamp] = time.monotonic()
 
     def _on_masks(self, message: InstanceMaskArray) -> None:
         stamp = message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
         if stamp in self.published:
             self.latencies_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)
             self.answered.append(stamp)
+            self._score_instances(message, self.frame_boxes.get(stamp, {}))
+
+    def _score_instances(self, message: InstanceMaskArray, boxes: dict) -> None:
+        """Match instances to the camera's known objects by box IoU: completeness, id switches."""
+        visible = [name for name in boxes if name in self.detected]
+        matched = set()
+        for instance in message.instances:
+            roi = instance.roi
+            roi_box = (
+                roi.x_offset,
+                roi.y_offset,
+                roi.x_offset + roi.width,
+                roi.y_offset + roi.height,
+            )
+            best = max(visible, key=lambda n: _box_iou(roi_box, boxes[n]), default=None)
+            if best is None or _box_iou(roi_box, boxes[best]) < 0.3 or best in matched:
+                continue
+            matched.add(best)
+            if best in self.followed_by and self.followed_by[best] != instance.id:
+                self.id_switches += 1
+            self.followed_by[best] = instance.id
+        self.complete_answers += matched == set(visible)
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
         for status in message.status:
             if status.name.endswith("segmentation"):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+
+def _box_iou(a: tuple, b: tuple) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -125,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"starting seg_node ({checkpoint.name}, backend {args.backend}) ...", flush=True)
     process = subprocess.Popen(node_args)
     rclpy.init()
-    client = DemoClient(args.rate, args.prompts, int(args.seconds * args.rate))
+    client = DemoClient(args.rate, args.prompts, int(args.seconds * args.rate), args.detector_rate)
     try:
         deadline = time.monotonic() + 300  # first start may export the ONNX graphs
         while client.prompts_pub.get_subscription_count() == 0 or not client.diagnostics:
@@ -137,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
                 print("seg_node did not come up within 300 s", file=sys.stderr)
                 return 2
         print(
-            f"camera: {args.rate:.0f} Hz, 640x480, {args.prompts} box prompts per frame, "
+            f"camera: {args.rate:.0f} Hz, 640x480, {args.prompts} boxes "
+            f"{f'at {args.detector_rate:g} Hz' if args.detector_rate else 'with every frame'}, "
             f"{args.seconds:.0f} s",
             flush=True,
         )
@@ -158,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
             "answered per second": len(client.answered) / elapsed,
             "latency p50 (ms)": _percentile(client.latencies_ms, 50),
             "latency p99 (ms)": _percentile(client.latencies_ms, 99),
+            "answers with every object": client.complete_answers,
+            "id switches": client.id_switches,
         }
         print("summary (latency: image stamp to masks received here):")
         for key, value in summary.items():
@@ -200,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
     parser.add_argument("--prompts", type=int, default=4, help="box prompts per frame (max 10)")
+    parser.add_argument(
+        "--detector-rate",
+        type=float,
+        default=0.0,
+        help="send the boxes as a detector at this rate would (Hz); 0: with every frame",
+    )
     parser.add_argument("--output", default="", help="folder for overlay frames")
     parser.add_argument("--max-images", type=int, default=30)
     args = parser.parse_args(argv)

@@ -37,6 +37,18 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "Where inference runs: auto, cpu, cuda or cuda:N.",
     ),
     ParameterSpec(
+        "precision",
+        "fp16",
+        "Arithmetic of the GPU backends (TensorRT engines, PyTorch on CUDA); layers that lose "
+        "accuracy stay FP32.",
+        choices=("fp16", "fp32"),
+    ),
+    ParameterSpec(
+        "force_rebuild",
+        False,
+        "Build the TensorRT engines again at start even when valid ones are cached.",
+    ),
+    ParameterSpec(
         "cache_dir",
         "",
         "Folder for the checkpoint and exported graphs; empty means $XDG_CACHE_HOME/mobilesam_ros.",

@@ -83,6 +83,8 @@ class SegmentationNode(Node):
             cache_dir=self._param("cache_dir") or None,
             device=self._param("device"),
             mask_threshold=self._param("mask_threshold"),
+            precision=self._param("precision"),
+            force_rebuild=self._param("force_rebuild"),
         )
         self.get_logger().info(f"MobileSAM ready: {self.segmenter.backend.describe()}")
         self.tracker: Tracker | None = None

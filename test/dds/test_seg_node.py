@@ -520,7 +520,8 @@ def test_tracking_keeps_ids_on_frames_without_prompts(model, ros):
                 answers.append(client.masks_for(stamp)[0])
             except AssertionError:
                 process.send_signal(signal.SIGINT)
-                raise AssertionError(f"frame {index}: " + process.communicate(timeout=10)[0]) from None
+                output = process.communicate(timeout=10)[0]
+                raise AssertionError(f"frame {index}: {output}") from None
         ids = [[i.id for i in answer.instances] for answer in answers]
         assert ids[0] and all(frame_ids == ids[0] for frame_ids in ids), ids
         assert len(set(ids[0])) == 2

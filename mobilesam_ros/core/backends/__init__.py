@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import BackendUnavailableError, InvalidInputError
 from .base import Backend
@@ -17,15 +18,17 @@ def create_backend(
     cache_dir: str | os.PathLike[str],
     device: str = "auto",
     progress: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> Backend:
     """Build the backend `name` for a checkpoint file.
 
     `auto` picks the fastest runtime present: TensorRT when it imports and a CUDA GPU is
     visible (engines are built once, minutes, then cached), else ONNX Runtime with CUDA, else
     PyTorch with CUDA, else ONNX Runtime on the CPU. `tensorrt` builds with the defaults of
-    `engine_cache` (FP16, up to 64 prompts per decoder call); `mobilesam-ros build-engine`
-    builds other configurations.
+    `engine_cache` (FP16, up to 64 prompts per decoder call) unless `options` says otherwise
+    (tensorrt: precision, max_prompts, force_rebuild; torch: fp16).
     """
+    options = dict(options or {})
     if name not in BACKEND_NAMES:
         raise InvalidInputError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {name!r}")
     if name == "auto":
@@ -39,10 +42,13 @@ def create_backend(
     if name == "torch":
         from .torch_backend import TorchBackend
 
-        return TorchBackend(checkpoint, device)
+        return TorchBackend(checkpoint, device, fp16=options.get("fp16", True))
     from .tensorrt_backend import create_tensorrt_backend
 
-    return create_tensorrt_backend(checkpoint, cache_dir, device, progress=progress)
+    trt_options = {
+        k: options[k] for k in ("precision", "max_prompts", "force_rebuild") if k in options
+    }
+    return create_tensorrt_backend(checkpoint, cache_dir, device, progress=progress, **trt_options)
 
 
 def _pick_fastest(device: str) -> tuple[str, str]:
