@@ -529,3 +529,36 @@ def test_tracking_keeps_ids_on_frames_without_prompts(model, ros):
     finally:
         code, _, output = stop_node(process)
     assert code == 0, output
+
+
+def test_parameters_are_validated_at_run_time_and_at_start(running, model, ros):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = ros.create_client(SetParameters, "/mobilesam/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+
+    def set_parameter(name, value):
+        parameter_value = (
+            ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+            if isinstance(value, str)
+            else ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        )
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(ros, future, timeout_sec=10)
+        return future.result().results[0]
+
+    refused = set_parameter("sync.policy", "closest")
+    assert not refused.successful
+    assert "sync.policy" in refused.reason and "exact, nearest, latest" in refused.reason
+    assert set_parameter("sync.policy", "nearest").successful
+    assert set_parameter("sync.policy", "exact").successful
+    assert set_parameter("overlay.alpha", 0.3).successful
+    assert not set_parameter("overlay.alpha", 1.5).successful
+    ros.destroy_client(client)
+
+    process = start_node(model, "backend:=tflite")
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "backend" in output and "auto, onnxruntime, torch, tensorrt" in output
