@@ -50,3 +50,19 @@ def test_prompts_without_content_are_refused(segmenters):
         decode_prompts(segmenter, embedding, [Prompt(id="empty")])
     with pytest.raises(InvalidInputError, match="labels"):
         decode_prompts(segmenter, embedding, [Prompt(points=((1, 1),), point_labels=())])
+
+
+def test_mask_hints_for_some_prompts_only_match_separate_calls(segmenters):
+    """A hint for one prompt and none for another, in one call, equal two separate calls."""
+    segmenter = segmenters["onnxruntime"]
+    image = photo("chelsea")
+    embedding = segmenter.encode(image)
+    boxes = [(10, 10, 200, 250), (180, 40, 440, 290)]
+    first = segmenter.decode(embedding, boxes=boxes)
+    hint = first.low_res_logits[0]
+    mixed = segmenter.decode(embedding, boxes=boxes, mask_input=[hint, None])
+    with_hint = segmenter.decode(embedding, boxes=boxes[:1], mask_input=hint[None])
+    without = segmenter.decode(embedding, boxes=boxes[1:])
+    np.testing.assert_allclose(mixed.low_res_logits[0], with_hint.low_res_logits[0], atol=2e-4)
+    np.testing.assert_allclose(mixed.low_res_logits[1], without.low_res_logits[0], atol=2e-4)
+    assert not np.allclose(mixed.low_res_logits[0], first.low_res_logits[0], atol=1e-2)

@@ -394,7 +394,7 @@ def planned(box, origin, hint=None, track_id="t1", points=()):
     return tr.TrackPrompt(prompt, origin, mask_input=hint)
 
 
-def test_decode_track_prompts_uses_hints_only_for_all_hinted_groups():
+def test_decode_track_prompts_passes_each_prompts_hint_in_one_call_per_structure():
     hint = np.ones((256, 256), np.float32)
     segmenter = RecordingSegmenter()
     box = (10.0, 10.0, 50.0, 50.0)
@@ -405,8 +405,8 @@ def test_decode_track_prompts_uses_hints_only_for_all_hinted_groups():
     out = tr.decode_track_prompts(segmenter, None, prompts)
     assert [m.prompt.id for m in out] == ["t1", "t2"]
     assert len(segmenter.calls) == 1
-    assert segmenter.calls[0]["mask_input"].shape == (2, 256, 256)
-    assert segmenter.calls[0]["mask_input"][1, 0, 0] == 2.0
+    assert np.asarray(segmenter.calls[0]["mask_input"]).shape == (2, 256, 256)
+    assert segmenter.calls[0]["mask_input"][1][0, 0] == 2.0
 
     segmenter = RecordingSegmenter()
     mixed = [
@@ -417,8 +417,10 @@ def test_decode_track_prompts_uses_hints_only_for_all_hinted_groups():
     out = tr.decode_track_prompts(segmenter, None, mixed)
     assert [m.prompt.id for m in out] == ["t1", "t3", "t2"]
     assert len(segmenter.calls) == 2  # boxes together, the click alone
-    assert all(call["mask_input"] is None for call in segmenter.calls)
-    assert segmenter.calls[0]["boxes"].shape == (2, 4)
+    boxes_call, click_call = segmenter.calls
+    assert boxes_call["boxes"].shape == (2, 4)
+    assert boxes_call["mask_input"][0] is hint and boxes_call["mask_input"][1] is None
+    assert click_call["mask_input"] is None
 
 
 def test_min_iou_zero_turns_the_iou_check_off():

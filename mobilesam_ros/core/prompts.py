@@ -41,12 +41,16 @@ class PromptMask:
 
 
 def decode_prompts(
-    segmenter: Segmenter, embedding: ImageEmbedding, prompts: Sequence[Prompt]
+    segmenter: Segmenter,
+    embedding: ImageEmbedding,
+    prompts: Sequence[Prompt],
+    mask_inputs: Sequence[np.ndarray | None] | None = None,
 ) -> list[PromptMask]:
     """Masks for `prompts` in their order; prompts of equal structure go in one batched call.
 
     A detector's boxes all share one structure, so a frame of detections is one call. A prompt
-    with neither box nor points raises InvalidInputError, as do bad coordinates.
+    with neither box nor points raises InvalidInputError, as do bad coordinates. `mask_inputs`
+    gives an optional (256, 256) low-res logit hint per prompt (None: no hint).
     """
     groups: dict[tuple[bool, int], list[int]] = defaultdict(list)
     for index, prompt in enumerate(prompts):
@@ -66,7 +70,12 @@ def decode_prompts(
         if num_points:
             points = np.array([p.points for p in members], dtype=np.float64)
             labels = np.array([p.point_labels for p in members], dtype=np.float64)
-        result = segmenter.decode(embedding, boxes=boxes, points=points, point_labels=labels)
+        hints = None
+        if mask_inputs is not None and any(mask_inputs[i] is not None for i in indices):
+            hints = [mask_inputs[i] for i in indices]
+        result = segmenter.decode(
+            embedding, boxes=boxes, points=points, point_labels=labels, mask_input=hints
+        )
         for row, index in enumerate(indices):
             results[index] = PromptMask(
                 prompts[index],

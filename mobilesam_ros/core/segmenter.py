@@ -135,7 +135,8 @@ class Segmenter:
         boxes: (N, 4) x_min, y_min, x_max, y_max in original-image pixels.
         points: (N, K, 2) x, y pixels; point_labels: (N, K), 1 foreground, 0 background,
           -1 ignored (default: all foreground). Prompt i uses boxes[i] and points[i].
-        mask_input: optional (N, 256, 256) low-res logits of an earlier result, one per prompt.
+        mask_input: optional (N, 256, 256) low-res logits of an earlier result, one per prompt;
+          a list with None for prompts that have no such hint.
         N = 0 (an empty boxes or points array) returns empty arrays.
         """
         if not isinstance(embedding, ImageEmbedding) or embedding.backend is not self.backend:
@@ -198,6 +199,19 @@ class Segmenter:
     def _mask_prompts(self, mask_input: Any, num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
         if mask_input is None:
             return self._no_mask, self._no_mask_flag
+        if isinstance(mask_input, (list, tuple)) and any(m is None for m in mask_input):
+            # Hints for some prompts only: zeros and a 0 flag for the others (same call).
+            if len(mask_input) != num_prompts:
+                raise InvalidInputError(
+                    f"mask_input has {len(mask_input)} entries for {num_prompts} prompts"
+                )
+            given = [i for i, m in enumerate(mask_input) if m is not None]
+            masks = np.zeros((num_prompts, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
+            flags = np.zeros(num_prompts, np.float32)
+            if given:
+                masks[given], _ = self._mask_prompts([mask_input[i] for i in given], len(given))
+                flags[given] = 1.0
+            return masks, flags
         masks = np.asarray(mask_input, dtype=np.float32)
         if masks.ndim == 3:
             masks = masks[:, None]

@@ -7,7 +7,7 @@ a track, and every other live track is re-segmented from its propagated box (its
 moved by the sparse optical flow of feature points inside that mask, plus a margin), with its
 last low-res logits, moved the same way, as a mask hint. All of them are decoded together, so a
 frame costs one encoder run and one decoder call per prompt structure (`decode_track_prompts`;
-the hints go only to calls in which every prompt has one). A track whose points cannot be
+prompts without a hint get a zero flag in the same call). A track whose points cannot be
 followed (they left the image, blur, no texture) coasts on its last measured velocity.
 
 Association rule: box IoU between each fresh prompt's box and each track's propagated box;
@@ -27,7 +27,7 @@ arrays and a deterministic stand-in for the decoder.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -648,42 +648,11 @@ class Tracker:
 def decode_track_prompts(
     segmenter: Segmenter, embedding: ImageEmbedding, prompts: Sequence[TrackPrompt]
 ) -> list[PromptMask]:
-    """Masks for a plan's prompts in their order: one decoder call per prompt structure.
-
-    A group of equal structure gets its mask hints only when every prompt in it has one (the
-    decoder takes a hint for all prompts of a call or for none), so a frame with fresh
-    detections decodes its tracks from boxes alone, in the same call as the detections.
-    """
-    groups: dict[tuple[bool, int], list[int]] = defaultdict(list)
-    for index, planned in enumerate(prompts):
-        groups[planned.prompt.structure].append(index)
-    results: list[PromptMask | None] = [None] * len(prompts)
-    for (has_box, num_points), indices in groups.items():
-        members = [prompts[i] for i in indices]
-        if any(m.mask_input is None for m in members):
-            decoded = decode_prompts(segmenter, embedding, [m.prompt for m in members])
-        else:
-            boxes = np.array([m.prompt.box for m in members], np.float64) if has_box else None
-            points = labels = None
-            if num_points:
-                points = np.array([m.prompt.points for m in members], np.float64)
-                labels = np.array([m.prompt.point_labels for m in members], np.float64)
-            result = segmenter.decode(
-                embedding,
-                boxes=boxes,
-                points=points,
-                point_labels=labels,
-                mask_input=np.stack([m.mask_input for m in members]),
-            )
-            decoded = [
-                PromptMask(
-                    m.prompt,
-                    result.masks[row],
-                    float(result.scores[row]),
-                    result.low_res_logits[row],
-                )
-                for row, m in enumerate(members)
-            ]
-        for index, mask in zip(indices, decoded, strict=True):
-            results[index] = mask
-    return [r for r in results if r is not None]
+    """Masks for a plan's prompts in their order: one decoder call per prompt structure, with
+    each propagated track's mask hint and no hint for fresh prompts, in the same call."""
+    return decode_prompts(
+        segmenter,
+        embedding,
+        [planned.prompt for planned in prompts],
+        [planned.mask_input for planned in prompts],
+    )
