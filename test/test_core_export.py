@@ -16,7 +16,7 @@ from mobilesam_ros.core import export  # noqa: E402
 
 @pytest.fixture(scope="module")
 def models(segmenters, random_checkpoint, cache_dir):
-    # The session's onnxruntime Segmenter has exported these already; this finds them.
+    # The test run's onnxruntime Segmenter has exported these already; this finds them.
     return export.export_onnx(random_checkpoint, cache_dir, progress=False)
 
 
