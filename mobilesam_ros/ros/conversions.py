@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,7 +150,3 @@ def refined_detections(header: Any, results: Sequence[PromptMask], detection_typ
         detections.append(detection)
     array.detections = detections
     return array
-
-
-def finite(*values: float) -> bool:
-    return all(math.isfinite(v) for v in values)
