@@ -44,31 +44,41 @@ def draw_overlay(
     alpha: float = 0.5,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Blend each mask's color into `bgr`'s copy (or `out`); outline it, add box and caption."""
+    """Blend each mask's color into `bgr`'s copy (or `out`); outline it, add box and caption.
+
+    All masks are blended in one pass (a later instance's color wins where masks overlap), and
+    outlines are traced inside each mask's bounding box only.
+    """
     if out is None:
         out = bgr.copy()
     elif out is not bgr:
         np.copyto(out, bgr)
+    colors = np.zeros_like(out)
+    covered = np.zeros(out.shape[:2], dtype=bool)
+    bounds = []
     for index, mask in enumerate(masks):
+        colors[mask] = instance_color(index)
+        covered |= mask
+        bounds.append(mask_box(mask))
+    if any(b is not None for b in bounds):
+        blended = cv2.addWeighted(out, 1.0 - alpha, colors, alpha, 0.0)
+        np.copyto(out, blended, where=covered[..., None])
+    for index, (mask, bound) in enumerate(zip(masks, bounds, strict=True)):
         color = instance_color(index)
-        ys, xs = np.nonzero(mask)
-        if len(ys):
-            region = out[ys, xs].astype(np.float32)
-            out[ys, xs] = (region * (1.0 - alpha) + np.array(color, np.float32) * alpha).astype(
-                np.uint8
-            )
+        anchor = None
+        if bound is not None:
+            x0, y0, x1, y1 = bound
+            crop = np.ascontiguousarray(mask[y0 : y1 + 1, x0 : x1 + 1], dtype=np.uint8)
             contours, _ = cv2.findContours(
-                mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+                crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
             )
             cv2.drawContours(out, contours, -1, color, 2)
-        anchor = None
+            anchor = (x0, max(y0 - 6, 12))
         box = boxes[index] if boxes is not None and index < len(boxes) else None
         if box is not None:
             x0, y0, x1, y1 = (round(float(v)) for v in box)
             cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
             anchor = (x0, max(y0 - 6, 12))
-        elif len(ys):
-            anchor = (int(xs.min()), max(int(ys.min()) - 6, 12))
         if captions is not None and index < len(captions) and anchor is not None:
             cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3)
             cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
