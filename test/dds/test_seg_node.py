@@ -562,3 +562,35 @@ def test_parameters_are_validated_at_run_time_and_at_start(running, model, ros):
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 2
     assert "backend" in output and "auto, onnxruntime, torch, tensorrt" in output
+
+
+def test_demo_runs_the_node_and_writes_overlays(model, tmp_path):
+    """The main job (`make demo`), shortened and with random weights."""
+    checkpoint, cache, _ = model
+    demo = INSTALL_PREFIX / "lib" / "mobilesam_ros" / "seg_demo"
+    # A domain of its own: the other tests' node must not answer the demo's camera.
+    domain = (int(os.environ.get("ROS_DOMAIN_ID", "0")) + 50) % 101 + 1
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(demo),
+            "--checkpoint",
+            str(checkpoint),
+            "--cache-dir",
+            str(cache),
+            "--backend",
+            "onnxruntime",
+            "--seconds",
+            "4",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "frames answered" in result.stdout and "latency p50 (ms)" in result.stdout
+    overlays = sorted(tmp_path.glob("overlay_*.jpg"))
+    assert overlays
+    assert cv2.imread(str(overlays[0])).shape == (480, 640, 3)
