@@ -588,6 +588,7 @@ def test_demo_runs_the_node_and_writes_overlays(model, tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "frames answered" in result.stdout and "latency p50 (ms)" in result.stdout
