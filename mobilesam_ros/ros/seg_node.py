@@ -68,6 +68,8 @@ class SegmentationNode(Node):
         self._totals: Counter[str] = Counter()  # work done since start
         self._stage_ms: dict[str, list[float]] = {}
         self._rates: Counter[str] = Counter()
+        # Statistics are written by callbacks and the worker and swapped out by the timer.
+        self._stats_lock = threading.Lock()
         self._last_warning: dict[str, float] = {}
         self._clicks = 0
         self.sync = FrameSync(
@@ -203,7 +205,7 @@ class SegmentationNode(Node):
 
     def _on_image(self, message: Image | CompressedImage) -> None:
         now = time.monotonic()
-        self._rates["images_in"] += 1
+        self._count("images_in")
         if isinstance(message, Image):
             try:
                 check_raw_image(
@@ -223,7 +225,7 @@ class SegmentationNode(Node):
         self, header: Any, prompts: list[Prompt], source: str, context: Any = None
     ) -> None:
         now = time.monotonic()
-        self._rates["prompt_messages_in"] += 1
+        self._count("prompt_messages_in")
         limit = self._param("max_prompts")
         if len(prompts) > limit:
             self._reject(
@@ -329,7 +331,8 @@ class SegmentationNode(Node):
             )
             self._record("preprocess", self.segmenter.timings.preprocess_ms)
             self._record("encode", self.segmenter.timings.encode_ms)
-            self._totals["images encoded"] += 1
+            with self._stats_lock:
+                self._totals["images encoded"] += 1
 
     def _flow(self, frame: Frame) -> FlowFrame:
         if frame.flow is None:
@@ -415,8 +418,9 @@ class SegmentationNode(Node):
         self._record("total", (now - started) * 1e3)
         stamp_age = self.get_clock().now().nanoseconds - frame.stamp_ns
         self._record("stamp_to_publish", stamp_age / 1e6)
-        self._rates["mask_messages_out"] += 1
-        self._totals["prompt messages answered"] += 1
+        self._count("mask_messages_out")
+        with self._stats_lock:
+            self._totals["prompt messages answered"] += 1
 
     def _valid_prompts(self, frame: Frame, prompts: Any) -> list[Prompt]:
         valid = []
@@ -463,23 +467,34 @@ class SegmentationNode(Node):
     # -- diagnostics -----------------------------------------------------------------------
 
     def _reject(self, counter: str, message: str, count: int = 1) -> None:
-        self._counters[counter] += count
         now = time.monotonic()
-        if now - self._last_warning.get(counter, -1e9) >= WARN_PERIOD_S:
-            self._last_warning[counter] = now
-            self.get_logger().warning(f"{message} (counter {counter}: {self._counters[counter]})")
+        with self._stats_lock:
+            self._counters[counter] += count
+            total = self._counters[counter]
+            warn = now - self._last_warning.get(counter, -1e9) >= WARN_PERIOD_S
+            if warn:
+                self._last_warning[counter] = now
+        if warn:
+            self.get_logger().warning(f"{message} (counter {counter}: {total})")
 
     def _record(self, stage: str, milliseconds: float) -> None:
-        self._stage_ms.setdefault(stage, []).append(milliseconds)
+        with self._stats_lock:
+            self._stage_ms.setdefault(stage, []).append(milliseconds)
+
+    def _count(self, rate: str) -> None:
+        with self._stats_lock:
+            self._rates[rate] += 1
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
         period = max(now - self._diagnostics_started, 1e-6)
         self._diagnostics_started = now
-        stages, self._stage_ms = self._stage_ms, {}
-        rates, self._rates = self._rates, Counter()
-        with self._condition:
+        with self._stats_lock:
+            stages, self._stage_ms = self._stage_ms, {}
+            rates, self._rates = self._rates, Counter()
+            totals = Counter(self._totals)
             counters = Counter(self._counters)
+        with self._condition:
             counters.update(self.sync.dropped)
             waiting = len(self.sync.pending)
             cached = len(self.sync.frames)
@@ -497,7 +512,7 @@ class SegmentationNode(Node):
                 KeyValue(key=f"{stage} mean (ms)", value=f"{sum(samples) / len(samples):.1f}")
             )
             values.append(KeyValue(key=f"{stage} max (ms)", value=f"{max(samples):.1f}"))
-        for name, count in sorted(self._totals.items()):
+        for name, count in sorted(totals.items()):
             values.append(KeyValue(key=f"{name} (total)", value=str(count)))
         values.append(KeyValue(key="prompt messages waiting", value=str(waiting)))
         values.append(KeyValue(key="images cached", value=str(cached)))

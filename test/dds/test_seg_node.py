@@ -531,12 +531,28 @@ def test_tracking_keeps_ids_on_frames_without_prompts(model, ros):
     assert code == 0, output
 
 
-def test_parameters_are_validated_at_run_time_and_at_start(running, model, ros):
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+def test_parameters_are_validated_at_run_time_and_at_start(model, ros):
     from rcl_interfaces.srv import SetParameters
 
-    client = ros.create_client(SetParameters, "/mobilesam/set_parameters")
-    assert client.wait_for_service(timeout_sec=10)
+    node = start_node(model, namespace="/params", image_topic="/params/image")
+    client = ros.create_client(SetParameters, "/params/mobilesam/set_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=30)
+        _check_parameter_updates(ros, client)
+    finally:
+        ros.destroy_client(client)
+        code, _, output = stop_node(node)
+    assert code == 0, output
+
+    process = start_node(model, "backend:=tflite")
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "backend" in output and "auto, onnxruntime, torch, tensorrt" in output
+
+
+def _check_parameter_updates(ros, client) -> None:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
 
     def set_parameter(name, value):
         parameter_value = (
@@ -556,12 +572,6 @@ def test_parameters_are_validated_at_run_time_and_at_start(running, model, ros):
     assert set_parameter("sync.policy", "exact").successful
     assert set_parameter("overlay.alpha", 0.3).successful
     assert not set_parameter("overlay.alpha", 1.5).successful
-    ros.destroy_client(client)
-
-    process = start_node(model, "backend:=tflite")
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 2
-    assert "backend" in output and "auto, onnxruntime, torch, tensorrt" in output
 
 
 def test_demo_runs_the_node_and_writes_overlays(model, tmp_path):
