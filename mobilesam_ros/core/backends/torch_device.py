@@ -55,7 +55,11 @@ class DevicePipeline:
     ) -> tuple[torch.Tensor, FrameGeometry]:
         image = validate_image(image, channel_order)
         geometry = self._upload(image, channel_order)
-        return self._run_encoder().float().clone(), geometry
+        output = self._run_encoder()
+        # The graph's output buffer is overwritten by the next frame: hand out a copy (the FP32
+        # conversion of the FP16 output is that copy).
+        embedding = output.float() if output.dtype != torch.float32 else output.clone()
+        return embedding, geometry
 
     def _upload(self, image: np.ndarray, channel_order: str) -> FrameGeometry:
         height, width = image.shape[:2]
