@@ -7,7 +7,6 @@ started and no rclpy context is created.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from ros_test_env import ros_env
 
 pytest.importorskip("rclpy", reason="needs ROS 2 Python packages (rclpy)")
 
@@ -117,45 +117,18 @@ def _install_site_packages() -> list[Path]:
     return [folder for folder in folders if (folder / PACKAGE_NAME / "msg").is_dir()]
 
 
-def _prepend_paths(paths: list[Path], existing: str | None) -> str:
-    return os.pathsep.join([str(path) for path in paths] + ([existing] if existing else []))
-
-
-def _outside_repository(entry: str) -> bool:
-    """True for a PYTHONPATH entry that does not point into the repository's sources."""
-    path = Path(entry).resolve()
-    if INSTALL_BASE in path.parents:
-        return True
-    return path != REPO_ROOT and REPO_ROOT not in path.parents
-
-
 def test_install_space_provides_messages_and_core(tmp_path: Path) -> None:
     if not (INSTALL_BASE / "setup.sh").is_file():
         pytest.skip(
             "install/setup.sh is missing: build the ROS package first with "
             "`bash scripts/build_ros.sh` (the Makefile does this before the tests)"
         )
-    site_packages = _install_site_packages()
-    assert site_packages, (
+    assert _install_site_packages(), (
         f"{INSTALL_BASE} has no Python folder with {PACKAGE_NAME}/msg: rebuild it with "
         "`bash scripts/build_ros.sh`"
     )
-    library_dirs = [folder.parents[2] / "lib" for folder in site_packages]
-
-    # Keep outside entries (a sourced /opt/ros puts rclpy there) but none into the repository.
-    inherited = [
-        entry
-        for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-        if entry and _outside_repository(entry)
-    ]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(folder) for folder in site_packages] + inherited)
-    env["LD_LIBRARY_PATH"] = _prepend_paths(library_dirs, os.environ.get("LD_LIBRARY_PATH"))
-    # Newer ROS 2 releases check field types and sizes only when asked to.
-    env["ROS_PYTHON_CHECK_FIELDS"] = "1"
-    env["AMENT_PREFIX_PATH"] = _prepend_paths(
-        [folder.parents[2] for folder in site_packages], os.environ.get("AMENT_PREFIX_PATH")
-    )
+    # The install space first, the repository's sources off the path (see ros_test_env).
+    env = ros_env([])
 
     result = subprocess.run(
         [sys.executable, "-c", INSTALL_SPACE_CHECK, str(INSTALL_BASE), str(REPO_ROOT)],
