@@ -121,3 +121,21 @@ def test_constructor_refuses_bad_settings(random_checkpoint, cache_dir):
         Segmenter(random_checkpoint, backend="tflite", cache_dir=cache_dir)
     with pytest.raises(InvalidInputError, match="max_batch"):
         Segmenter(random_checkpoint, max_batch=0, cache_dir=cache_dir)
+
+
+def test_decoder_inputs_chunks_share_or_split_mask_hints():
+    from mobilesam_ros.core.backends.base import DecoderInputs
+
+    coords, labels = np.zeros((5, 2, 2), np.float32), np.zeros((5, 2), np.float32)
+    shared = DecoderInputs(coords, labels)
+    pieces = list(shared.chunks(2))
+    assert [len(p) for p in pieces] == [2, 2, 1]
+    assert all(p.mask_input is shared.mask_input for p in pieces)  # one shared "no hint" row
+    hints = DecoderInputs(
+        coords,
+        labels,
+        np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 256, 256), np.float32),
+        np.ones(5, np.float32),
+    )
+    assert [p.mask_input[0, 0, 0, 0] for p in hints.chunks(2)] == [0.0, 2.0, 4.0]
+    assert next(iter(hints.chunks(5))) is hints

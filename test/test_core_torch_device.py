@@ -12,6 +12,7 @@ from helpers import photo
 
 torch = pytest.importorskip("torch")
 
+from mobilesam_ros.core.backends.base import DecoderInputs  # noqa: E402
 from mobilesam_ros.core.backends.torch_device import DevicePipeline  # noqa: E402
 from mobilesam_ros.core.postprocess import masks_from_logits  # noqa: E402
 from mobilesam_ros.core.preprocess import FrameGeometry, ImagePreprocessor  # noqa: E402
@@ -59,13 +60,7 @@ def test_device_path_matches_reference_on_cpu(segmenters):
     image = photo("coffee")
     embedding, geometry = pipeline.encode(image)
     expected = reference.segment(image, boxes=BOXES)
-    low_res, _ = backend._decode_tensors(
-        embedding,
-        *_prompt_arrays(geometry),
-        np.zeros((1, 1, 256, 256), np.float32),
-        np.zeros(1, np.float32),
-        False,
-    )
+    low_res, _ = backend._decode_tensors(embedding, DecoderInputs(*_prompt_arrays(geometry)), False)
     masks = pipeline.masks(low_res, geometry, 0.0)[:, 0]
     for got, want in zip(masks, expected.masks, strict=True):
         assert _iou(got, want) >= 0.99

@@ -20,7 +20,7 @@ import pytest
 
 from mobilesam_ros.cli import main
 from mobilesam_ros.core.backends import _pick_fastest, create_backend
-from mobilesam_ros.core.backends.base import Backend
+from mobilesam_ros.core.backends.base import Backend, DecoderInputs
 from mobilesam_ros.core.backends.tensorrt_backend import (
     CudaApi,
     TrtApi,
@@ -558,7 +558,8 @@ class _BoxBackend(Backend):
     def encode(self, image):
         return np.zeros((1, 256, 64, 64), np.float32)
 
-    def decode(self, embedding, point_coords, point_labels, mask_input, has_mask_input, multimask):
+    def decode(self, embedding, inputs, multimask):
+        point_coords, point_labels = inputs.point_coords, inputs.point_labels
         outputs = 3 if multimask else 1
         logits = np.full((len(point_coords), outputs, LOW_RES_SIZE, LOW_RES_SIZE), -5.0, np.float32)
         for i, (coords, labels) in enumerate(zip(point_coords, point_labels, strict=True)):
@@ -710,14 +711,12 @@ def test_real_engine_matches_onnxruntime_for_any_prompt_count(built_engines):
     np.testing.assert_allclose(
         trt_backend.embedding_to_numpy(first), ref_embedding, atol=0.1, rtol=0.1
     )
-    no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
-    flag = np.zeros(1, np.float32)
     for count in (1, 4, 6):  # 6 > max_prompts: split into two calls
         boxes = np.resize(SELF_CHECK_BOXES, (count, 4))
-        coords, labels = encode_prompts(geometry, boxes, None, None)
+        inputs = DecoderInputs(*encode_prompts(geometry, boxes, None, None))
         for multimask in (False, True):
-            low, iou = trt_backend.decode(first, coords, labels, no_mask, flag, multimask)
-            ref_low, _ = reference.decode(ref_embedding, coords, labels, no_mask, flag, multimask)
+            low, iou = trt_backend.decode(first, inputs, multimask)
+            ref_low, _ = reference.decode(ref_embedding, inputs, multimask)
             assert low.shape == ref_low.shape and iou.shape == low.shape[:2]
             assert mask_iou(low > 0, ref_low > 0).mean() >= SELF_CHECK_MIN_IOU
     trt_backend.close()

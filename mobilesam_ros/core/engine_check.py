@@ -13,9 +13,8 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from .backends.base import Backend
+from .backends.base import Backend, DecoderInputs
 from .errors import MobileSamError
-from .model_constants import LOW_RES_SIZE
 from .postprocess import masks_from_logits
 from .preprocess import ImagePreprocessor, encode_prompts
 
@@ -86,16 +85,14 @@ def run_self_check(
     """Segment the built-in photo's boxes with both backends and compare the masks."""
     image = self_check_photo()
     model_input, geometry = ImagePreprocessor()(image)
-    coords, labels = encode_prompts(geometry, SELF_CHECK_BOXES, None, None)
-    no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32)
-    no_mask_flag = np.zeros(1, dtype=np.float32)
+    inputs = DecoderInputs(*encode_prompts(geometry, SELF_CHECK_BOXES, None, None))
     # Both backends copy the input before returning, so one preprocessed buffer serves both.
     embeddings = [backend.encode(model_input) for backend in (candidate, reference)]
     ious = {}
     for multimask in (False, True):
         masks = []
         for backend, embedding in zip((candidate, reference), embeddings, strict=True):
-            low_res, _ = backend.decode(embedding, coords, labels, no_mask, no_mask_flag, multimask)
+            low_res, _ = backend.decode(embedding, inputs, multimask)
             masks.append(masks_from_logits(low_res, geometry))
         ious[multimask] = mask_iou(*masks)
     return SelfCheckResult(

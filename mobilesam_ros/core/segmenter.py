@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, create_backend
+from .backends.base import DecoderInputs, decode_in_chunks
 from .checkpoint import default_cache_dir, resolve_checkpoint
 from .errors import InvalidInputError
 from .model_constants import LOW_RES_SIZE
@@ -102,8 +103,6 @@ class Segmenter:
         self.max_batch = int(max_batch)
         self.timings = StageTimings()
         self._preprocess = ImagePreprocessor()
-        self._no_mask = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32)
-        self._no_mask_flag = np.zeros(1, dtype=np.float32)
 
     def encode(self, image: np.ndarray, channel_order: str = "rgb") -> ImageEmbedding:
         """Encode an HxWx3 uint8 RGB image (or BGR, RGBA, BGRA as `channel_order` says)."""
@@ -145,18 +144,13 @@ class Segmenter:
         started = time.perf_counter()
         coords, labels = encode_prompts(geometry, boxes, points, point_labels)
         num_prompts = len(coords)
-        masks_in, has_mask = self._mask_prompts(mask_input, num_prompts)
+        inputs = DecoderInputs(coords, labels)
+        if mask_input is not None:
+            inputs = DecoderInputs(coords, labels, *self._mask_prompts(mask_input, num_prompts))
         on_device = None
         if 0 < num_prompts <= self.max_batch:
             on_device = self.backend.decode_masks(
-                embedding.data,
-                coords,
-                labels,
-                masks_in,
-                has_mask,
-                multimask,
-                geometry,
-                self.mask_threshold,
+                embedding.data, inputs, multimask, geometry, self.mask_threshold
             )
         if on_device is not None:  # decoded and post-processed on the GPU
             masks, scores, low_res = on_device
@@ -167,22 +161,11 @@ class Segmenter:
             low_res = np.empty((0, outputs, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
             scores = np.empty((0, outputs), np.float32)
         else:
-            chunks = [
-                self.backend.decode(
-                    embedding.data,
-                    coords[start : start + self.max_batch],
-                    labels[start : start + self.max_batch],
-                    masks_in if len(masks_in) == 1 else masks_in[start : start + self.max_batch],
-                    has_mask if len(has_mask) == 1 else has_mask[start : start + self.max_batch],
-                    multimask,
-                )
-                for start in range(0, num_prompts, self.max_batch)
-            ]
-            if len(chunks) == 1:  # the usual case: no copy of the backend's outputs
-                low_res, scores = chunks[0]
-            else:
-                low_res = np.concatenate([c[0] for c in chunks])
-                scores = np.concatenate([c[1] for c in chunks])
+            low_res, scores = decode_in_chunks(
+                lambda chunk: self.backend.decode(embedding.data, chunk, multimask),
+                inputs,
+                self.max_batch,
+            )
         if on_device is None:
             decoded = time.perf_counter()
             masks = masks_from_logits(low_res, geometry, self.mask_threshold)
@@ -197,8 +180,7 @@ class Segmenter:
         return self.decode(self.encode(rgb), **prompts)
 
     def _mask_prompts(self, mask_input: Any, num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
-        if mask_input is None:
-            return self._no_mask, self._no_mask_flag
+        """mask_input as the decoder takes it: (N, 1, 256, 256) hints and (N,) use flags."""
         if isinstance(mask_input, (list, tuple)) and any(m is None for m in mask_input):
             # Hints for some prompts only: zeros and a 0 flag for the others (same call).
             if len(mask_input) != num_prompts:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError
 from ..export import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, OnnxModels
-from .base import Backend
+from .base import Backend, DecoderInputs, DecoderOutputs
 
 
 def cuda_provider_available() -> bool:
@@ -70,21 +70,9 @@ class OnnxRuntimeBackend(Backend):
         return self._encoder.run(None, {ENCODER_INPUT: image})[0]
 
     def decode(
-        self,
-        embedding: np.ndarray,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-        multimask: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        feeds = dict(
-            zip(
-                DECODER_INPUTS,
-                (embedding, point_coords, point_labels, mask_input, has_mask_input),
-                strict=True,
-            )
-        )
+        self, embedding: np.ndarray, inputs: DecoderInputs, multimask: bool
+    ) -> DecoderOutputs:
+        feeds = dict(zip(DECODER_INPUTS, (embedding, *inputs.arrays()), strict=True))
         masks, iou = self._decoder(multimask).run(list(DECODER_OUTPUTS), feeds)
         return masks, iou
 

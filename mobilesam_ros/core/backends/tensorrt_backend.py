@@ -63,7 +63,7 @@ from ..export import (
     _exclusive_lock,
 )
 from ..model_constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE, LOW_RES_SIZE
-from .base import Backend
+from .base import Backend, DecoderInputs, DecoderOutputs, decode_in_chunks
 
 MIN_TENSORRT = (8, 5)  # first release with the named-tensor API (execute_async_v3)
 _HEARTBEAT_SECONDS = 30.0
@@ -518,20 +518,11 @@ class TensorRtBackend(Backend):
         return embedding
 
     def decode(
-        self,
-        embedding: DeviceEmbedding,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-        multimask: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, embedding: DeviceEmbedding, inputs: DecoderInputs, multimask: bool
+    ) -> DecoderOutputs:
         if not isinstance(embedding, DeviceEmbedding) or embedding.pool is not self._embeddings:
             raise InvalidInputError("embedding must come from this backend's encode()")
-        coords = np.asarray(point_coords, dtype=np.float32)
-        labels = np.asarray(point_labels, dtype=np.float32)
-        masks = np.asarray(mask_input, dtype=np.float32)
-        flags = np.asarray(has_mask_input, dtype=np.float32)
+        coords, labels, masks, flags = (np.asarray(a, np.float32) for a in inputs.arrays())
         if coords.ndim != 3 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
             raise InvalidInputError(
                 f"point_coords must be (N, T, 2) and point_labels (N, T); got {coords.shape} "
@@ -557,34 +548,19 @@ class TensorRtBackend(Backend):
                 np.empty((0, outputs), np.float32),
             )
         self._select_device()
-        step = self.profile.max_prompts
-        chunks = [
-            self._decode_chunk(
-                embedding,
-                coords[start : start + step],
-                labels[start : start + step],
-                masks if len(masks) == 1 else masks[start : start + step],
-                flags if len(flags) == 1 else flags[start : start + step],
-                multimask,
-            )
-            for start in range(0, num_prompts, step)
-        ]
-        if len(chunks) == 1:
-            return chunks[0]
-        return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+        # The engine's profile takes at most max_prompts prompts per call.
+        return decode_in_chunks(
+            lambda chunk: self._decode_chunk(embedding, chunk, multimask),
+            DecoderInputs(coords, labels, masks, flags),
+            self.profile.max_prompts,
+        )
 
     def _decode_chunk(
-        self,
-        embedding: DeviceEmbedding,
-        coords: np.ndarray,
-        labels: np.ndarray,
-        masks: np.ndarray,
-        flags: np.ndarray,
-        multimask: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, embedding: DeviceEmbedding, chunk: DecoderInputs, multimask: bool
+    ) -> DecoderOutputs:
         cuda, res = self._cuda, self._resources
         engine = self._decoder(multimask)
-        inputs = dict(zip(DECODER_INPUTS[1:], (coords, labels, masks, flags), strict=True))
+        inputs = dict(zip(DECODER_INPUTS[1:], chunk.arrays(), strict=True))
         for name, array in inputs.items():
             host = self._host[name].reshape(-1)[: array.size].reshape(array.shape)
             np.copyto(host, array)

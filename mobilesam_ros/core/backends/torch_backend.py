@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError
-from .base import Backend
+from .base import Backend, DecoderInputs, DecoderOutputs
 
 
 def torch_cuda_available() -> bool:
@@ -62,19 +62,14 @@ class TorchBackend(Backend):
     def decode_masks(
         self,
         embedding: Any,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
+        inputs: DecoderInputs,
         multimask: bool,
         geometry: Any,
         threshold: float,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         if self._device_pipeline is None:
             return None
-        low_res, iou = self._decode_tensors(
-            embedding, point_coords, point_labels, mask_input, has_mask_input, multimask
-        )
+        low_res, iou = self._decode_tensors(embedding, inputs, multimask)
         masks = self._device_pipeline.masks(low_res, geometry, threshold)
         return masks, iou.cpu().numpy(), low_res.cpu().numpy()
 
@@ -83,36 +78,17 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             return self._encoder(torch.from_numpy(image).to(self.device))
 
-    def decode(
-        self,
-        embedding: Any,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-        multimask: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        masks, iou = self._decode_tensors(
-            embedding, point_coords, point_labels, mask_input, has_mask_input, multimask
-        )
+    def decode(self, embedding: Any, inputs: DecoderInputs, multimask: bool) -> DecoderOutputs:
+        masks, iou = self._decode_tensors(embedding, inputs, multimask)
         return masks.cpu().numpy(), iou.cpu().numpy()
 
     def _decode_tensors(
-        self,
-        embedding: Any,
-        point_coords: np.ndarray,
-        point_labels: np.ndarray,
-        mask_input: np.ndarray,
-        has_mask_input: np.ndarray,
-        multimask: bool,
+        self, embedding: Any, inputs: DecoderInputs, multimask: bool
     ) -> tuple[Any, Any]:
         torch = self._torch
-        inputs = [
-            torch.from_numpy(a).to(self.device, non_blocking=True)
-            for a in (point_coords, point_labels, mask_input, has_mask_input)
-        ]
+        tensors = [torch.from_numpy(a).to(self.device, non_blocking=True) for a in inputs.arrays()]
         with torch.inference_mode():
-            return self._decoders[multimask](embedding, *inputs)
+            return self._decoders[multimask](embedding, *tensors)
 
     def embedding_to_numpy(self, embedding: Any) -> np.ndarray:
         return embedding.cpu().numpy()
