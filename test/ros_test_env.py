@@ -240,3 +240,18 @@ def build_test_vision_msgs(build_root: Path) -> dict[str, str]:
                 )
             stamp.write_text(expected + "\n", encoding="utf-8")
     return install_env_additions([install_base])
+
+
+def run_python(script: str, env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Run `python -c script args` in `env` from `cwd`; fail with its output, else return it."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result.stdout

@@ -8,13 +8,11 @@ started and no rclpy context is created.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from ros_test_env import ros_env
+from ros_test_env import ros_env, run_python
 
 pytest.importorskip("rclpy", reason="needs ROS 2 Python packages (rclpy)")
 
@@ -130,17 +128,8 @@ def test_install_space_provides_messages_and_core(tmp_path: Path) -> None:
     # The install space first, the repository's sources off the path (see ros_test_env).
     env = ros_env([])
 
-    result = subprocess.run(
-        [sys.executable, "-c", INSTALL_SPACE_CHECK, str(INSTALL_BASE), str(REPO_ROOT)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert "install space ok" in result.stdout
+    output = run_python(INSTALL_SPACE_CHECK, env, tmp_path, str(INSTALL_BASE), str(REPO_ROOT))
+    assert "install space ok" in output
 
 
 def test_package_xml_describes_an_ament_cmake_interface_package() -> None:

@@ -8,12 +8,10 @@ outside the repository.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-from ros_test_env import VISION_MSGS_BUILD_ROOT, vision_msgs_install
+from ros_test_env import VISION_MSGS_BUILD_ROOT, run_python, vision_msgs_install
 
 pytest_plugins = ["ros_fixtures"]
 
@@ -151,20 +149,6 @@ PUBLISH_SUBSCRIBE = MAKE_DETECTIONS + textwrap.dedent(
 )
 
 
-def _run(script: str, env: dict[str, str], cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result.stdout
-
-
 def test_env_additions_point_into_the_build(vision_msgs_env: dict[str, str]) -> None:
     for name in ("PYTHONPATH", "LD_LIBRARY_PATH", "AMENT_PREFIX_PATH"):
         assert vision_msgs_env[name], f"{name} is empty"
@@ -176,10 +160,10 @@ def test_detection_array_serialization_round_trip(
     vision_msgs_ros_env: dict[str, str], tmp_path: Path
 ) -> None:
     install_base = vision_msgs_install(VISION_MSGS_BUILD_ROOT)
-    output = _run(ROUND_TRIP, vision_msgs_ros_env, tmp_path, str(install_base))
+    output = run_python(ROUND_TRIP, vision_msgs_ros_env, tmp_path, str(install_base))
     assert "round trip ok" in output
 
 
 def test_detection_array_over_dds(vision_msgs_ros_env: dict[str, str], tmp_path: Path) -> None:
-    output = _run(PUBLISH_SUBSCRIBE, vision_msgs_ros_env, tmp_path)
+    output = run_python(PUBLISH_SUBSCRIBE, vision_msgs_ros_env, tmp_path)
     assert "received ok" in output
