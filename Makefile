@@ -80,7 +80,7 @@ endif
 
 _checkpoint:
 ifeq ($(CHECKPOINT),random)
-	@test -f $(RANDOM_CHECKPOINT) || $(PY) -c "from mobilesam_ros.core.model import \
+	@test -f $(RANDOM_CHECKPOINT) || $(PY) -c "from mobilesam_ros.core.model.modules import \
 	write_random_checkpoint as w; w('$(RANDOM_CHECKPOINT)')"
 	@echo "[demo] RANDOM WEIGHTS: this checks the pipeline; the masks mean nothing."
 endif

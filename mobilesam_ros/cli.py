@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .core import BackendUnavailableError, MobileSamError, Segmenter
-from .core.backends import BACKEND_NAMES
+from mobilesam_ros.core import BackendUnavailableError, MobileSamError, Segmenter
+from mobilesam_ros.core.choices import BACKENDS
 
 if TYPE_CHECKING:
-    from .core.export import OnnxModels
+    from mobilesam_ros.core.model.export import OnnxModels
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="path of mobile_sam.pt (default: download the official file once into the cache)",
     )
     parser.add_argument("--cache-dir", help="cache folder (default: $XDG_CACHE_HOME/mobilesam_ros)")
-    parser.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
 
@@ -51,8 +51,8 @@ def read_rgb(source: str) -> np.ndarray:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .core.checkpoint import default_cache_dir, resolve_checkpoint
-    from .core.export import export_onnx
+    from mobilesam_ros.core.model.checkpoint import default_cache_dir, resolve_checkpoint
+    from mobilesam_ros.core.model.export import export_onnx
 
     cache = args.cache_dir or default_cache_dir()
     checkpoint = resolve_checkpoint(args.checkpoint, cache)
@@ -65,7 +65,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     import cv2
 
-    from .core.visualize import draw_overlay, label_image
+    from mobilesam_ros.core.visualize import draw_overlay, label_image
 
     rgb = read_rgb(args.image)
     boxes = np.array(args.box, dtype=np.float64).reshape(-1, 4) if args.box else None
@@ -112,7 +112,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_benchmark
+    from mobilesam_ros.tools.bench import run_benchmark
 
     run_benchmark(
         checkpoint=args.checkpoint,
@@ -127,7 +127,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    from .core.engine_cache import DEFAULT_MAX_PROMPTS, DEFAULT_PRECISION, PRECISIONS
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import DEFAULT_MAX_PROMPTS
+    from mobilesam_ros.core.choices import DEFAULT_PRECISION, PRECISIONS
 
     parser.add_argument(
         "--checkpoint",
@@ -151,9 +152,9 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _engine_inputs(args: argparse.Namespace) -> tuple[Path, OnnxModels]:
     """Cache folder and ONNX graphs (exported once per checkpoint)."""
-    from .core.checkpoint import default_cache_dir, resolve_checkpoint
-    from .core.engine_cache import DecoderProfile
-    from .core.export import export_onnx
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import DecoderProfile
+    from mobilesam_ros.core.model.checkpoint import default_cache_dir, resolve_checkpoint
+    from mobilesam_ros.core.model.export import export_onnx
 
     DecoderProfile(args.max_prompts)  # a bad --max-prompts fails before the export
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -169,7 +170,11 @@ def _print_trtexec(
     note: str,
 ) -> None:
     """The trtexec command of each graph; pins: graph -> (FP16 on, layers pinned to FP32)."""
-    from .core.engine_cache import DecoderProfile, graph_profile, trtexec_command
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import (
+        DecoderProfile,
+        graph_profile,
+        trtexec_command,
+    )
 
     profile = DecoderProfile(args.max_prompts)
     print(f"equivalent trtexec commands ({note}):")
@@ -188,7 +193,11 @@ def _print_trtexec(
 
 def _planned_pins(models: OnnxModels, precision: str) -> dict[str, tuple[bool, list[str]]]:
     """What a first build (FP32 level 0) pins, read from the ONNX graphs without TensorRT."""
-    from .core.engine_cache import GRAPHS, graph_runs_fp32, planned_fp32_layers
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import (
+        GRAPHS,
+        graph_runs_fp32,
+        planned_fp32_layers,
+    )
 
     pins = {}
     for graph in GRAPHS:
@@ -203,11 +212,11 @@ def _planned_pins(models: OnnxModels, precision: str) -> dict[str, tuple[bool, l
 
 
 def _cmd_build_engine(args: argparse.Namespace) -> int:
-    from .core.engine_cache import GRAPHS
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import GRAPHS
 
     cache, models = _engine_inputs(args)
     try:
-        from .core.backends.tensorrt_backend import ensure_engines
+        from mobilesam_ros.core.backends.tensorrt.backend import ensure_engines
 
         engines = ensure_engines(
             models,
@@ -238,10 +247,14 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify_engine(args: argparse.Namespace) -> int:
-    from .core.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from .core.backends.tensorrt_backend import TensorRtBackend, load_cached_engines
-    from .core.engine_cache import GRAPHS, DecoderProfile, EngineCacheError
-    from .core.engine_check import run_self_check
+    from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mobilesam_ros.core.backends.tensorrt.backend import TensorRtBackend, load_cached_engines
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import (
+        GRAPHS,
+        DecoderProfile,
+        EngineCacheError,
+    )
+    from mobilesam_ros.core.backends.tensorrt.self_check import run_self_check
 
     cache, models = _engine_inputs(args)
     try:
@@ -266,7 +279,11 @@ def _cmd_verify_engine(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_tracking(args: argparse.Namespace) -> int:
-    from .tracking_eval import evaluate_tracking, folder_sequence, simulated_sequence
+    from mobilesam_ros.tools.tracking_eval import (
+        evaluate_tracking,
+        folder_sequence,
+        simulated_sequence,
+    )
 
     if bool(args.images) != bool(args.boxes):
         raise MobileSamError("--images and --boxes go together")

@@ -23,7 +23,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
-    from mobilesam_ros.core.model import write_random_checkpoint
+    from mobilesam_ros.core.model.modules import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("weights") / "mobile_sam.pt", seed=0)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mobilesam_ros.core import checkpoint as ckpt
 from mobilesam_ros.core.errors import CheckpointError, DownloadError
+from mobilesam_ros.core.model import checkpoint as ckpt
 
 
 class _Server:
@@ -202,7 +202,7 @@ def test_unrelated_state_dict_is_refused(tmp_path):
 
 def test_strict_key_and_shape_matching(random_checkpoint, tmp_path):
     torch = pytest.importorskip("torch")
-    from mobilesam_ros.core.model import load_modules
+    from mobilesam_ros.core.model.modules import load_modules
 
     state = torch.load(random_checkpoint, weights_only=True)
     missing = dict(state)

@@ -11,7 +11,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from mobilesam_ros.core import export  # noqa: E402
+from mobilesam_ros.core.model import export  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mobilesam_ros.core import frame_sync as fs
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.prompts import Prompt
+from mobilesam_ros.core.stream import frame_sync as fs
 
 MS = 1_000_000
 PROMPT = (Prompt(id="p", box=(1, 1, 5, 5)),)

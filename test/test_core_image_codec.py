@@ -8,12 +8,12 @@ import pytest
 from helpers import photo
 
 from mobilesam_ros.core.errors import InvalidInputError
-from mobilesam_ros.core.image_codec import (
+from mobilesam_ros.core.processing.image_codec import (
     check_raw_image,
     decode_compressed_image,
     decode_raw_image,
 )
-from mobilesam_ros.core.preprocess import ImagePreprocessor
+from mobilesam_ros.core.processing.preprocess import ImagePreprocessor
 
 RGB = np.ascontiguousarray(photo("coffee")[:120, :160])  # a real photo crop, 160x120
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mobilesam_ros.core import InvalidInputError, Segmenter
-from mobilesam_ros.core.preprocess import FrameGeometry, encode_prompts
+from mobilesam_ros.core.processing.preprocess import FrameGeometry, encode_prompts
 
 GEOMETRY = FrameGeometry.for_image(480, 640)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers import photo
 
-from mobilesam_ros.core.postprocess import masks_from_logits
-from mobilesam_ros.core.preprocess import FrameGeometry, ImagePreprocessor, resized_shape
+from mobilesam_ros.core.processing.postprocess import masks_from_logits
+from mobilesam_ros.core.processing.preprocess import FrameGeometry, ImagePreprocessor, resized_shape
 
 torch = pytest.importorskip("torch")
 segment_anything = pytest.importorskip("segment_anything")

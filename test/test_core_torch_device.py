@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 
 from mobilesam_ros.core.backends.base import DecoderInputs  # noqa: E402
 from mobilesam_ros.core.backends.torch_device import DevicePipeline  # noqa: E402
-from mobilesam_ros.core.postprocess import masks_from_logits  # noqa: E402
-from mobilesam_ros.core.preprocess import FrameGeometry, ImagePreprocessor  # noqa: E402
+from mobilesam_ros.core.processing.postprocess import masks_from_logits  # noqa: E402
+from mobilesam_ros.core.processing.preprocess import FrameGeometry, ImagePreprocessor  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 BOXES = np.array([[40, 30, 300, 380], [250, 50, 590, 390], [10, 200, 200, 395]], float)
@@ -67,7 +67,7 @@ def test_device_path_matches_reference_on_cpu(segmenters):
 
 
 def _prompt_arrays(geometry):
-    from mobilesam_ros.core.preprocess import encode_prompts
+    from mobilesam_ros.core.processing.preprocess import encode_prompts
 
     return encode_prompts(geometry, BOXES, None, None)
 

@@ -21,10 +21,10 @@ from tracking_scenes import (
     move_box,
 )
 
-from mobilesam_ros.core import tracking as tr
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.prompts import Prompt
 from mobilesam_ros.core.segmenter import SegmentationResult
+from mobilesam_ros.core.stream import tracking as tr
 from mobilesam_ros.core.visualize import mask_box
 
 TOLERANCE_PX = 3.0
@@ -428,7 +428,7 @@ def test_min_iou_zero_turns_the_iou_check_off():
     from helpers import photo
 
     from mobilesam_ros.core.prompts import Prompt, PromptMask
-    from mobilesam_ros.core.tracking import FlowFrame, Tracker
+    from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker
 
     image = photo("astronaut")
     frame = FlowFrame.from_image(image)

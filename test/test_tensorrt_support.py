@@ -21,14 +21,14 @@ import pytest
 from mobilesam_ros.cli import main
 from mobilesam_ros.core.backends import _pick_fastest, create_backend
 from mobilesam_ros.core.backends.base import Backend, DecoderInputs
-from mobilesam_ros.core.backends.tensorrt_backend import (
+from mobilesam_ros.core.backends.tensorrt.backend import (
     CudaApi,
     TrtApi,
     parse_device,
     parse_version,
     tensorrt_usable,
 )
-from mobilesam_ros.core.engine_cache import (
+from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     ENGINE_FILE_MAGIC,
     MAX_FP32_LEVEL,
     DecoderProfile,
@@ -47,7 +47,7 @@ from mobilesam_ros.core.engine_cache import (
     trtexec_command,
     write_engine,
 )
-from mobilesam_ros.core.engine_check import (
+from mobilesam_ros.core.backends.tensorrt.self_check import (
     SELF_CHECK_BOXES,
     SELF_CHECK_MIN_IOU,
     mask_iou,
@@ -55,7 +55,7 @@ from mobilesam_ros.core.engine_check import (
     self_check_photo,
 )
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
-from mobilesam_ros.core.model_constants import LOW_RES_SIZE
+from mobilesam_ros.core.model.constants import LOW_RES_SIZE
 
 
 def _spec(**changes) -> EngineSpec:
@@ -393,7 +393,7 @@ def _tiny_onnx(path: Path) -> Path:
 
 
 def test_fp32_layers_read_from_an_onnx_graph(tmp_path):
-    from mobilesam_ros.core.engine_cache import onnx_layers, planned_fp32_layers
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import onnx_layers, planned_fp32_layers
 
     path = _tiny_onnx(tmp_path / "tiny.onnx")
     assert [layer.kind for layer in onnx_layers(path)][:3] == [
@@ -611,8 +611,8 @@ def test_tensorrt_backend_says_why_it_is_unavailable(tmp_path):
 
 def _cached_tiny_export(tmp_path: Path) -> tuple[Path, Path]:
     """A checkpoint file whose export cache holds tiny graphs (no PyTorch export needed)."""
-    from mobilesam_ros.core.checkpoint import file_sha256
-    from mobilesam_ros.core.export import export_key
+    from mobilesam_ros.core.model.checkpoint import file_sha256
+    from mobilesam_ros.core.model.export import export_key
 
     checkpoint = tmp_path / "weights.pt"
     checkpoint.write_bytes(b"not a real checkpoint; the export below is already cached")
@@ -657,8 +657,8 @@ def test_verify_engine_without_tensorrt_fails_clearly(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def built_engines(random_checkpoint, tmp_path_factory):
-    from mobilesam_ros.core.backends.tensorrt_backend import ensure_engines
-    from mobilesam_ros.core.export import export_onnx
+    from mobilesam_ros.core.backends.tensorrt.backend import ensure_engines
+    from mobilesam_ros.core.model.export import export_onnx
 
     cache = tmp_path_factory.mktemp("trt-cache")
     models = export_onnx(random_checkpoint, cache, progress=False)
@@ -668,7 +668,7 @@ def built_engines(random_checkpoint, tmp_path_factory):
 
 @needs_tensorrt_gpu
 def test_real_build_passes_self_check_and_is_cached(built_engines):
-    from mobilesam_ros.core.backends.tensorrt_backend import ensure_engines
+    from mobilesam_ros.core.backends.tensorrt.backend import ensure_engines
 
     models, cache, engines = built_engines
     for graph, metadata in engines.metadata.items():
@@ -681,7 +681,7 @@ def test_real_build_passes_self_check_and_is_cached(built_engines):
 
 @needs_tensorrt_gpu
 def test_real_corrupt_engine_is_rebuilt(built_engines):
-    from mobilesam_ros.core.backends.tensorrt_backend import ensure_engines
+    from mobilesam_ros.core.backends.tensorrt.backend import ensure_engines
 
     models, cache, engines = built_engines
     path = engines.paths["decoder_multi"]
@@ -697,8 +697,8 @@ def test_real_corrupt_engine_is_rebuilt(built_engines):
 @needs_tensorrt_gpu
 def test_real_engine_matches_onnxruntime_for_any_prompt_count(built_engines):
     from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from mobilesam_ros.core.backends.tensorrt_backend import TensorRtBackend
-    from mobilesam_ros.core.preprocess import ImagePreprocessor, encode_prompts
+    from mobilesam_ros.core.backends.tensorrt.backend import TensorRtBackend
+    from mobilesam_ros.core.processing.preprocess import ImagePreprocessor, encode_prompts
 
     models, _, engines = built_engines
     trt_backend = TensorRtBackend(engines.engines, DecoderProfile(max_prompts=4))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from mobilesam_ros.core import InvalidInputError, SegmentationResult
-from mobilesam_ros.core.preprocess import FrameGeometry
-from mobilesam_ros.core.tracking import Tracker
-from mobilesam_ros.tracking_eval import evaluate_tracking, simulated_sequence
+from mobilesam_ros.core.processing.preprocess import FrameGeometry
+from mobilesam_ros.core.stream.tracking import Tracker
+from mobilesam_ros.tools.tracking_eval import evaluate_tracking, simulated_sequence
 
 
 class BoxFillingSegmenter:

@@ -10,7 +10,7 @@ import numpy as np
 from helpers import photo
 
 from mobilesam_ros.core.prompts import PromptMask
-from mobilesam_ros.core.tracking import TrackPrompt, box_iou
+from mobilesam_ros.core.stream.tracking import TrackPrompt, box_iou
 from mobilesam_ros.core.visualize import mask_box
 
 HEIGHT, WIDTH = 480, 640

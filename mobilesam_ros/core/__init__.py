@@ -3,15 +3,19 @@
 Nothing here imports ROS; PyTorch is imported only by the torch backend and the exporter.
 """
 
-from .checkpoint import OFFICIAL_CHECKPOINT, default_cache_dir, resolve_checkpoint
-from .errors import (
+from mobilesam_ros.core.errors import (
     BackendUnavailableError,
     CheckpointError,
     DownloadError,
     InvalidInputError,
     MobileSamError,
 )
-from .segmenter import ImageEmbedding, SegmentationResult, Segmenter, StageTimings
+from mobilesam_ros.core.model.checkpoint import (
+    OFFICIAL_CHECKPOINT,
+    default_cache_dir,
+    resolve_checkpoint,
+)
+from mobilesam_ros.core.segmenter import ImageEmbedding, SegmentationResult, Segmenter, StageTimings
 
 __all__ = [
     "OFFICIAL_CHECKPOINT",

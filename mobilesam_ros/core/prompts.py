@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .segmenter import ImageEmbedding, Segmenter
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, create_backend
-from .backends.base import DecoderInputs, decode_in_chunks
-from .checkpoint import default_cache_dir, resolve_checkpoint
-from .errors import InvalidInputError
-from .model_constants import LOW_RES_SIZE
-from .postprocess import masks_from_logits
-from .preprocess import FrameGeometry, ImagePreprocessor, encode_prompts
+from mobilesam_ros.core.backends import Backend, create_backend
+from mobilesam_ros.core.backends.base import DecoderInputs, decode_in_chunks
+from mobilesam_ros.core.choices import DEFAULT_PRECISION, PRECISIONS, check_choice
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.model.checkpoint import default_cache_dir, resolve_checkpoint
+from mobilesam_ros.core.model.constants import LOW_RES_SIZE
+from mobilesam_ros.core.processing.postprocess import masks_from_logits
+from mobilesam_ros.core.processing.preprocess import (
+    FrameGeometry,
+    ImagePreprocessor,
+    encode_prompts,
+)
 
 DEFAULT_MAX_BATCH = 64
 
@@ -79,13 +84,12 @@ class Segmenter:
         mask_threshold: float = 0.0,
         max_batch: int = DEFAULT_MAX_BATCH,
         progress: bool = True,
-        precision: str = "fp16",
+        precision: str = DEFAULT_PRECISION,
         force_rebuild: bool = False,
     ) -> None:
         if max_batch < 1:
             raise InvalidInputError(f"max_batch must be at least 1, got {max_batch}")
-        if precision not in ("fp16", "fp32"):
-            raise InvalidInputError(f"precision must be fp16 or fp32, got {precision!r}")
+        check_choice("precision", precision, PRECISIONS)
         if not np.isfinite(mask_threshold):
             raise InvalidInputError(f"mask_threshold must be finite, got {mask_threshold}")
         cache = os.fspath(cache_dir) if cache_dir else os.fspath(default_cache_dir())

@@ -8,7 +8,11 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 
-from mobilesam_ros.core.image_codec import DecodedImage, decode_compressed_image, decode_raw_image
+from mobilesam_ros.core.processing.image_codec import (
+    DecodedImage,
+    decode_compressed_image,
+    decode_raw_image,
+)
 from mobilesam_ros.core.prompts import Prompt, PromptMask
 from mobilesam_ros.core.visualize import mask_box
 from mobilesam_ros.msg import InstanceMask, InstanceMaskArray

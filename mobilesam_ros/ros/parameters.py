@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mobilesam_ros.core.choices import BACKENDS, DEFAULT_PRECISION, PRECISIONS, SYNC_POLICIES
+
 NODE_NAME = "mobilesam"
-SYNC_POLICIES = ("exact", "nearest", "latest")
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec(
         "precision",
-        "fp16",
+        DEFAULT_PRECISION,
         "Arithmetic of the GPU backends (TensorRT engines, PyTorch on CUDA); layers that lose "
         "accuracy stay FP32.",
-        choices=("fp16", "fp32"),
+        choices=PRECISIONS,
     ),
     ParameterSpec(
         "force_rebuild",

@@ -31,16 +31,20 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from mobilesam_ros.core import InvalidInputError, MobileSamError, Segmenter
-from mobilesam_ros.core.frame_sync import Frame, FrameSync, PromptRequest
-from mobilesam_ros.core.image_codec import check_raw_image
-from mobilesam_ros.core.preprocess import FrameGeometry, encode_prompts
+from mobilesam_ros.core.processing.image_codec import check_raw_image
+from mobilesam_ros.core.processing.preprocess import FrameGeometry, encode_prompts
 from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
-from mobilesam_ros.core.tracking import FlowFrame, Tracker, decode_track_prompts, estimate_motions
+from mobilesam_ros.core.stream.frame_sync import Frame, FrameSync, PromptRequest
+from mobilesam_ros.core.stream.tracking import (
+    FlowFrame,
+    Tracker,
+    decode_track_prompts,
+    estimate_motions,
+)
 from mobilesam_ros.core.visualize import draw_overlay, label_image
 from mobilesam_ros.msg import InstanceMaskArray, PromptArray
-
-from . import conversions
-from .parameters import NODE_NAME, PARAMETERS, ParameterSpec
+from mobilesam_ros.ros import conversions
+from mobilesam_ros.ros.parameters import NODE_NAME, PARAMETERS, ParameterSpec
 
 try:  # optional: the node runs without vision_msgs
     from vision_msgs.msg import Detection2D, Detection2DArray

@@ -29,7 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from mobilesam_ros.core import Segmenter  # noqa: E402
-from mobilesam_ros.core.model import write_random_checkpoint  # noqa: E402
+from mobilesam_ros.core.model.modules import write_random_checkpoint  # noqa: E402
 
 vision_msgs = pytest.importorskip("vision_msgs.msg")
 
@@ -489,7 +489,7 @@ def test_shutdown_mid_inference_is_clean(running, model):
 
 def test_tracking_keeps_ids_on_frames_without_prompts(model, ros):
     """Detections on the first frame only; later frames still get every instance, same ids."""
-    from mobilesam_ros.core.camera_sim import astronaut_camera
+    from mobilesam_ros.tools.camera_sim import astronaut_camera
 
     process = start_node(
         model,

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailableError, InvalidInputError
-from .base import Backend
+from mobilesam_ros.core.backends.base import Backend
+from mobilesam_ros.core.choices import BACKENDS, check_choice, check_device, is_cuda
+from mobilesam_ros.core.errors import BackendUnavailableError
 
-BACKEND_NAMES = ("auto", "onnxruntime", "torch", "tensorrt")
+BACKEND_NAMES = BACKENDS  # kept for callers of the old name
 
 
 def create_backend(
@@ -29,21 +30,21 @@ def create_backend(
     (tensorrt: precision, max_prompts, force_rebuild; torch: fp16).
     """
     options = dict(options or {})
-    if name not in BACKEND_NAMES:
-        raise InvalidInputError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {name!r}")
+    check_choice("backend", name, BACKENDS)
+    check_device(device)
     if name == "auto":
         name, device = _pick_fastest(device)
     if name == "onnxruntime":
-        from ..export import export_onnx
-        from .onnxruntime_backend import OnnxRuntimeBackend
+        from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from mobilesam_ros.core.model.export import export_onnx
 
         models = export_onnx(checkpoint, Path(cache_dir), progress=progress)
         return OnnxRuntimeBackend(models, device)
     if name == "torch":
-        from .torch_backend import TorchBackend
+        from mobilesam_ros.core.backends.torch_backend import TorchBackend
 
         return TorchBackend(checkpoint, device, fp16=options.get("fp16", True))
-    from .tensorrt_backend import create_tensorrt_backend
+    from mobilesam_ros.core.backends.tensorrt.backend import create_tensorrt_backend
 
     trt_options = {
         k: options[k] for k in ("precision", "max_prompts", "force_rebuild") if k in options
@@ -52,9 +53,9 @@ def create_backend(
 
 
 def _pick_fastest(device: str) -> tuple[str, str]:
-    from .onnxruntime_backend import cuda_provider_available
-    from .tensorrt_backend import tensorrt_usable
-    from .torch_backend import torch_cuda_available
+    from mobilesam_ros.core.backends.onnxruntime_backend import cuda_provider_available
+    from mobilesam_ros.core.backends.tensorrt.backend import tensorrt_usable
+    from mobilesam_ros.core.backends.torch_backend import torch_cuda_available
 
     if device == "cpu":
         return "onnxruntime", "cpu"
@@ -64,7 +65,7 @@ def _pick_fastest(device: str) -> tuple[str, str]:
         return "onnxruntime", device
     if torch_cuda_available():
         return "torch", device
-    if device.startswith("cuda"):
+    if is_cuda(device):
         raise BackendUnavailableError(
             f"device {device!r} asked for, but neither TensorRT (with cuda-python and a "
             "visible GPU), onnxruntime-gpu nor a CUDA PyTorch is installed"

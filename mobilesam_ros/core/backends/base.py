@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model_constants import LOW_RES_SIZE
+from mobilesam_ros.core.model.constants import LOW_RES_SIZE
 
 # The decoder's "no mask prompt" inputs, shared by every call without mask hints (never written).
 _NO_MASK = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32)

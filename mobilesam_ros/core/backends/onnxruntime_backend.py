@@ -6,9 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
-from ..export import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, OnnxModels
-from .base import Backend, DecoderInputs, DecoderOutputs
+from mobilesam_ros.core.backends.base import Backend, DecoderInputs, DecoderOutputs
+from mobilesam_ros.core.choices import check_device, cuda_index, is_cuda
+from mobilesam_ros.core.errors import BackendUnavailableError
+from mobilesam_ros.core.model.export import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUT,
+    OnnxModels,
+)
 
 
 def cuda_provider_available() -> bool:
@@ -32,14 +38,14 @@ class OnnxRuntimeBackend(Backend):
         self._ort = onnxruntime
         if device == "auto":
             device = "cuda" if cuda_provider_available() else "cpu"
-        if device.startswith("cuda"):
+        if is_cuda(check_device(device)):
             if not cuda_provider_available():
                 raise BackendUnavailableError(
                     f"device {device!r} needs onnxruntime with the CUDA execution provider "
                     "(pip install onnxruntime-gpu); this onnxruntime has "
                     f"{onnxruntime.get_available_providers()}"
                 )
-            device_id = int(device.partition(":")[2] or 0)
+            device_id = cuda_index(device)
             self._providers: list[Any] = [
                 ("CUDAExecutionProvider", {"device_id": device_id}),
                 "CPUExecutionProvider",

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
-from .base import Backend, DecoderInputs, DecoderOutputs
+from mobilesam_ros.core.backends.base import Backend, DecoderInputs, DecoderOutputs
+from mobilesam_ros.core.choices import check_device, is_cuda
+from mobilesam_ros.core.errors import BackendUnavailableError
 
 
 def torch_cuda_available() -> bool:
@@ -31,24 +32,20 @@ class TorchBackend(Backend):
             raise BackendUnavailableError(
                 "backend 'torch' needs PyTorch (pip install torch)"
             ) from exc
-        from ..model import load_modules
+        from mobilesam_ros.core.model.modules import load_modules
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        if is_cuda(check_device(device)) and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r}: this PyTorch sees no CUDA device")
-        if device != "cpu" and not device.startswith("cuda"):
-            raise BackendUnavailableError(
-                f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
-            )
         self._torch = torch
         self.device = device
         modules = load_modules(checkpoint)
         self._encoder = modules.encoder.to(device)
         self._decoders = {m: modules.decoder(m).to(device) for m in (False, True)}
         self._device_pipeline = None
-        if device.startswith("cuda"):
-            from .torch_device import DevicePipeline
+        if is_cuda(device):
+            from mobilesam_ros.core.backends.torch_device import DevicePipeline
 
             # GPU: pre/post-processing on the device, FP16 encoder replayed from a CUDA graph.
             self._device_pipeline = DevicePipeline(self._encoder, device, fp16=fp16)

@@ -16,8 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model_constants import IMAGE_SIZE, LOW_RES_SIZE
-from ..preprocess import PIXEL_MEAN, PIXEL_STD, FrameGeometry, validate_image
+from mobilesam_ros.core.model.constants import IMAGE_SIZE, LOW_RES_SIZE
+from mobilesam_ros.core.processing.preprocess import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    FrameGeometry,
+    validate_image,
+)
 
 _UPSCALE = IMAGE_SIZE // LOW_RES_SIZE
 

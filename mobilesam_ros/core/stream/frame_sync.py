@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidInputError
-from .prompts import Prompt
+from mobilesam_ros.core.choices import SYNC_POLICIES, check_choice
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.prompts import Prompt
 
-SYNC_POLICIES = ("exact", "nearest", "latest")
 # Images whose stamps go back further than this are taken as a clock jump (a bag restarted, sim
 # time reset): the cache is cleared instead of mixing two timelines.
 CLOCK_JUMP_NS = 1_000_000_000
@@ -74,10 +74,7 @@ class FrameSync:
         self.dropped: Counter[str] = Counter()
 
     def configure(self, policy: str, max_offset: float, max_wait: float) -> None:
-        if policy not in SYNC_POLICIES:
-            raise InvalidInputError(
-                f"sync policy must be one of {', '.join(SYNC_POLICIES)}, got {policy!r}"
-            )
+        check_choice("sync policy", policy, SYNC_POLICIES)
         if max_offset < 0 or max_wait < 0:
             raise InvalidInputError("max_offset and max_wait must not be negative")
         self.policy = policy

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .model_constants import IMAGE_SIZE, LOW_RES_SIZE
-from .preprocess import FrameGeometry
+from mobilesam_ros.core.model.constants import IMAGE_SIZE, LOW_RES_SIZE
+from mobilesam_ros.core.processing.preprocess import FrameGeometry
 
 _UPSCALE = IMAGE_SIZE // LOW_RES_SIZE  # 4
 

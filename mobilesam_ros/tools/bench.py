@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import Segmenter
-from .core.checkpoint import default_cache_dir
+from mobilesam_ros.core import Segmenter
+from mobilesam_ros.core.model.checkpoint import default_cache_dir
 
 FRAME_SIZE = (480, 640)  # (H, W)
 
@@ -79,7 +79,7 @@ def run_benchmark(
 ) -> dict[str, float]:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if checkpoint is None:
-        from .core.model import write_random_checkpoint
+        from mobilesam_ros.core.model.modules import write_random_checkpoint
 
         checkpoint = str(cache / "random-weights-seed0.pt")
         if not os.path.isfile(checkpoint):

@@ -7,18 +7,17 @@ TensorRT engines later). Finding a cached export needs no PyTorch; exporting doe
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import file_sha256
+from mobilesam_ros.core.files import exclusive_lock, write_atomically
+from mobilesam_ros.core.model.checkpoint import file_sha256
 
 # Bump when the graphs change (inputs, outputs, operators), so stale caches are not reused.
 EXPORT_FORMAT_VERSION = 2
@@ -76,21 +75,11 @@ def export_onnx(
     if models.all_present() and not force:
         return models
     models.directory.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(models.directory / ".lock"):
+    with exclusive_lock(models.directory / ".lock"):
         if models.all_present() and not force:  # another process finished it meanwhile
             return models
         _export_all(checkpoint, models, progress)
     return models
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _say(enabled: bool, message: str) -> None:
@@ -101,7 +90,7 @@ def _say(enabled: bool, message: str) -> None:
 def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
     import torch
 
-    from .model import load_modules
+    from mobilesam_ros.core.model.modules import load_modules
 
     _say(progress, f"exporting ONNX graphs of {checkpoint.name} to {models.directory}")
     modules = load_modules(checkpoint)
@@ -121,13 +110,7 @@ def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
     for index, (label, target, export) in enumerate(steps, start=1):
         started = time.perf_counter()
         _say(progress, f"[{index}/{len(steps)}] exporting {label} ...")
-        fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=models.directory)
-        os.close(fd)
-        try:
-            export(Path(tmp))
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomically(target, export)
         _say(
             progress,
             f"[{index}/{len(steps)}] {label} done in {time.perf_counter() - started:.1f} s",
@@ -190,7 +173,7 @@ def _quiet_exporter() -> Iterator[None]:
 def export_encoder(encoder: object, path: Path) -> None:
     import torch
 
-    from .model_constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE
+    from mobilesam_ros.core.model.constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE
 
     dummy = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     _onnx_export(
@@ -205,7 +188,7 @@ def export_encoder(encoder: object, path: Path) -> None:
 def export_decoder(decoder: Any, path: Path) -> None:
     import torch
 
-    from .model_constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, LOW_RES_SIZE
+    from mobilesam_ros.core.model.constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, LOW_RES_SIZE
 
     num_prompts, num_points = 2, 3
     args = (

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from .errors import InvalidInputError
-from .model_constants import LOW_RES_SIZE
-from .preprocess import CHANNEL_ORDERS, FrameGeometry
-from .prompts import Prompt, PromptMask, decode_prompts
-from .segmenter import ImageEmbedding, Segmenter
-from .visualize import mask_box
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.model.constants import LOW_RES_SIZE
+from mobilesam_ros.core.processing.preprocess import CHANNEL_ORDERS, FrameGeometry
+from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
+from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
+from mobilesam_ros.core.visualize import mask_box
 
 Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max in pixels, inclusive
 

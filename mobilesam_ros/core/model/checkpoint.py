@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError, DownloadError
+from mobilesam_ros.core.errors import CheckpointError, DownloadError
 
 if TYPE_CHECKING:
     import torch

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import InvalidInputError
-from .model_constants import IMAGE_SIZE
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.model.constants import IMAGE_SIZE
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)

@@ -33,9 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from ..engine_cache import (
+from mobilesam_ros.core.backends.base import (
+    Backend,
+    DecoderInputs,
+    DecoderOutputs,
+    decode_in_chunks,
+)
+from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     DEFAULT_MAX_PROMPTS,
-    DEFAULT_PRECISION,
     DEFAULT_WORKSPACE_MIB,
     FP32_LEVELS,
     FP32_POLICY_VERSION,
@@ -53,17 +58,22 @@ from ..engine_cache import (
     read_engine,
     write_engine,
 )
-from ..errors import BackendUnavailableError, InvalidInputError
-from ..export import (
+from mobilesam_ros.core.choices import DEFAULT_PRECISION, cuda_index
+from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
+from mobilesam_ros.core.files import exclusive_lock
+from mobilesam_ros.core.model.constants import (
+    EMBEDDING_CHANNELS,
+    EMBEDDING_SIZE,
+    IMAGE_SIZE,
+    LOW_RES_SIZE,
+)
+from mobilesam_ros.core.model.export import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
     ENCODER_INPUT,
     ENCODER_OUTPUT,
     OnnxModels,
-    _exclusive_lock,
 )
-from ..model_constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE, LOW_RES_SIZE
-from .base import Backend, DecoderInputs, DecoderOutputs, decode_in_chunks
 
 MIN_TENSORRT = (8, 5)  # first release with the named-tensor API (execute_async_v3)
 _HEARTBEAT_SECONDS = 30.0
@@ -232,17 +242,15 @@ class CudaApi:
 
 def parse_device(device: str) -> int:
     """'auto', 'cuda' or 'cuda:N' -> N (TensorRT runs only on CUDA GPUs)."""
-    if device in ("auto", "cuda"):
-        return 0
-    match = re.fullmatch(r"cuda:(\d+)", device)
-    if match:
-        return int(match[1])
     if device == "cpu":
         raise BackendUnavailableError(
             "backend 'tensorrt' runs on a CUDA GPU; device 'cpu' asked for "
             "(use backend 'onnxruntime' on the CPU)"
         )
-    raise BackendUnavailableError(f"device must be 'auto', 'cuda' or 'cuda:N', got {device!r}")
+    try:
+        return cuda_index(device)
+    except InvalidInputError as exc:
+        raise BackendUnavailableError(str(exc)) from exc
 
 
 def tensorrt_usable() -> bool:
@@ -716,7 +724,7 @@ def engine_specs(
     precision: str,
     profile: DecoderProfile,
 ) -> dict[str, EngineSpec]:
-    from ..checkpoint import file_sha256
+    from mobilesam_ros.core.model.checkpoint import file_sha256
 
     gpu_name, capability = cuda.device_identity(device_id)
     onnx_files = {
@@ -802,7 +810,7 @@ def ensure_engines(
             return _read_all(specs, paths)
     folder.mkdir(parents=True, exist_ok=True)
     set_key = hashlib.sha256("".join(specs[g].key for g in GRAPHS).encode()).hexdigest()
-    with _exclusive_lock(folder / f".build-{set_key[:16]}.lock"):
+    with exclusive_lock(folder / f".build-{set_key[:16]}.lock"):
         reasons = {g: needs_rebuild(paths[g], specs[g], force_rebuild) for g in GRAPHS}
         if not any(reasons.values()):  # built by another process while this one waited
             return _read_all(specs, paths)
@@ -835,8 +843,8 @@ def _build_all(
     while the level they were built at is the one needed; the set starts at the highest level
     any of them records.
     """
-    from ..engine_check import SELF_CHECK_MIN_IOU, run_self_check
-    from .onnxruntime_backend import OnnxRuntimeBackend
+    from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mobilesam_ros.core.backends.tensorrt.self_check import SELF_CHECK_MIN_IOU, run_self_check
 
     precision = specs["encoder"].precision
     spec = specs["encoder"]
@@ -950,7 +958,7 @@ def create_tensorrt_backend(
 ) -> TensorRtBackend:
     """Export (or find) the ONNX graphs, ensure the engines, and load them."""
     _open(device, precision, max_prompts)  # fail fast, before the export and the build
-    from ..export import export_onnx
+    from mobilesam_ros.core.model.export import export_onnx
 
     models = export_onnx(checkpoint, Path(cache_dir), progress=progress)
     engines = ensure_engines(

@@ -20,16 +20,17 @@ import json
 import os
 import shlex
 import struct
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInputError, MobileSamError
-from .export import DECODER_INPUTS, _exclusive_lock
-from .model_constants import LOW_RES_SIZE
+from mobilesam_ros.core.choices import PRECISIONS
+from mobilesam_ros.core.errors import InvalidInputError, MobileSamError
+from mobilesam_ros.core.files import exclusive_lock, write_bytes_atomically
+from mobilesam_ros.core.model.constants import LOW_RES_SIZE
+from mobilesam_ros.core.model.export import DECODER_INPUTS
 
 ENGINE_FILE_MAGIC = b"MSAMTRT1"
 _LENGTH = struct.Struct("<I")
@@ -38,8 +39,6 @@ _HEADER_SIZE = len(ENGINE_FILE_MAGIC) + _LENGTH.size
 _MAX_METADATA_BYTES = 16 << 20
 
 GRAPHS = ("encoder", "decoder_single", "decoder_multi")
-PRECISIONS = ("fp16", "fp32")
-DEFAULT_PRECISION = "fp16"
 # Same as the Segmenter's default max_batch: one decoder call per frame for up to 64 prompts.
 DEFAULT_MAX_PROMPTS = 64
 # Prompt tokens per prompt: points plus the two box corners (or SAM's one padding point).
@@ -203,16 +202,8 @@ def write_engine(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = encode_engine_file(key, engine, metadata)
-    with _exclusive_lock(Path(f"{path}.lock")):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+    with exclusive_lock(f"{path}.lock"):
+        write_bytes_atomically(path, data)
     return _parse_header(path, data)[0]
 
 

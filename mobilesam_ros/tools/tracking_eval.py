@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .core import InvalidInputError, Segmenter
-from .core.prompts import Prompt
-from .core.tracking import FlowFrame, Tracker, decode_track_prompts
+from mobilesam_ros.core import InvalidInputError, Segmenter
+from mobilesam_ros.core.prompts import Prompt
+from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker, decode_track_prompts
 
 Box = tuple[float, float, float, float]
 
@@ -120,7 +120,7 @@ def simulated_sequence(
     frames: int, objects: int = 5
 ) -> Iterator[tuple[np.ndarray, dict[str, Box]]]:
     """The simulated camera over the astronaut photo, with the first `objects` objects' boxes."""
-    from .core.camera_sim import astronaut_camera
+    from mobilesam_ros.tools.camera_sim import astronaut_camera
 
     camera = astronaut_camera()
     for index in range(frames):

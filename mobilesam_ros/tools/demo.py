@@ -27,9 +27,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from mobilesam_ros.core import MobileSamError
-from mobilesam_ros.core.camera_sim import astronaut_camera
-from mobilesam_ros.core.checkpoint import resolve_checkpoint
+from mobilesam_ros.core.model.checkpoint import resolve_checkpoint
 from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray
+from mobilesam_ros.tools.camera_sim import astronaut_camera
 
 
 def _seg_node_executable() -> Path:

@@ -13,10 +13,10 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from .backends.base import Backend, DecoderInputs
-from .errors import MobileSamError
-from .postprocess import masks_from_logits
-from .preprocess import ImagePreprocessor, encode_prompts
+from mobilesam_ros.core.backends.base import Backend, DecoderInputs
+from mobilesam_ros.core.errors import MobileSamError
+from mobilesam_ros.core.processing.postprocess import masks_from_logits
+from mobilesam_ros.core.processing.preprocess import ImagePreprocessor, encode_prompts
 
 SELF_CHECK_PHOTO = "astronaut.jpg"
 # Boxes on the 256x256 photo, x_min, y_min, x_max, y_max: face, whole person, helmet,

@@ -18,9 +18,15 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransfor
 from segment_anything.modeling.transformer import Attention
 from torch import nn
 
-from .checkpoint import UNUSED_ENCODER_KEYS, load_state_dict, match_state_dict, split_model_parts
-from .model_constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE
-from .tiny_vit import TinyViTEncoder
+from mobilesam_ros.core.files import write_atomically
+from mobilesam_ros.core.model.checkpoint import (
+    UNUSED_ENCODER_KEYS,
+    load_state_dict,
+    match_state_dict,
+    split_model_parts,
+)
+from mobilesam_ros.core.model.constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE
+from mobilesam_ros.core.model.tiny_vit import TinyViTEncoder
 
 
 def build_prompt_encoder() -> PromptEncoder:
@@ -284,12 +290,7 @@ def write_random_checkpoint(path: str | os.PathLike[str], seed: int = 0) -> Path
     for part, tensors in parts.items():
         for key, tensor in tensors.items():
             state[f"{part}.{key}"] = _randomized(key, tensor, generator)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def _randomized(key: str, tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

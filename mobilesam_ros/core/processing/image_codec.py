@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import InvalidInputError
+from mobilesam_ros.core.errors import InvalidInputError
 
 # Encoding name -> (bytes per pixel, channel order the model can read directly, or None).
 _DIRECT = {
