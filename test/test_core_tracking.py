@@ -22,7 +22,7 @@ from tracking_scenes import (
 )
 
 from mobilesam_ros.core.errors import InvalidInputError
-from mobilesam_ros.core.prompts import Prompt
+from mobilesam_ros.core.prompts import PROMPTED, PROPAGATED, Prompt
 from mobilesam_ros.core.segmenter import SegmentationResult
 from mobilesam_ros.core.stream import tracking as tr
 from mobilesam_ros.core.visualize import mask_box
@@ -160,6 +160,7 @@ def detect(box, class_id="thing", score=0.5, detection_id="", pad=0.0) -> Prompt
         class_id=class_id,
         detection_score=score,
         source=detection_id,
+        from_detector=True,
     )
 
 
@@ -175,23 +176,27 @@ def test_matching_detection_refreshes_its_track_and_a_far_one_starts_a_track():
     a, b = (obj.box(0) for obj in scene.objects)
     tracker = tr.Tracker(max_age=5.0)
     out = run(tracker, scene, 0, 0.0, [detect(a, "cat", 0.4, "d0")])
-    assert [(m.prompt.id, m.prompt.class_id) for m in out] == [("t1", "cat")]
+    assert [(m.track_id, m.prompt.id, m.prompt.class_id) for m in out] == [("t1", "d0", "cat")]
     assert np.array_equal(out[0].mask, scene.render(0)[1][0])
     refresh = detect(a, "kitten", 0.8, "d1", pad=6.0)  # a looser box on the same object
     out = run(tracker, scene, 1, 0.1, [refresh, detect(b, "person", 0.7, "d2")])
-    assert [(m.prompt.id, m.prompt.class_id, m.prompt.detection_score) for m in out] == [
-        ("t1", "kitten", 0.8),
-        ("t2", "person", 0.7),
+    assert [
+        (m.track_id, m.prompt.id, m.prompt.class_id, m.prompt.detection_score) for m in out
+    ] == [
+        ("t1", "d1", "kitten", 0.8),
+        ("t2", "d2", "person", 0.7),
     ]
+    assert {m.origin for m in out} == {PROMPTED}
     assert out[0].prompt.box == refresh.box  # the detection's box, not the propagated one
     assert out[0].prompt.source == "d1"
     first = tracker.tracks[0]
     assert (first.detection_id, first.last_confirmed, first.born) == ("d1", 0.1, 0.0)
-    out = run(tracker, scene, 2, 0.2)  # no detections: class and score are carried on
-    assert [(m.prompt.id, m.prompt.class_id, m.prompt.source) for m in out] == [
-        ("t1", "kitten", None),
-        ("t2", "person", None),
+    out = run(tracker, scene, 2, 0.2)  # no detections: the last detection's identity is kept
+    assert [(m.track_id, m.prompt.id, m.prompt.class_id, m.prompt.source) for m in out] == [
+        ("t1", "d1", "kitten", "d1"),
+        ("t2", "d2", "person", "d2"),
     ]
+    assert {m.origin for m in out} == {PROPAGATED}
 
 
 def test_greedy_association_gives_a_track_to_its_best_detection_only():
@@ -201,7 +206,8 @@ def test_greedy_association_gives_a_track_to_its_best_detection_only():
     run(tracker, scene, 0, 0.0, [detect(a)])
     loose, tight = detect(a, "loose", pad=20.0), detect(a, "tight", pad=2.0)
     out = run(tracker, scene, 1, 0.1, [loose, tight])
-    assert [(m.prompt.id, m.prompt.class_id) for m in out] == [("t1", "tight"), ("t2", "loose")]
+    # The best box refreshes t1, the other starts t2; outputs keep the prompts' order.
+    assert [(m.track_id, m.prompt.class_id) for m in out] == [("t2", "loose"), ("t1", "tight")]
 
 
 def test_click_prompts_start_tracks_and_ids_are_never_reused():
@@ -212,14 +218,14 @@ def test_click_prompts_start_tracks_and_ids_are_never_reused():
     center = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
     click = Prompt(id="click_0", points=(center,), point_labels=(1,))
     plan = tracker.plan(tr.FlowFrame(scene.render(1)[0]), 0.1, [click])
-    assert [(p.prompt.id, p.origin, p.detection_id) for p in plan.prompts] == [
+    assert [(p.track_id, p.origin, p.detection_id) for p in plan.prompts] == [
         ("t1", tr.ORIGIN_PROPAGATED, ""),
         ("t2", tr.ORIGIN_NEW, "click_0"),
     ]
     tracker.reset()
     assert not tracker.active
     out = run(tracker, scene, 2, 0.2, [detect(a)])
-    assert [m.prompt.id for m in out] == ["t3"]  # t2's plan was dropped, its id stays used
+    assert [m.track_id for m in out] == ["t3"]  # t2's plan was dropped, its id stays used
 
 
 def test_track_ends_when_unconfirmed_for_max_age():
@@ -232,6 +238,30 @@ def test_track_ends_when_unconfirmed_for_max_age():
     assert not tracker.active
 
 
+def test_click_tracks_outlive_max_age_and_a_second_click_replaces_rather_than_stacks():
+    scene = still_scene()
+    a, b = (obj.box(0) for obj in scene.objects)
+    tracker = tr.Tracker(max_age=0.2)
+    center = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
+    click = Prompt(id="click_1", points=(center,), point_labels=(1,))
+    out = run(tracker, scene, 0, 0.0, [click, detect(b, "person", 0.7, "d0")])
+    assert [(m.track_id, m.prompt.id) for m in out] == [("t1", "click_1"), ("t2", "d0")]
+    for step in range(1, 6):  # 1 s without prompts: the detection's track ends, the click's not
+        out = run(tracker, scene, 0, step / 5)
+    assert [(m.track_id, m.prompt.id, m.origin) for m in out] == [("t1", "click_1", PROPAGATED)]
+    again = Prompt(id="click_2", points=((center[0] + 5, center[1] - 5),), point_labels=(1,))
+    out = run(tracker, scene, 0, 1.2, [again])
+    assert [(m.track_id, m.prompt.id, m.origin) for m in out] == [("t1", "click_2", PROMPTED)]
+    assert tracker.counts[tr.ENDED_MAX_AGE] == 1
+
+
+def test_prompt_max_age_limits_prompt_tracks():
+    scene = still_scene()
+    tracker = tr.Tracker(max_age=10.0, prompt_max_age=0.3)
+    run(tracker, scene, 0, 0.0, [Prompt(id="p", box=scene.objects[0].box(0))])
+    assert run(tracker, scene, 0, 0.3) and not run(tracker, scene, 0, 0.4)
+
+
 def test_track_ends_when_predicted_iou_stays_low():
     scene = still_scene()
     score_of_first = [0.9]  # the double's "predicted IoU" for object 0; object 1 stays at 0.9
@@ -241,7 +271,7 @@ def test_track_ends_when_predicted_iou_stays_low():
     ids = []
     for frame, score in enumerate([0.3, 0.3, 0.9, 0.3, 0.3, 0.3, 0.3], start=1):
         score_of_first[0] = score
-        ids.append([m.prompt.id for m in run(tracker, scene, frame, frame / 10, (), double)])
+        ids.append([m.track_id for m in run(tracker, scene, frame, frame / 10, (), double)])
     # The streak restarts after a good frame; the third bad frame in a row ends the track.
     assert ids == [["t1", "t2"]] * 5 + [["t2"]] * 2
     assert tracker.counts[tr.ENDED_LOW_IOU] == 1
@@ -272,7 +302,7 @@ def test_track_ends_when_its_propagated_box_leaves_the_image():
         if not out:
             ended_at = frame
             break
-        assert out[0].prompt.id == "t1"
+        assert out[0].track_id == "t1"
     # Fully out of the image from frame 10 (x_max = 229 - 25 k < 0); half out from frame 6.
     # Points that leave the image cannot be followed: the track coasts on its last velocity.
     assert ended_at is not None and 6 <= ended_at <= 10
@@ -349,11 +379,16 @@ def test_ids_persist_over_30_frames_with_detections_every_10th():
                 fresh.append(detect(box, classes[index], 0.6, f"det{frame}_{index}"))
         out = run(tracker, scene, frame, frame / 30, fresh, double)
         planned = double.calls[-1]
-        assert [m.prompt.id for m in out] == ["t1", "t2", "t3"]
+        assert sorted(m.track_id for m in out) == ["t1", "t2", "t3"]
         assert [t.track_id for t in tracker.tracks] == ["t1", "t2", "t3"]
         if frame == 0:
             order = [int(p.detection_id[-1]) for p in planned]
             truth = [classes[i] for i in order]  # the first detection order assigns the ids
+        if fresh:  # prompt order on detection frames, creation order in between
+            assert [m.prompt.id for m in out] == [p.id for p in fresh]
+        else:
+            assert [m.track_id for m in out] == ["t1", "t2", "t3"]
+        out.sort(key=lambda m: m.track_id)
         assert [m.prompt.class_id for m in out] == truth
         origins = {p.origin for p in planned}
         if frame == 0:
@@ -391,7 +426,7 @@ class RecordingSegmenter:
 
 def planned(box, origin, hint=None, track_id="t1", points=()):
     prompt = Prompt(id=track_id, box=box, points=points, point_labels=(1,) * len(points))
-    return tr.TrackPrompt(prompt, origin, mask_input=hint)
+    return tr.TrackPrompt(prompt, origin, track_id, mask_input=hint)
 
 
 def test_decode_track_prompts_passes_each_prompts_hint_in_one_call_per_structure():

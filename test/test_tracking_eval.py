@@ -46,6 +46,7 @@ def test_propagated_boxes_follow_the_simulated_camera():
     assert report.iou_between_detections > 0.85, report
     assert report.share_frames_all_tracked == 1.0
     assert report.id_switches == 0
+    assert report.share_prompt_ids_kept == 1.0
 
 
 def test_bad_settings_are_refused():

@@ -129,7 +129,8 @@ class SceneDecoderDouble:
     """A deterministic stand-in for the mask decoder, for tests of the tracker logic only.
 
     For each prompt box it returns the ground-truth mask of the scene object whose box overlaps
-    it most (empty when none overlaps by IoU 0.2); its "predicted IoU" comes from `iou_of`.
+    it most (empty when none overlaps by IoU 0.2), for a click the object under its point; its
+    "predicted IoU" comes from `iou_of`.
     These masks and scores are test fixtures, never model output.
     """
 
@@ -143,6 +144,10 @@ class SceneDecoderDouble:
         results = []
         for planned in prompts:
             best, best_overlap = None, 0.2
+            if planned.prompt.box is None:  # a click: the object under its first point
+                x, y = (int(v) for v in planned.prompt.points[0])
+                hits = [i for i, mask in enumerate(self.masks) if mask[y, x]]
+                best = hits[-1] if hits else None
             for index, mask in enumerate(self.masks):
                 box = mask_box(mask)
                 if box is None or planned.prompt.box is None:

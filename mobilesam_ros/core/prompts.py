@@ -23,6 +23,7 @@ class Prompt:
     class_id: str = ""
     detection_score: float = 0.0
     source: object = field(default=None, compare=False)  # e.g. the detection it came from
+    from_detector: bool = False  # detections start tracks that end unless re-detected
 
     @property
     def structure(self) -> tuple[bool, int]:
@@ -30,14 +31,26 @@ class Prompt:
         return self.box is not None, len(self.points)
 
 
+# Values of PromptMask.origin (and of InstanceMask.origin).
+PROMPTED = 0  # decoded from a prompt or detection of this very frame
+PROPAGATED = 1  # carried by tracking from an earlier frame
+
+
 @dataclass(frozen=True)
 class PromptMask:
-    """The result for one prompt."""
+    """The result for one prompt.
+
+    With tracking, `prompt` is the prompt or detection that last confirmed the instance (its
+    id, class and score), `track_id` the instance's stable id and `origin` says whether this
+    frame's mask answers a fresh prompt or was propagated.
+    """
 
     prompt: Prompt
     mask: np.ndarray  # (H, W) bool
     predicted_iou: float
     low_res_logits: np.ndarray  # (256, 256) float32
+    track_id: str = ""
+    origin: int = PROMPTED
 
 
 def decode_prompts(

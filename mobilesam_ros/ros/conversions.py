@@ -91,25 +91,28 @@ def prompts_from_detections(message: Any) -> list[Prompt]:
                 class_id=class_id,
                 detection_score=score,
                 source=detection,
+                from_detector=True,
             )
         )
     return prompts
 
 
-def prompt_from_click(message: Any, index: int) -> Prompt:
-    """geometry_msgs/PointStamped in image pixels -> one foreground point prompt."""
-    x, y = float(message.point.x), float(message.point.y)
+def prompt_from_click(point: Any, index: int) -> Prompt:
+    """A clicked geometry_msgs/Point in image pixels -> one foreground point prompt."""
+    x, y = float(point.x), float(point.y)
     return Prompt(id=f"click_{index}", points=((x, y),), point_labels=(1,))
 
 
 def instance_mask_array(header: Any, results: Sequence[PromptMask]) -> InstanceMaskArray:
-    """InstanceMaskArray with roi-cropped mono8 masks (255 = object), in prompt order."""
+    """InstanceMaskArray with roi-cropped mono8 masks (255 = object), in the results' order."""
     array = InstanceMaskArray()
     array.header = header
     instances = []
     for result in results:
         instance = InstanceMask()
         instance.id = result.prompt.id
+        instance.track_id = result.track_id
+        instance.origin = result.origin
         instance.class_id = result.prompt.class_id
         instance.detection_score = float(result.prompt.detection_score)
         instance.predicted_iou = float(result.predicted_iou)
@@ -126,6 +129,19 @@ def instance_mask_array(header: Any, results: Sequence[PromptMask]) -> InstanceM
         instances.append(instance)
     array.instances = instances
     return array
+
+
+def instance_full_mask(instance: Any, height: int, width: int) -> np.ndarray:
+    """An InstanceMask (roi-cropped mono8) -> the (height, width) bool mask of the whole image."""
+    full = np.zeros((height, width), bool)
+    roi = instance.roi
+    if roi.width and roi.height:
+        crop = np.frombuffer(bytes(instance.mask.data), np.uint8)
+        crop = crop.reshape(roi.height, instance.mask.step)[:, : roi.width]
+        full[roi.y_offset : roi.y_offset + roi.height, roi.x_offset : roi.x_offset + roi.width] = (
+            crop > 0
+        )
+    return full
 
 
 def refined_detections(header: Any, results: Sequence[PromptMask], detection_types: Any) -> Any:

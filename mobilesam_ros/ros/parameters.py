@@ -6,9 +6,19 @@ The single source for the node's declarations, `config/seg.yaml` and the launch 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from mobilesam_ros.core.choices import BACKENDS, DEFAULT_PRECISION, PRECISIONS, SYNC_POLICIES
+from mobilesam_ros.core.choices import (
+    BACKENDS,
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    SYNC_POLICIES,
+    check_device,
+)
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.stream.pipeline import StreamSettings
 
 NODE_NAME = "mobilesam"
 
@@ -131,9 +141,18 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "tracking.max_age",
         1.0,
-        "Seconds a track lives on without a matching detection or prompt.",
+        "Seconds a detector-started track lives on without a matching detection.",
         min_value=0.05,
         max_value=60.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "tracking.prompt_max_age",
+        0.0,
+        "Seconds a track started by a prompt or click lives on without a new prompt on it "
+        "(0: no limit; it ends when the object is lost).",
+        min_value=0.0,
+        max_value=3600.0,
         dynamic=True,
     ),
     ParameterSpec(
@@ -162,6 +181,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         dynamic=True,
     ),
     ParameterSpec(
+        "diagnostics.stale_after",
+        2.0,
+        "Seconds without an image after which /diagnostics reports the input as stale (WARN).",
+        min_value=0.1,
+        max_value=3600.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
         "diagnostics_period",
         1.0,
         "Seconds between /diagnostics messages.",
@@ -169,6 +196,46 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         max_value=60.0,
     ),
 )
+
+
+# Parameters that the stream pipeline applies between jobs, by StreamSettings field.
+STREAM_SETTINGS = {
+    "sync_policy": "sync.policy",
+    "sync_max_offset": "sync.max_offset",
+    "sync_max_wait": "sync.max_wait",
+    "max_prompts": "max_prompts",
+    "mask_threshold": "mask_threshold",
+    "tracking_max_age": "tracking.max_age",
+    "tracking_prompt_max_age": "tracking.prompt_max_age",
+    "tracking_min_iou": "tracking.min_iou",
+    "tracking_iou_match": "tracking.iou_match",
+    "tracking_margin": "tracking.margin",
+}
+
+
+def stream_settings(value_of: Callable[[str], Any]) -> StreamSettings:
+    """The pipeline's settings from parameter values (`value_of(name)`)."""
+    return StreamSettings(**{field: value_of(name) for field, name in STREAM_SETTINGS.items()})
+
+
+def check_value(spec: ParameterSpec, value: Any) -> str | None:
+    """None if `value` is accepted for `spec`, else the reason, naming the accepted values."""
+    if spec.choices and value not in spec.choices:
+        return (
+            f"parameter {spec.name} = {value!r} is not accepted; "
+            f"accepted values: {', '.join(spec.choices)}"
+        )
+    if spec.min_value is not None and not (spec.min_value <= value <= spec.max_value):
+        return (
+            f"parameter {spec.name} = {value!r} is out of range "
+            f"[{spec.min_value}, {spec.max_value}]"
+        )
+    if spec.name == "device":
+        try:
+            check_device(value)
+        except InvalidInputError as exc:
+            return f"parameter {exc}"
+    return None
 
 
 def parameter(name: str) -> ParameterSpec:

@@ -121,9 +121,10 @@ class DemoClient(Node):
             if best is None or _box_iou(roi_box, boxes[best]) < 0.3 or best in matched:
                 continue
             matched.add(best)
-            if best in self.followed_by and self.followed_by[best] != instance.id:
+            identity = instance.track_id or instance.id  # track ids with tracking on
+            if best in self.followed_by and self.followed_by[best] != identity:
                 self.id_switches += 1
-            self.followed_by[best] = instance.id
+            self.followed_by[best] = identity
         self.complete_answers += matched == set(visible)
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:

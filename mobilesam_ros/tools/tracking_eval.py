@@ -35,7 +35,8 @@ class TrackingReport:
     iou_all_frames: float
     share_iou_over_half: float
     share_frames_all_tracked: float
-    id_switches: int
+    id_switches: int  # an object's masks moving to another track_id
+    share_prompt_ids_kept: float  # outputs whose id is still their object's prompt id
 
     def lines(self) -> list[str]:
         return [
@@ -44,7 +45,8 @@ class TrackingReport:
             f"mean mask IoU, all frames:                {self.iou_all_frames:.3f}",
             f"object-frames with IoU >= 0.5:            {self.share_iou_over_half:.3f}",
             f"frames with a mask for every object:      {self.share_frames_all_tracked:.3f}",
-            f"id switches:                              {self.id_switches}",
+            f"id switches (track_id):                   {self.id_switches}",
+            f"outputs keeping their prompt's id:        {self.share_prompt_ids_kept:.3f}",
         ]
 
 
@@ -71,6 +73,7 @@ def evaluate_tracking(
     objects: set[str] = set()
     followed_by: dict[str, str] = {}
     switches = 0
+    outputs_total = outputs_with_prompt_id = 0
     for index, (bgr, boxes) in enumerate(frames):
         frame_count += 1
         names = list(boxes)
@@ -78,27 +81,32 @@ def evaluate_tracking(
         embedding = segmenter.encode(bgr, "bgr")
         reference = segmenter.decode(embedding, boxes=np.array([boxes[n] for n in names]))
         detected = index % detector_every == 0
-        fresh = [Prompt(id=name, box=tuple(boxes[name])) for name in names] if detected else []
+        fresh = (
+            [Prompt(id=name, box=tuple(boxes[name]), from_detector=True) for name in names]
+            if detected
+            else []
+        )
         outputs = tracker.step(
             FlowFrame.from_image(bgr, "bgr"),
             index / fps,
             fresh,
             lambda planned, emb=embedding: decode_track_prompts(segmenter, emb, planned),
         )
-        masks_by_track = {result.prompt.id: result.mask for result in outputs}
-        track_of = {t.detection_id: t.track_id for t in tracker.tracks}
+        # Each output keeps its prompt's id (the object name here) beside its track id.
+        by_prompt_id = {result.prompt.id: result for result in outputs}
+        outputs_total += len(outputs)
+        outputs_with_prompt_id += sum(result.prompt.id in objects for result in outputs)
         all_tracked = True
         for row, name in enumerate(names):
-            track_id = track_of.get(name)
-            mask = masks_by_track.get(track_id) if track_id is not None else None
-            if mask is None:
+            result = by_prompt_id.get(name)
+            if result is None:
                 all_tracked = False
                 iou = 0.0
             else:
-                iou = _iou(mask, reference.masks[row])
-                if name in followed_by and followed_by[name] != track_id:
+                iou = _iou(result.mask, reference.masks[row])
+                if name in followed_by and followed_by[name] != result.track_id:
                     switches += 1
-                followed_by[name] = track_id
+                followed_by[name] = result.track_id
             every.append(iou)
             if not detected:
                 between.append(iou)
@@ -113,6 +121,7 @@ def evaluate_tracking(
         share_iou_over_half=float(np.mean(np.array(every) >= 0.5)) if every else float("nan"),
         share_frames_all_tracked=frames_all_tracked / frame_count,
         id_switches=switches,
+        share_prompt_ids_kept=outputs_with_prompt_id / outputs_total if outputs_total else 1.0,
     )
 
 

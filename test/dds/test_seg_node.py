@@ -93,6 +93,7 @@ class Client:
         )
         self.prompts_pub = node.create_publisher(PromptArray, prefix + "prompts", qos)
         self.click_pub = node.create_publisher(PointStamped, prefix + "clicked_point", qos)
+        self.pixel_pub = node.create_publisher(Point, prefix + "clicked_pixel", qos)
         self.detections_pub = node.create_publisher(
             vision_msgs.Detection2DArray, prefix + "detections", qos
         )
@@ -175,10 +176,12 @@ class Client:
         while time.monotonic() < end:
             rclpy.spin_once(self.node, timeout_sec=0.05)
 
-    def masks_for(self, header: Header, count: int = 1):
+    def masks_for(self, header: Header, count: int = 1, where=lambda message: True):
         def arrived():
             """masks with the image's stamp"""
-            matches = [m for m in self.received["masks"] if m.header.stamp == header.stamp]
+            matches = [
+                m for m in self.received["masks"] if m.header.stamp == header.stamp and where(m)
+            ]
             return matches if len(matches) >= count else None
 
         return self.spin_until(arrived)
@@ -353,6 +356,18 @@ def test_clicked_point_with_zero_stamp_uses_newest_frame(running, model):
     assert len(answer.instances) == 1 and answer.instances[0].id.startswith("click")
 
 
+def test_rqt_image_view_clicks_are_answered_on_the_newest_frame(running, model):
+    """rqt_image_view publishes geometry_msgs/Point (pixels, no stamp) on <image>_mouse_left."""
+    _, client = running
+    stamp = header(105)
+    client.publish_image(stamp, PHOTOS["chelsea"])
+    client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+    client.pixel_pub.publish(Point(x=200.0, y=150.0))
+    answer = client.masks_for(stamp)[0]
+    assert len(answer.instances) == 1 and answer.instances[0].id.startswith("click")
+    assert answer.instances[0].track_id == ""  # tracking off in this node
+
+
 def diagnostics_values(client: Client) -> dict[str, str]:
     return {kv.key: kv.value for kv in client.received["diagnostics"][-1].status[0].values}
 
@@ -431,6 +446,11 @@ def test_bad_inputs_are_survived_and_counted(running, model):
     )
     assert [i.id for i in client.masks_for(after_jump)[0].instances] == ["ok"]
     wait_for_counters(client, image_cache_cleared_by_clock_jump=1)
+    # rviz's Publish Point tool: metres in a TF frame, never read as pixels.
+    client.click_pub.publish(
+        PointStamped(header=Header(frame_id="map"), point=Point(x=1.5, y=0.5, z=0.0))
+    )
+    wait_for_counters(client, clicks_in_another_frame=1)
     assert process.poll() is None
 
 
@@ -487,48 +507,98 @@ def test_shutdown_mid_inference_is_clean(running, model):
     assert "Traceback" not in output
 
 
-def test_tracking_keeps_ids_on_frames_without_prompts(model, ros):
-    """Detections on the first frame only; later frames still get every instance, same ids."""
+def detection_array(stamp: Header, detections) -> vision_msgs.Detection2DArray:
+    array = vision_msgs.Detection2DArray(header=stamp)
+    for detection_id, (x0, y0, x1, y1), label in detections:
+        detection = vision_msgs.Detection2D(header=stamp, id=detection_id)
+        center = detection.bbox.center.position
+        center.x, center.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        detection.bbox.size_x, detection.bbox.size_y = float(x1 - x0), float(y1 - y0)
+        hypothesis = vision_msgs.ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = label, 0.7
+        detection.results = [hypothesis]
+        array.detections.append(detection)
+    return array
+
+
+def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros):
+    """The default mode: detections, a frame between, reordered detections, a click that
+    outlives tracking.max_age; ids, order, origin and refined detections on every frame."""
+    from mobilesam_ros.msg import InstanceMask
+
     from mobilesam_ros.tools.camera_sim import astronaut_camera
 
     process = start_node(
         model,
         "tracking.enabled:=true",
-        "tracking.max_age:=30.0",
+        "tracking.max_age:=0.5",
         "tracking.min_iou:=0.0",
         namespace="/tracked",
         image_topic="/tracked/image",
     )
     client = Client(ros, namespace="/tracked")
+    camera = astronaut_camera()
+
+    def frame(index: int, stamp: Header) -> dict:
+        shot = camera.frame(index)
+        client.publish_image(stamp, np.ascontiguousarray(shot.bgr[..., ::-1]))
+        return shot.boxes
+
+    def summary(answer):
+        return [(i.id, i.track_id, i.origin) for i in answer.instances]
+
     try:
         client.spin_until(
             lambda: (
                 client.image_pub.get_subscription_count()
-                and client.prompts_pub.get_subscription_count()
+                and client.detections_pub.get_subscription_count()
             )
         )
-        camera = astronaut_camera()
-        answers = []
-        for index in range(4):
-            frame = camera.frame(index * 3)
-            stamp = header(400 + index, "demo_camera")
-            client.publish_image(stamp, np.ascontiguousarray(frame.bgr[..., ::-1]))
-            if index == 0:
-                prompts = [box_prompt(name, frame.boxes[name]) for name in ("face", "shuttle")]
-                client.prompts_pub.publish(PromptArray(header=stamp, prompts=prompts))
-            try:
-                answers.append(client.masks_for(stamp)[0])
-            except AssertionError:
-                process.send_signal(signal.SIGINT)
-                output = process.communicate(timeout=10)[0]
-                raise AssertionError(f"frame {index}: {output}") from None
-        ids = [[i.id for i in answer.instances] for answer in answers]
-        assert ids[0] and all(frame_ids == ids[0] for frame_ids in ids), ids
-        assert len(set(ids[0])) == 2
-        assert all(a.header.frame_id == "demo_camera" for a in answers)
+        prompted, propagated = InstanceMask.PROMPTED, InstanceMask.PROPAGATED
+        stamps = [
+            Header(stamp=Time(sec=400, nanosec=k * 100_000_000), frame_id="cam") for k in range(4)
+        ]
+        boxes = frame(0, stamps[0])
+        pairs = [("7", boxes["face"], "face"), ("9", boxes["shuttle"], "shuttle")]
+        client.detections_pub.publish(detection_array(stamps[0], pairs))
+        first = client.masks_for(stamps[0])[0]
+        assert summary(first) == [("7", "t1", prompted), ("9", "t2", prompted)]
+
+        frame(1, stamps[1])  # no prompts: propagated, ids and hypotheses carried on
+        between = client.masks_for(stamps[1])[0]
+        assert summary(between) == [("7", "t1", propagated), ("9", "t2", propagated)]
+        assert [i.class_id for i in between.instances] == ["face", "shuttle"]
+        refined = client.spin_until(
+            lambda: [m for m in client.received["refined"] if m.header == stamps[1]]
+        )[0]
+        assert [d.id for d in refined.detections] == ["7", "9"]
+        assert [d.results[0].hypothesis.class_id for d in refined.detections] == ["face", "shuttle"]
+
+        boxes = frame(2, stamps[2])  # the detector lists them the other way round
+        pairs = [("9", boxes["shuttle"], "shuttle"), ("7", boxes["face"], "face")]
+        client.detections_pub.publish(detection_array(stamps[2], pairs))
+        reordered = client.masks_for(stamps[2], where=lambda m: m.instances[0].origin == prompted)
+        assert summary(reordered[0]) == [("9", "t2", prompted), ("7", "t1", prompted)]
+
+        frame(3, stamps[3])
+        client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+        client.pixel_pub.publish(Point(x=250.0, y=200.0))
+        clicked = client.masks_for(stamps[3], where=lambda m: m.instances[0].id.startswith("click"))
+        click_id = clicked[0].instances[0].id
+        assert summary(clicked[0])[0] == (click_id, "t3", prompted)
+
+        later = Header(stamp=Time(sec=401, nanosec=500_000_000), frame_id="cam")
+        frame(4, later)  # 1.3 s after the last detection: only the click's track lives on
+        alone = client.masks_for(later)[0]
+        assert summary(alone) == [(click_id, "t3", propagated)]
+    except AssertionError as exc:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=10)[0]
+        raise AssertionError(f"{exc}\n{output}") from None
     finally:
-        code, _, output = stop_node(process)
-    assert code == 0, output
+        if process.poll() is None:
+            code, _, output = stop_node(process)
+            assert code == 0, output
 
 
 def test_parameters_are_validated_at_run_time_and_at_start(model, ros):
@@ -605,3 +675,91 @@ def test_demo_runs_the_node_and_writes_overlays(model, tmp_path):
     overlays = sorted(tmp_path.glob("overlay_*.jpg"))
     assert overlays
     assert cv2.imread(str(overlays[0])).shape == (480, 640, 3)
+
+
+def test_diagnostics_report_loading_then_ready_and_count_early_frames(model, ros, tmp_path):
+    """A first start (export to a fresh cache): topics and diagnostics exist at once."""
+    checkpoint, _, _ = model
+    process = start_node(
+        (checkpoint, tmp_path / "fresh_cache", None), namespace="/first", image_topic="/first/image"
+    )
+    client = Client(ros, namespace="/first")
+    try:
+
+        def own_status():
+            """this node's diagnostics"""
+            statuses = [
+                s
+                for d in client.received["diagnostics"]
+                for s in d.status
+                if s.name.startswith("/first/mobilesam")
+            ]
+            return statuses
+
+        first = client.spin_until(own_status, timeout=15)[0]
+        assert first.message == "loading model"
+        client.spin_until(lambda: client.image_pub.get_subscription_count())
+        client.publish_image(header(700), np.zeros((48, 64, 3), np.uint8))
+        ready = client.spin_until(
+            lambda: [s for s in own_status() if s.message != "loading model"], timeout=120
+        )[-1]
+        values = {kv.key: kv.value for kv in ready.values}
+        assert int(values["images received while the model loaded (total)"]) >= 1
+        assert ready.hardware_id.startswith("onnxruntime")
+    finally:
+        code, _, output = stop_node(process)
+    assert code == 0, output
+
+
+def test_lifecycle_node_walks_its_transitions(model, ros):
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    checkpoint, cache, _ = model
+    node_path = INSTALL_PREFIX / "lib" / "mobilesam_ros" / "seg_lifecycle_node"
+    args = [sys.executable, str(node_path), "--ros-args", "-r", "__ns:=/managed"]
+    for parameter in (
+        f"checkpoint:={checkpoint}",
+        f"cache_dir:={cache}",
+        "backend:=onnxruntime",
+        "device:=cpu",
+        "tracking.enabled:=false",
+        "sync.max_wait:=3.0",
+    ):
+        args += ["-p", parameter]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    change = ros.create_client(ChangeState, "/managed/mobilesam/change_state")
+    get_state = ros.create_client(GetState, "/managed/mobilesam/get_state")
+    client = Client(ros, namespace="/managed")
+
+    def transition(transition_id: int) -> bool:
+        future = change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        rclpy.spin_until_future_complete(ros, future, timeout_sec=120)
+        return future.result().success
+
+    def state() -> int:
+        future = get_state.call_async(GetState.Request())
+        rclpy.spin_until_future_complete(ros, future, timeout_sec=10)
+        return future.result().current_state.id
+
+    try:
+        assert change.wait_for_service(timeout_sec=30)
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert client.image_pub.get_subscription_count() == 0
+        assert transition(Transition.TRANSITION_CONFIGURE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+        assert transition(Transition.TRANSITION_ACTIVATE)
+        assert state() == State.PRIMARY_STATE_ACTIVE
+        client.wait_for_node()  # subscribes and answers now
+        assert transition(Transition.TRANSITION_DEACTIVATE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+        client.spin_until(lambda: client.image_pub.get_subscription_count() == 0)
+        assert transition(Transition.TRANSITION_CLEANUP)
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        assert state() == State.PRIMARY_STATE_FINALIZED
+    finally:
+        ros.destroy_client(change)
+        ros.destroy_client(get_state)
+        code, _, output = stop_node(process)
+    assert code == 0, output

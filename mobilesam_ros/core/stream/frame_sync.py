@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mobilesam_ros.core.choices import SYNC_POLICIES, check_choice
@@ -51,8 +51,7 @@ class PromptRequest:
     frame_id: str
     prompts: Sequence[Prompt]
     received: float
-    source: str = ""
-    context: Any = field(default=None, repr=False)  # e.g. the detection message
+    source: str = ""  # which input it came from; the newest request per source wins
 
 
 class FrameSync:

@@ -12,13 +12,17 @@ followed (they left the image, blur, no texture) coasts on its last measured vel
 
 Association rule: box IoU between each fresh prompt's box and each track's propagated box;
 pairs at or above `iou_match_threshold` are taken greedily by descending IoU (ties: older track
-first, then earlier prompt), each track and each prompt at most once. Prompts without a box
-(clicks) always start a track.
+first, then earlier prompt), each track and each prompt at most once. A prompt without a box
+(a click) whose foreground points all lie in the propagated box of a live click-started track
+re-prompts that track (the smallest such box), so clicking an object twice does not stack two
+tracks on it; any other click starts a track.
 
-A track ends when no detection has confirmed it for more than `max_age` seconds, when its
-predicted IoU stays below `min_iou` for `min_iou_frames` propagated frames in a row, when less
-than `min_visible` of its propagated box lies inside the image, or when its mask comes back
-empty. Outputs come in creation order, which is id order.
+A detector-started track ends when no detection has confirmed it for more than `max_age`
+seconds; a track started by a prompt or a click (nobody will re-detect it) only after
+`prompt_max_age` (0: never). Any track ends when its predicted IoU stays below `min_iou` for
+`min_iou_frames` propagated frames in a row, when less than `min_visible` of its propagated box
+lies inside the image, or when its mask comes back empty. Outputs: the fresh prompts' instances
+in prompt order, then the propagated tracks in creation order (id order).
 
 ROS-free and single-threaded; `now` is seconds on any clock that does not run backwards (the
 image stamp suits recorded data). The decode step is injected, so the logic is testable with
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -37,7 +41,7 @@ import numpy as np
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
 from mobilesam_ros.core.processing.preprocess import CHANNEL_ORDERS, FrameGeometry
-from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
+from mobilesam_ros.core.prompts import PROMPTED, PROPAGATED, Prompt, PromptMask, decode_prompts
 from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
 from mobilesam_ros.core.visualize import mask_box
 
@@ -307,6 +311,19 @@ class Track:
     low_iou_streak: int = 0  # propagated frames in a row with predicted IoU below min_iou
     velocity: tuple[float, float] = (0.0, 0.0)  # box center, pixels per second, from the flow
     source: object = field(default=None, repr=False)  # the last confirming prompt's source
+    from_detector: bool = False  # started by a detection (ends unless re-detected)
+    click: bool = False  # started by a points-only prompt (a click)
+
+    def last_prompt(self, box: Box) -> Prompt:
+        """The confirming prompt's identity (id, class, score, source) on a propagated box."""
+        return Prompt(
+            id=self.detection_id,
+            box=box,
+            class_id=self.class_id,
+            detection_score=self.detection_score,
+            source=self.source,
+            from_detector=self.from_detector,
+        )
 
     def coasting_motion(self, elapsed: float, points: int = 0) -> BoxMotion:
         """The motion to assume when the flow fails (points left the image, blur, no texture):
@@ -317,14 +334,24 @@ class Track:
 
 @dataclass(frozen=True)
 class TrackPrompt:
-    """One prompt to decode this frame, with its id set to the track's id."""
+    """One prompt to decode this frame for the track `track_id`.
+
+    `prompt` is the fresh prompt itself (detection and new origins) or, for a propagated
+    track, its propagated box with the identity of the prompt that last confirmed it.
+    """
 
     prompt: Prompt
     origin: str  # ORIGIN_DETECTION, ORIGIN_NEW or ORIGIN_PROPAGATED
+    track_id: str = ""
     mask_input: np.ndarray | None = field(default=None, repr=False)  # (256, 256) logits hint
-    detection_id: str = ""  # the fresh prompt's own id (detection and new origins)
+    fresh_index: int | None = None  # position among the frame's fresh prompts
     predicted_box: Box | None = None  # the track's propagated tight box, for existing tracks
     motion: BoxMotion | None = None  # for existing tracks
+
+    @property
+    def detection_id(self) -> str:
+        """The fresh prompt's own id (detection and new origins)."""
+        return "" if self.origin == ORIGIN_PROPAGATED else self.prompt.id
 
 
 @dataclass(frozen=True)
@@ -345,7 +372,9 @@ class Tracker:
     """Tracks with stable ids across frames; see the module docstring for the rules.
 
     Args:
-      max_age: seconds a track lives on without a matching fresh prompt.
+      max_age: seconds a detector-started track lives on without a matching detection.
+      prompt_max_age: the same for tracks started by prompts and clicks, which nobody will
+        re-detect; 0: no limit (they end when lost).
       min_iou: predicted IoU below which a propagated frame counts as a bad one; 0 turns the
         check off.
       min_iou_frames: bad propagated frames in a row that end a track.
@@ -360,6 +389,7 @@ class Tracker:
     def __init__(
         self,
         max_age: float = 1.0,
+        prompt_max_age: float = 0.0,
         min_iou: float = 0.5,
         min_iou_frames: int = 3,
         iou_match_threshold: float = 0.3,
@@ -371,6 +401,7 @@ class Tracker:
     ) -> None:
         self.configure(
             max_age=max_age,
+            prompt_max_age=prompt_max_age,
             min_iou=min_iou,
             min_iou_frames=min_iou_frames,
             iou_match_threshold=iou_match_threshold,
@@ -391,6 +422,7 @@ class Tracker:
         self,
         *,
         max_age: float,
+        prompt_max_age: float = 0.0,
         min_iou: float,
         min_iou_frames: int,
         iou_match_threshold: float,
@@ -403,6 +435,7 @@ class Tracker:
         """Set every parameter; raises InvalidInputError naming the first bad one."""
         checks = (
             ("max_age", max_age, max_age > 0, "greater than 0 seconds"),
+            ("prompt_max_age", prompt_max_age, prompt_max_age >= 0, "at least 0 seconds"),
             ("min_iou", min_iou, 0 <= min_iou <= 1, "between 0 and 1"),
             ("min_iou_frames", min_iou_frames, min_iou_frames >= 1, "at least 1"),
             (
@@ -425,6 +458,7 @@ class Tracker:
             if not ok or (isinstance(value, float) and not np.isfinite(value)):
                 raise InvalidInputError(f"tracking.{name} must be {accepted}, got {value!r}")
         self.max_age = float(max_age)
+        self.prompt_max_age = float(prompt_max_age)
         self.min_iou = float(min_iou)
         self.min_iou_frames = int(min_iou_frames)
         self.iou_match_threshold = float(iou_match_threshold)
@@ -450,6 +484,15 @@ class Tracker:
         self._frame = None
         self._now = None
         self._generation += 1
+
+    def expire(self, now: float) -> None:
+        """End the tracks unconfirmed for more than `max_age` at `now`, for frames that are
+        not tracked (nobody listens): tracks age by time even when no frame is decoded."""
+        live = [t for t in self._tracks if not self._too_old(t, now)]
+        if len(live) != len(self._tracks):
+            self.counts[ENDED_MAX_AGE] += len(self._tracks) - len(live)
+            self._tracks = live
+            self._generation += 1
 
     def plan(self, frame: FlowFrame, now: float, fresh: Sequence[Prompt] = ()) -> FramePlan:
         """The prompts to decode on `frame`: matched, propagated, then new; ends the rest.
@@ -487,20 +530,22 @@ class Tracker:
         ]
         predicted = [m.apply(t.box) for m, t in zip(motions, tracks, strict=True)]
         matches = self._associate(predicted, fresh)
+        matches.update(self._associate_clicks(tracks, predicted, fresh, set(matches.values())))
         prompts: list[TrackPrompt] = []
         for index, track in enumerate(tracks):
             detection = matches.get(index)
             if detection is not None:
                 prompts.append(
                     TrackPrompt(
-                        replace(fresh[detection], id=track.track_id),
+                        fresh[detection],
                         ORIGIN_DETECTION,
-                        detection_id=fresh[detection].id,
+                        track.track_id,
+                        fresh_index=detection,
                         predicted_box=predicted[index],
                         motion=motions[index],
                     )
                 )
-            elif now - track.last_confirmed > self.max_age:
+            elif self._too_old(track, now):
                 ended[track.track_id] = ENDED_MAX_AGE
             elif not self._visible(predicted[index], frame.size):
                 ended[track.track_id] = ENDED_LEFT_IMAGE
@@ -508,16 +553,12 @@ class Tracker:
                 hint = None
                 if self.mask_prompt:
                     hint = move_logits(track.low_res_logits, motions[index], frame.size)
-                prompt = Prompt(
-                    id=track.track_id,
-                    box=prompt_box(predicted[index], self.margin, self.min_margin_px, frame.size),
-                    class_id=track.class_id,
-                    detection_score=track.detection_score,
-                )
+                box = prompt_box(predicted[index], self.margin, self.min_margin_px, frame.size)
                 prompts.append(
                     TrackPrompt(
-                        prompt,
+                        track.last_prompt(box),
                         ORIGIN_PROPAGATED,
+                        track.track_id,
                         mask_input=hint,
                         predicted_box=predicted[index],
                         motion=motions[index],
@@ -528,18 +569,15 @@ class Tracker:
             if index not in matched:
                 track_id = f"t{self._next_id}"
                 self._next_id += 1  # ids are never reused, even when a plan is dropped
-                prompts.append(
-                    TrackPrompt(
-                        replace(fresh_prompt, id=track_id), ORIGIN_NEW, detection_id=fresh_prompt.id
-                    )
-                )
+                prompts.append(TrackPrompt(fresh_prompt, ORIGIN_NEW, track_id, fresh_index=index))
         return FramePlan(frame, float(now), tuple(prompts), ended, self._generation)
 
     def update(self, plan: FramePlan, results: Sequence[PromptMask]) -> list[PromptMask]:
         """Apply `plan` with the decoded `results` (one per plan prompt, in order).
 
-        Returns one PromptMask per live track, in creation order; each prompt's id is the
-        track id and carries the track's class and detection score.
+        Returns one PromptMask per live track: first those of the fresh prompts, in their
+        order, then the propagated tracks in creation order. Each carries its track id, its
+        origin and the identity (id, class, score, source) of its last confirming prompt.
         """
         if plan.generation != self._generation:
             raise InvalidInputError("this plan is stale: another plan was applied since")
@@ -563,10 +601,10 @@ class Tracker:
             logits = np.asarray(result.low_res_logits, dtype=np.float32)
             if planned.origin == ORIGIN_NEW:
                 track = Track(
-                    prompt.id,
+                    planned.track_id,
                     prompt.class_id,
                     float(prompt.detection_score),
-                    planned.detection_id,
+                    prompt.id,
                     box,
                     result.mask,
                     logits,
@@ -574,9 +612,11 @@ class Tracker:
                     born=plan.now,
                     last_confirmed=plan.now,
                     source=prompt.source,
+                    from_detector=prompt.from_detector,
+                    click=prompt.box is None,
                 )
             else:
-                track = existing[prompt.id]
+                track = existing[planned.track_id]
                 if planned.origin == ORIGIN_DETECTION:
                     track.class_id = prompt.class_id
                     track.detection_score = float(prompt.detection_score)
@@ -602,16 +642,17 @@ class Tracker:
                 track.box, track.mask, track.low_res_logits = box, result.mask, logits
                 track.predicted_iou = float(result.predicted_iou)
             live.append(track)
-            outputs.append(
-                result
-                if result.prompt is prompt
-                else PromptMask(prompt, result.mask, float(result.predicted_iou), logits)
+            origin = PROPAGATED if planned.origin == ORIGIN_PROPAGATED else PROMPTED
+            order = (0, planned.fresh_index) if origin == PROMPTED else (1, len(live))
+            output = PromptMask(
+                prompt, result.mask, float(result.predicted_iou), logits, track.track_id, origin
             )
+            outputs.append((order, output))
         self._tracks = live
         self._frame = plan.frame
         self._now = plan.now
         self._generation += 1
-        return outputs
+        return [output for _, output in sorted(outputs, key=lambda item: item[0])]
 
     def step(
         self, frame: FlowFrame, now: float, fresh: Sequence[Prompt], decode: DecodeFn
@@ -620,6 +661,33 @@ class Tracker:
         plan = self.plan(frame, now, fresh)
         results = decode(plan.prompts) if plan.prompts else []
         return self.update(plan, results)
+
+    def _too_old(self, track: Track, now: float) -> bool:
+        limit = self.max_age if track.from_detector else self.prompt_max_age
+        return limit > 0 and now - track.last_confirmed > limit
+
+    def _associate_clicks(
+        self,
+        tracks: Sequence[Track],
+        predicted: Sequence[Box],
+        fresh: Sequence[Prompt],
+        taken: set[int],
+    ) -> dict[int, int]:
+        """Track index -> click index: a click (points only) whose foreground points all lie in
+        the propagated box of a live click-started track re-prompts that track instead of
+        starting a second one on the same object (the smallest such box wins)."""
+        matches: dict[int, int] = {}
+        for prompt_index, prompt in enumerate(fresh):
+            if prompt.box is not None or prompt_index in taken:
+                continue
+            inside = [
+                (area(predicted[i]), i)
+                for i, track in enumerate(tracks)
+                if track.click and i not in matches and _holds_points(predicted[i], prompt)
+            ]
+            if inside:
+                matches[min(inside)[1]] = prompt_index
+        return matches
 
     def _visible(self, box: Box, size: tuple[int, int]) -> bool:
         fraction = visible_fraction(box, size)
@@ -643,6 +711,15 @@ class Tracker:
                 matches[track_index] = prompt_index
                 taken.add(prompt_index)
         return matches
+
+
+def area(box: Box) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def _holds_points(box: Box, prompt: Prompt) -> bool:
+    points = [p for p, label in zip(prompt.points, prompt.point_labels, strict=True) if label == 1]
+    return bool(points) and all(box[0] <= x <= box[2] and box[1] <= y <= box[3] for x, y in points)
 
 
 def decode_track_prompts(

@@ -1,0 +1,96 @@
+"""The node's /diagnostics status: health, stage latencies, rates, totals and drop counters."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+from mobilesam_ros.core.stream.frame_sync import DROP_TIMEOUT
+
+LOST_IMAGES_HINT = (
+    "prompts waited for images that never arrived: camera frames are likely lost in transport "
+    "(large best-effort images over DDS); see the README section 'Camera frames lost?'"
+)
+
+
+class StageStats:
+    """Per-period latency samples and event counts; written by several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samples: dict[str, list[float]] = {}
+        self._events: Counter[str] = Counter()
+
+    def record(self, stage: str, milliseconds: float) -> None:
+        with self._lock:
+            self._samples.setdefault(stage, []).append(milliseconds)
+
+    def count(self, event: str) -> None:
+        with self._lock:
+            self._events[event] += 1
+
+    def take(self) -> tuple[dict[str, list[float]], Counter[str]]:
+        """The samples and counts since the last call."""
+        with self._lock:
+            samples, self._samples = self._samples, {}
+            events, self._events = self._events, Counter()
+        return samples, events
+
+
+@dataclass
+class Health:
+    level: bytes
+    message: str
+
+
+def health(
+    loading_error: str | None,
+    model_ready: bool,
+    failing: bool,
+    seconds_since_image: float | None,
+    stale_after: float,
+    counters: Counter[str],
+    previous_counters: Counter[str] | None,
+) -> Health:
+    """The status level and message, most severe first."""
+    if loading_error:
+        return Health(DiagnosticStatus.ERROR, f"model failed to load: {loading_error}")
+    if failing:
+        return Health(DiagnosticStatus.ERROR, "inference fails on every frame; see the log")
+    if not model_ready:
+        return Health(DiagnosticStatus.OK, "loading model")
+    if seconds_since_image is None or seconds_since_image > stale_after:
+        waited = "yet" if seconds_since_image is None else f"for {seconds_since_image:.1f} s"
+        return Health(DiagnosticStatus.WARN, f"no image received {waited}")
+    if previous_counters is not None and counters != previous_counters:
+        if counters[DROP_TIMEOUT] > previous_counters[DROP_TIMEOUT]:
+            return Health(DiagnosticStatus.WARN, LOST_IMAGES_HINT)
+        return Health(DiagnosticStatus.WARN, "inputs dropped or rejected since the last report")
+    return Health(DiagnosticStatus.OK, "ready")
+
+
+def status_values(
+    period: float,
+    samples: dict[str, list[float]],
+    events: Counter[str],
+    totals: Counter[str],
+    counters: Counter[str],
+    waiting: int,
+    cached: int,
+) -> list[KeyValue]:
+    values = [
+        KeyValue(key=f"{name} rate (Hz)", value=f"{count / period:.2f}")
+        for name, count in sorted(events.items())
+    ]
+    for stage, stage_samples in sorted(samples.items()):
+        mean = sum(stage_samples) / len(stage_samples)
+        values.append(KeyValue(key=f"{stage} mean (ms)", value=f"{mean:.1f}"))
+        values.append(KeyValue(key=f"{stage} max (ms)", value=f"{max(stage_samples):.1f}"))
+    values += [KeyValue(key=f"{k} (total)", value=str(v)) for k, v in sorted(totals.items())]
+    values.append(KeyValue(key="prompt messages waiting", value=str(waiting)))
+    values.append(KeyValue(key="images cached", value=str(cached)))
+    values += [KeyValue(key=k, value=str(v)) for k, v in sorted(counters.items())]
+    return values

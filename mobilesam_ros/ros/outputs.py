@@ -1,0 +1,106 @@
+"""The node's published outputs: built lazily (only those with subscribers), image header kept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from mobilesam_ros.core.stream.pipeline import FrameResult
+from mobilesam_ros.core.visualize import draw_overlay, label_image
+from mobilesam_ros.msg import InstanceMaskArray
+from mobilesam_ros.ros import conversions
+
+try:  # optional: the node runs without vision_msgs
+    from vision_msgs.msg import Detection2D, Detection2DArray
+except ImportError:  # pragma: no cover - depends on the install
+    Detection2D = Detection2DArray = None
+
+OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+DETECTIONS_SOURCE = "detections"
+
+
+class OutputPublishers:
+    """masks, mask_image, overlay and detections_refined of one node.
+
+    `value_of(name)` reads the node's overlay parameters at publish time, so live changes apply
+    to the next frame.
+    """
+
+    def __init__(self, node: Node, value_of: Callable[[str], Any], tracking: bool) -> None:
+        self._node = node
+        self._tracking = tracking
+        self._value_of = value_of
+        self.masks = node.create_publisher(InstanceMaskArray, "masks", OUTPUT_QOS)
+        self.mask_image = node.create_publisher(Image, "mask_image", OUTPUT_QOS)
+        self.overlay = node.create_publisher(Image, "overlay", OUTPUT_QOS)
+        self.refined = None
+        if Detection2DArray is not None:
+            self.refined = node.create_publisher(Detection2DArray, "detections_refined", OUTPUT_QOS)
+        else:
+            node.get_logger().info("vision_msgs not installed: no detections_refined output")
+
+    def _all(self) -> list[Any]:
+        return [p for p in (self.masks, self.mask_image, self.overlay, self.refined) if p]
+
+    def anyone_listening(self) -> bool:
+        return any(p.get_subscription_count() > 0 for p in self._all())
+
+    def publish(self, result: FrameResult) -> int:
+        """Build and publish every output that has a subscriber; returns how many."""
+        header = result.frame.payload.header
+        published = 0
+        if self.masks.get_subscription_count() > 0:
+            self.masks.publish(conversions.instance_mask_array(header, result.instances))
+            published += 1
+        if self.mask_image.get_subscription_count() > 0:
+            self.mask_image.publish(self._label_image_message(header, result))
+            published += 1
+        if self.overlay.get_subscription_count() > 0:
+            self.overlay.publish(self._overlay_message(header, result))
+            published += 1
+        # Without tracking, refined detections answer detection messages only (not clicks).
+        refined_wanted = self._tracking or DETECTIONS_SOURCE in result.sources
+        if self.refined is not None and refined_wanted and self.refined.get_subscription_count():
+            self.refined.publish(
+                conversions.refined_detections(
+                    header, result.instances, (Detection2DArray, Detection2D)
+                )
+            )
+            published += 1
+        return published
+
+    def _label_image_message(self, header: Any, result: FrameResult) -> Image:
+        labels = label_image(
+            [r.mask for r in result.instances],
+            [r.predicted_iou for r in result.instances],
+            result.frame.embedding.original_size,
+        )
+        encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
+        return conversions.image_message(header, labels, encoding)
+
+    def _overlay_message(self, header: Any, result: FrameResult) -> Image:
+        instances = result.instances
+        boxes = [r.prompt.box for r in instances] if self._value_of("overlay.draw_boxes") else None
+        captions = None
+        if self._value_of("overlay.draw_labels"):
+            captions = [
+                " ".join(x for x in (r.track_id, r.prompt.id, r.prompt.class_id) if x)
+                + f" {r.predicted_iou:.2f}"
+                for r in instances
+            ]
+        overlay = draw_overlay(
+            result.decoded.to_bgr(),
+            [r.mask for r in instances],
+            boxes,
+            captions,
+            alpha=self._value_of("overlay.alpha"),
+        )
+        return conversions.image_message(header, overlay, "bgr8")
+
+    def destroy(self) -> None:
+        for publisher in self._all():
+            self._node.destroy_publisher(publisher)
