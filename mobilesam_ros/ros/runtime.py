@@ -8,47 +8,34 @@ handed over through a one-slot queue (no backlog: inference waits while it is fu
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import sys
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import Point, PointStamped
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image
 
-from mobilesam_ros.core import InvalidInputError, MobileSamError, Segmenter
-from mobilesam_ros.core.processing.image_codec import check_raw_image
-from mobilesam_ros.core.prompts import Prompt
-from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
+from mobilesam_ros.core import MobileSamError, Segmenter
 from mobilesam_ros.core.stream.pipeline import (
-    IMAGES_REJECTED,
     STAGE_PUBLISH,
     FailureLog,
     FrameResult,
     StreamPipeline,
     failure_counter,
 )
-from mobilesam_ros.msg import PromptArray
 from mobilesam_ros.ros import conversions
 from mobilesam_ros.ros.diagnostics import StageStats, health, status_values
-from mobilesam_ros.ros.outputs import Detection2DArray, OutputPublishers
+from mobilesam_ros.ros.inputs import InputSubscriptions
+from mobilesam_ros.ros.outputs import OutputPublishers
 from mobilesam_ros.ros.parameters import (
     PARAMETERS,
     STREAM_SETTINGS,
@@ -56,28 +43,9 @@ from mobilesam_ros.ros.parameters import (
     check_value,
     stream_settings,
 )
+from mobilesam_ros.ros.process import RosLogHandler
 
-CLICKS_IN_OTHER_FRAME = "clicks_in_another_frame"
 _POLL_S = 0.1  # longest wait of the threads before they look at the stop flag again
-
-
-class RosLogHandler(logging.Handler):
-    """Routes the package's `logging` records (progress, warnings) to the node's ROS logger."""
-
-    def __init__(self, ros_logger: Any) -> None:
-        super().__init__(logging.INFO)
-        self._ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        if record.levelno >= logging.ERROR:
-            self._ros_logger.error(message)
-        elif record.levelno >= logging.WARNING:
-            self._ros_logger.warning(message)
-        else:
-            self._ros_logger.info(message)
 
 
 def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
@@ -122,13 +90,10 @@ class SegmentationRuntime:
         )
         self.loading_error: str | None = None
         self.outputs: OutputPublishers | None = None
-        self._subscriptions: list[Any] = []
+        self.inputs: InputSubscriptions | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._handoff: queue.Queue[FrameResult] = queue.Queue(maxsize=1)
-        self._last_image: float | None = None
-        self._image_frame_id = ""
-        self._clicks = 0
         self._previous_counters: Counter[str] | None = None
         self._diagnostics_started = time.monotonic()
         node.add_on_set_parameters_callback(self._on_set_parameters)
@@ -179,23 +144,9 @@ class SegmentationRuntime:
         """Publishers, subscriptions, the inference and publishing threads."""
         node = self.node
         self.outputs = OutputPublishers(node, self.value, self.pipeline.tracker is not None)
-        image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability)
-        options = QoSOverridingOptions.with_default_policies()
-        image_type, image_topic = Image, "image"
-        if self.value("use_compressed"):
-            image_type, image_topic = CompressedImage, "image/compressed"
-        self._subscriptions = [
-            node.create_subscription(
-                image_type, image_topic, self._on_image, image_qos, qos_overriding_options=options
-            ),
-            node.create_subscription(PromptArray, "prompts", self._on_prompts, 10),
-            node.create_subscription(PointStamped, "clicked_point", self._on_click, 10),
-            node.create_subscription(Point, "clicked_pixel", self._on_clicked_pixel, 10),
-        ]
-        if Detection2DArray is not None:
-            self._subscriptions.append(
-                node.create_subscription(Detection2DArray, "detections", self._on_detections, 10)
-            )
+        self.inputs = InputSubscriptions(
+            node, self.pipeline, self.failures, self.stats, self.value("use_compressed")
+        )
         self._stopping.clear()
         self._threads = [
             threading.Thread(target=target, name=name, daemon=True)
@@ -215,9 +166,9 @@ class SegmentationRuntime:
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
         finished = not any(thread.is_alive() for thread in self._threads)
-        for subscription in self._subscriptions:
-            self.node.destroy_subscription(subscription)
-        self._subscriptions = []
+        if self.inputs is not None:
+            self.inputs.destroy()
+            self.inputs = None
         if finished and self.outputs is not None:
             self.outputs.destroy()
             self.outputs = None
@@ -227,55 +178,6 @@ class SegmentationRuntime:
         logging.getLogger("mobilesam_ros").removeHandler(self._log_handler)
 
     # -- inputs: convert and enqueue, never block ---------------------------------------
-
-    def _on_image(self, message: Image | CompressedImage) -> None:
-        now = time.monotonic()
-        self._last_image = now
-        self._image_frame_id = message.header.frame_id
-        self.stats.count("images_in")
-        if isinstance(message, Image):
-            try:
-                check_raw_image(
-                    len(message.data), message.height, message.width, message.step, message.encoding
-                )
-            except InvalidInputError as exc:
-                self.failures.report(IMAGES_REJECTED, f"image rejected: {exc}")
-                return
-        stamp_ns = conversions.stamp_to_ns(message.header.stamp)
-        self.pipeline.add_frame(Frame(stamp_ns, message.header.frame_id, message, now))
-
-    def _enqueue(self, header: Any, prompts: list[Prompt], source: str) -> None:
-        self.stats.count("prompt_messages_in")
-        stamp_ns = conversions.stamp_to_ns(header.stamp) if header is not None else 0
-        frame_id = header.frame_id if header is not None else ""
-        request = PromptRequest(stamp_ns, frame_id, prompts, time.monotonic(), source)
-        self.pipeline.add_request(request)
-
-    def _on_prompts(self, message: PromptArray) -> None:
-        self._enqueue(message.header, conversions.prompts_from_prompt_array(message), "prompts")
-
-    def _on_detections(self, message: Any) -> None:
-        self._enqueue(message.header, conversions.prompts_from_detections(message), "detections")
-
-    def _on_click(self, message: PointStamped) -> None:
-        frame_id = message.header.frame_id
-        if frame_id and self._image_frame_id and frame_id != self._image_frame_id:
-            self.failures.report(
-                CLICKS_IN_OTHER_FRAME,
-                f"clicked_point in frame {frame_id!r}, not the image's {self._image_frame_id!r}: "
-                "it holds no pixel coordinates (rviz's Publish Point tool sends metres); "
-                "click in rqt_image_view, which publishes clicked_pixel",
-            )
-            return
-        self._clicks += 1
-        self._enqueue(
-            message.header, [conversions.prompt_from_click(message.point, self._clicks)], "clicks"
-        )
-
-    def _on_clicked_pixel(self, message: Point) -> None:
-        """rqt_image_view's clicks: pixels of the image it shows, no stamp (newest frame)."""
-        self._clicks += 1
-        self._enqueue(None, [conversions.prompt_from_click(message, self._clicks)], "clicks")
 
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
         specs = {spec.name: spec for spec in PARAMETERS}
@@ -347,7 +249,8 @@ class SegmentationRuntime:
         counters = self.pipeline.counters()
         waiting, cached = self.pipeline.queue_sizes()
         segmenter = self.pipeline.segmenter
-        since_image = None if self._last_image is None else now - self._last_image
+        last_image = self.inputs.last_image if self.inputs is not None else None
+        since_image = None if last_image is None else now - last_image
         state = health(
             self.loading_error,
             segmenter is not None,
@@ -370,47 +273,3 @@ class SegmentationRuntime:
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.node.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
-
-
-def run(
-    make_node: Callable[[], Any],
-    runtime_of: Callable[[Any], SegmentationRuntime | None],
-    args: list[str] | None = None,
-) -> int:
-    """Spin a node until shutdown; exit codes: 0 clean, 2 bad parameter or model, 1 a defect."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = make_node()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except MobileSamError as exc:
-        print(
-            f"[{node.get_name() if node else 'mobilesam'}] error: {exc}",
-            file=sys.stderr,
-            flush=True,
-        )
-        code = 2
-    except Exception:
-        traceback.print_exc()
-        code = 1
-    finally:
-        finished = True
-        if node is not None:
-            runtime = runtime_of(node)
-            if runtime is not None:
-                finished = runtime.stop()
-                runtime.close()
-                if runtime.loading_error:
-                    code = 2
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if not finished:
-        # An inference is still running in native code; it cannot be interrupted and holds no
-        # state worth saving, so leave without waiting for it (with the real exit code).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code

@@ -14,7 +14,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from mobilesam_ros.core import MobileSamError
 from mobilesam_ros.ros.parameters import NODE_NAME
-from mobilesam_ros.ros.runtime import SegmentationRuntime, run
+from mobilesam_ros.ros.process import run
+from mobilesam_ros.ros.runtime import SegmentationRuntime
 
 
 class SegmentationLifecycleNode(LifecycleNode):

@@ -15,7 +15,8 @@ import rclpy
 from rclpy.node import Node
 
 from mobilesam_ros.ros.parameters import NODE_NAME
-from mobilesam_ros.ros.runtime import SegmentationRuntime, run
+from mobilesam_ros.ros.process import run
+from mobilesam_ros.ros.runtime import SegmentationRuntime
 
 
 class SegmentationNode(Node):

@@ -1,0 +1,120 @@
+"""The node's subscriptions: messages converted to frames and prompt requests, never blocking."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from geometry_msgs.msg import Point, PointStamped
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+
+from mobilesam_ros.core import InvalidInputError
+from mobilesam_ros.core.processing.image_codec import check_raw_image
+from mobilesam_ros.core.prompts import Prompt
+from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
+from mobilesam_ros.core.stream.pipeline import IMAGES_REJECTED, FailureLog, StreamPipeline
+from mobilesam_ros.msg import PromptArray
+from mobilesam_ros.ros import conversions
+from mobilesam_ros.ros.diagnostics import StageStats
+from mobilesam_ros.ros.outputs import Detection2DArray
+
+CLICKS_IN_OTHER_FRAME = "clicks_in_another_frame"
+
+
+class InputSubscriptions:
+    """image (or image/compressed), prompts, detections, clicked_point and clicked_pixel.
+
+    Images: sensor-data QoS, depth 1 (the newest frame wins), overridable by qos_overrides.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        pipeline: StreamPipeline,
+        failures: FailureLog,
+        stats: StageStats,
+        use_compressed: bool,
+    ) -> None:
+        self._node = node
+        self._pipeline = pipeline
+        self._failures = failures
+        self._stats = stats
+        self.last_image: float | None = None  # monotonic seconds
+        self._image_frame_id = ""
+        self._clicks = 0
+        image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability)
+        options = QoSOverridingOptions.with_default_policies()
+        image_type, image_topic = Image, "image"
+        if use_compressed:
+            image_type, image_topic = CompressedImage, "image/compressed"
+        self._subscriptions = [
+            node.create_subscription(
+                image_type, image_topic, self._on_image, image_qos, qos_overriding_options=options
+            ),
+            node.create_subscription(PromptArray, "prompts", self._on_prompts, 10),
+            node.create_subscription(PointStamped, "clicked_point", self._on_click, 10),
+            node.create_subscription(Point, "clicked_pixel", self._on_clicked_pixel, 10),
+        ]
+        if Detection2DArray is not None:
+            self._subscriptions.append(
+                node.create_subscription(Detection2DArray, "detections", self._on_detections, 10)
+            )
+        else:
+            node.get_logger().info("vision_msgs not installed: no detections input")
+
+    def destroy(self) -> None:
+        for subscription in self._subscriptions:
+            self._node.destroy_subscription(subscription)
+        self._subscriptions = []
+
+    def _on_image(self, message: Image | CompressedImage) -> None:
+        now = time.monotonic()
+        self.last_image = now
+        self._image_frame_id = message.header.frame_id
+        self._stats.count("images_in")
+        if isinstance(message, Image):
+            try:
+                check_raw_image(
+                    len(message.data), message.height, message.width, message.step, message.encoding
+                )
+            except InvalidInputError as exc:
+                self._failures.report(IMAGES_REJECTED, f"image rejected: {exc}")
+                return
+        stamp_ns = conversions.stamp_to_ns(message.header.stamp)
+        self._pipeline.add_frame(Frame(stamp_ns, message.header.frame_id, message, now))
+
+    def _enqueue(self, header: Any, prompts: list[Prompt], source: str) -> None:
+        self._stats.count("prompt_messages_in")
+        stamp_ns = conversions.stamp_to_ns(header.stamp) if header is not None else 0
+        frame_id = header.frame_id if header is not None else ""
+        request = PromptRequest(stamp_ns, frame_id, prompts, time.monotonic(), source)
+        self._pipeline.add_request(request)
+
+    def _on_prompts(self, message: PromptArray) -> None:
+        self._enqueue(message.header, conversions.prompts_from_prompt_array(message), "prompts")
+
+    def _on_detections(self, message: Any) -> None:
+        self._enqueue(message.header, conversions.prompts_from_detections(message), "detections")
+
+    def _on_click(self, message: PointStamped) -> None:
+        frame_id = message.header.frame_id
+        if frame_id and self._image_frame_id and frame_id != self._image_frame_id:
+            self._failures.report(
+                CLICKS_IN_OTHER_FRAME,
+                f"clicked_point in frame {frame_id!r}, not the image's {self._image_frame_id!r}: "
+                "it holds no pixel coordinates (rviz's Publish Point tool sends metres); "
+                "click in rqt_image_view, which publishes clicked_pixel",
+            )
+            return
+        self._clicks += 1
+        self._enqueue(
+            message.header, [conversions.prompt_from_click(message.point, self._clicks)], "clicks"
+        )
+
+    def _on_clicked_pixel(self, message: Point) -> None:
+        """rqt_image_view's clicks: pixels of the image it shows, no stamp (newest frame)."""
+        self._clicks += 1
+        self._enqueue(None, [conversions.prompt_from_click(message, self._clicks)], "clicks")

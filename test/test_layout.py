@@ -1,0 +1,65 @@
+"""The import rules of docs/ARCHITECTURE.md, checked on the sources."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mobilesam_ros"
+ROS_MODULES = (
+    "rclpy",
+    "sensor_msgs",
+    "std_msgs",
+    "geometry_msgs",
+    "vision_msgs",
+    "diagnostic_msgs",
+)
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+    found = []
+    for path in sorted((PACKAGE / folder).rglob("*.py")):
+        for module in imported_modules(path):
+            if any(module == f or module.startswith(f + ".") for f in forbidden):
+                found.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    return found
+
+
+def test_core_imports_neither_ros_nor_the_layers_above_it():
+    forbidden = (*ROS_MODULES, "mobilesam_ros.ros", "mobilesam_ros.tools", "mobilesam_ros.cli")
+    assert violations("core", forbidden) == []
+
+
+def test_the_ros_layer_does_not_import_the_tools():
+    assert violations("ros", ("mobilesam_ros.tools", "mobilesam_ros.cli")) == []
+
+
+def test_torch_is_imported_only_inside_functions_outside_the_torch_modules():
+    """Top-level `import torch` only where the module is PyTorch code by nature."""
+    allowed = {"core/model/tiny_vit.py", "core/model/modules.py", "core/backends/torch_device.py"}
+    offenders = []
+    for path in sorted((PACKAGE / "core").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n == "torch" or n.startswith("torch.") for n in names):
+                relative = str(path.relative_to(PACKAGE))
+                if relative not in allowed:
+                    offenders.append(relative)
+    assert offenders == []
