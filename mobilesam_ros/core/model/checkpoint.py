@@ -7,17 +7,20 @@ reading the tensors needs PyTorch and is imported lazily.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mobilesam_ros.core.errors import CheckpointError, DownloadError
+from mobilesam_ros.core.progress import Progress
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -143,30 +146,8 @@ def download_checkpoint(source: CheckpointSource, target: Path, progress: bool =
     return target
 
 
-class _NoProgress:
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int) -> None:
-        return None
-
-
-def _progress_bar(source: CheckpointSource, enabled: bool) -> Any:
-    if not enabled:
-        return _NoProgress()
-    from tqdm import tqdm
-
-    return tqdm(
-        total=source.size,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=f"downloading {source.filename}",
-        file=sys.stderr,
-    )
+def _progress_bar(source: CheckpointSource, enabled: bool) -> Progress:
+    return Progress(source.size, f"downloading {source.filename}", _log, enabled=enabled)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
