@@ -770,3 +770,41 @@ def test_lifecycle_node_walks_its_transitions(model, ros):
         ros.destroy_client(get_state)
         code, _, output = stop_node(process)
     assert code == 0, output
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_nobody_listening_with_live_tracks_costs_no_cpu(model):
+    """Tracks live, then the only subscriber leaves (rviz closed): the node must go idle."""
+    process = start_node(
+        model,
+        "tracking.enabled:=true",
+        "tracking.max_age:=30.0",
+        namespace="/idle",
+        image_topic="/idle/image",
+    )
+    viewer = rclpy.create_node("idle_viewer")
+    client = Client(viewer, namespace="/idle")
+    try:
+        client.spin_until(lambda: client.image_pub.get_subscription_count())
+        stamp = header(800)
+        client.publish_image(stamp, PHOTOS["coffee"])
+        client.prompts_pub.publish(
+            PromptArray(header=stamp, prompts=[box_prompt("cup", (40, 30, 300, 380))])
+        )
+        client.masks_for(stamp)
+        client.publish_image(header(801), PHOTOS["coffee"])  # a frame for the live track
+    finally:
+        viewer.destroy_node()  # every subscriber gone
+    time.sleep(3.0)  # let the node finish the frame in flight and see that nobody listens
+    before = process_cpu_seconds(process.pid)
+    time.sleep(5.0)
+    used = process_cpu_seconds(process.pid) - before
+    code, _, output = stop_node(process)
+    print(f"idle node with a live track: {used / 5.0:.1%} of a core over 5 s")
+    # A busy loop would burn about 5 s of CPU here; the node's timers cost milliseconds.
+    assert used < 0.5, f"{used:.2f} s of CPU in 5 s with nobody listening"
+    assert code == 0, output
