@@ -405,6 +405,8 @@ def _lift_one(
         # Upsampled depth repeats each value: look as far as one depth pixel reaches.
         reach = max(1, -(-image_size[1] // depth.width), -(-image_size[0] // depth.height))
         valid &= ~_flying_pixels(z, in_range, params.flying_threshold, reach)
+    valid_depths = z[valid]
+    core_depths = valid_depths
     if params.erode_px > 0:
         core = cv2.erode(
             mask.view(np.uint8),
@@ -412,34 +414,38 @@ def _lift_one(
             borderType=cv2.BORDER_CONSTANT,
             borderValue=0,
         ).view(bool)
-        core_depths = z[valid & core]
-        if core_depths.size < params.min_points:
-            core_depths = z[valid]
-    else:
-        core_depths = z[valid]
+        eroded_depths = z[valid & core]
+        if eroded_depths.size >= params.min_points:
+            core_depths = eroded_depths
     if core_depths.size < params.min_points:
         return None
     low, high = _percentiles(core_depths, params.clip_percentile)
-    low, high = _extend_through(z[valid], float(low), float(high), params.depth_gap)
+    low, high = _extend_through(valid_depths, low, high, params.depth_gap)
     valid &= (z >= low) & (z <= high)
     rows, cols = np.nonzero(valid)
     if rows.size < params.min_points:
         return None
-    zs = z[rows, cols]
-    u = cols + x0
-    v = rows + y0
     xyz = np.empty((3, rows.size), dtype=np.float32)
-    np.multiply(u - np.float32(camera.cx), zs / np.float32(camera.fx), out=xyz[0])
-    np.multiply(v - np.float32(camera.cy), zs / np.float32(camera.fy), out=xyz[1])
-    xyz[2] = zs
-    return _describe(xyz, u, v)
+    xyz[2] = z[valid]  # row-major order, as np.nonzero
+    # Normalized ray coordinates of the crop's columns and rows, gathered per point.
+    ray_x = (np.arange(x0, x0 + w, dtype=np.float32) - np.float32(camera.cx)) / np.float32(
+        camera.fx
+    )
+    ray_y = (np.arange(y0, y0 + h, dtype=np.float32) - np.float32(camera.cy)) / np.float32(
+        camera.fy
+    )
+    np.multiply(ray_x[cols], xyz[2], out=xyz[0])
+    np.multiply(ray_y[rows], xyz[2], out=xyz[1])
+    cols += x0
+    rows += y0
+    return _describe(xyz, cols, rows)
 
 
 def _describe(xyz: np.ndarray, u: np.ndarray, v: np.ndarray) -> Instance3D:
     # Rows of a (3, N) array: each reduction runs over contiguous memory.
     centroid = xyz.mean(axis=1, dtype=np.float64)
     low, high = xyz.min(axis=1).astype(np.float64), xyz.max(axis=1).astype(np.float64)
-    obb_center, obb_size, obb_axes = oriented_box(xyz, centroid)
+    obb_center, obb_size, obb_axes = oriented_box(xyz)
     return Instance3D(
         centroid=centroid,
         aabb_center=(low + high) / 2.0,
@@ -453,33 +459,29 @@ def _describe(xyz: np.ndarray, u: np.ndarray, v: np.ndarray) -> Instance3D:
     )
 
 
-def oriented_box(
-    xyz: np.ndarray, centroid: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def oriented_box(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Oriented box of (3, N) points (see the module doc): center, size, axes (3, 3).
 
-    The rectangle is fitted to at most OBB_SAMPLE_POINTS evenly spread points; the extents along
-    its axes are measured on all points. axes: columns, right-handed; size in their order.
+    The axes are fitted to at most OBB_SAMPLE_POINTS evenly spread points; the extents along them
+    are measured on all points. axes: columns, right-handed; size in their order.
     """
-    if centroid is None:
-        centroid = xyz.mean(axis=1, dtype=np.float64)
-    centered = xyz - centroid.astype(np.float32)[:, None]
+    step = -(-xyz.shape[1] // OBB_SAMPLE_POINTS)  # ceil division
+    sample = xyz[:, ::step].astype(np.float64)
+    sample -= sample.mean(axis=1, keepdims=True)
     # cv2.eigen: rows are eigenvectors, eigenvalues descending (cheaper than np.linalg.eigh).
-    rows = cv2.eigen((centered @ centered.T).astype(np.float64))[-1]
-    eigenvectors = rows[::-1].T  # columns, ascending eigenvalues
-    step = -(-centered.shape[1] // OBB_SAMPLE_POINTS)  # ceil division
-    in_plane = eigenvectors[:, 1:]  # column 0: the least-variance axis
-    planar = np.ascontiguousarray((in_plane.T.astype(np.float32) @ centered[:, ::step]).T)
+    eigenvectors = cv2.eigen(sample @ sample.T)[-1]
+    in_plane = eigenvectors[:2].T  # the two axes of most variance, as columns
+    planar = np.ascontiguousarray((in_plane.T @ sample).T, dtype=np.float32)
     _, _, angle = cv2.minAreaRect(planar)
     theta = np.deg2rad(angle)
     cos, sin = np.cos(theta), np.sin(theta)
     axis_a = in_plane @ np.array([cos, sin])
     axis_b = in_plane @ np.array([-sin, cos])
     axes = np.column_stack((axis_a, axis_b, _cross(axis_a, axis_b)))
-    in_box = axes.T.astype(np.float32) @ centered  # (3, N)
+    in_box = axes.T.astype(np.float32) @ xyz  # (3, N)
     low = in_box.min(axis=1).astype(np.float64)
     high = in_box.max(axis=1).astype(np.float64)
-    return centroid + axes @ ((low + high) / 2.0), high - low, axes
+    return axes @ ((low + high) / 2.0), high - low, axes
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
