@@ -35,6 +35,7 @@ pixel (u, v) reads depth pixel (floor((u + 0.5) * sx), floor((v + 0.5) * sy)) wi
 from __future__ import annotations
 
 import functools
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -443,7 +444,7 @@ def _lift_one(
 
 def _describe(xyz: np.ndarray, u: np.ndarray, v: np.ndarray) -> Instance3D:
     # Rows of a (3, N) array: each reduction runs over contiguous memory.
-    centroid = xyz.mean(axis=1, dtype=np.float64)
+    centroid = xyz.mean(axis=1).astype(np.float64)  # numpy sums float32 pairwise
     low, high = xyz.min(axis=1).astype(np.float64), xyz.max(axis=1).astype(np.float64)
     obb_center, obb_size, obb_axes = oriented_box(xyz)
     return Instance3D(
@@ -473,11 +474,10 @@ def oriented_box(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     in_plane = eigenvectors[:2].T  # the two axes of most variance, as columns
     planar = np.ascontiguousarray((in_plane.T @ sample).T, dtype=np.float32)
     _, _, angle = cv2.minAreaRect(planar)
-    theta = np.deg2rad(angle)
-    cos, sin = np.cos(theta), np.sin(theta)
-    axis_a = in_plane @ np.array([cos, sin])
-    axis_b = in_plane @ np.array([-sin, cos])
-    axes = np.column_stack((axis_a, axis_b, _cross(axis_a, axis_b)))
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    axes = np.empty((3, 3))
+    axes[:, :2] = in_plane @ np.array([[cos, -sin], [sin, cos]])  # rectangle sides, as columns
+    axes[:, 2] = _cross(axes[:, 0], axes[:, 1])
     in_box = axes.T.astype(np.float32) @ xyz  # (3, N)
     low = in_box.min(axis=1).astype(np.float64)
     high = in_box.max(axis=1).astype(np.float64)
