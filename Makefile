@@ -16,7 +16,7 @@ CHECKPOINT ?=
 DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
-.PHONY: setup build-ros test lint demo segment-photo bench bench-node bench-tracking clean
+.PHONY: setup build-ros test lint demo segment-photo bench bench-node bench-tracking bench-depth clean
 
 setup: $(SETUP_STAMP) build-ros
 
@@ -63,6 +63,10 @@ bench-node: setup
 	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
 		--seconds 20 --prompts 10 --backend onnxruntime \
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
+
+# Lifting 10 masks into 3D with depth on a synthetic 640x480 RGB-D frame (no model).
+bench-depth: setup
+	$(PY) -m mobilesam_ros.tools.bench_depth
 
 # Tracking: detector at 3 Hz, camera at 30 Hz, 5 objects.
 bench-tracking: setup

@@ -1,5 +1,7 @@
 """The TEST-ONLY vision_msgs subset (test/vision_msgs_subset): layout, serialization, real DDS.
 
+Layouts of the 2D and 3D detection messages; round trips and DDS with the 2D ones.
+
 The package is built with colcon into build/test_vision_msgs (once; cached while its sources are
 unchanged). Each check runs in a fresh interpreter with the install spaces on its paths, started
 outside the repository.
@@ -39,6 +41,17 @@ EXPECTED_FIELDS = textwrap.dedent(
             "pose": "geometry_msgs/PoseWithCovariance",
         },
         "ObjectHypothesis": {"class_id": "string", "score": "double"},
+        "Detection3DArray": {
+            "header": "std_msgs/Header",
+            "detections": "sequence<vision_msgs/Detection3D>",
+        },
+        "Detection3D": {
+            "header": "std_msgs/Header",
+            "results": "sequence<vision_msgs/ObjectHypothesisWithPose>",
+            "bbox": "vision_msgs/BoundingBox3D",
+            "id": "string",
+        },
+        "BoundingBox3D": {"center": "geometry_msgs/Pose", "size": "geometry_msgs/Vector3"},
     }
     """
 )
