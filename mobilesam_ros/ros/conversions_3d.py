@@ -117,7 +117,7 @@ def detections_3d(
 ) -> Any:
     """Detection3DArray: one Detection3D per instance with a 3D result.
 
-    id: the prompt's id (the track id when tracking is on, else the detection's id or index);
+    id: the track id when tracking is on, else the prompt's or detection's id;
     results: the source detection's class hypotheses (else the prompt's class) with the pose of
     the points' centroid, oriented like the box; bbox: the oriented box (or the axis-aligned one).
     """
@@ -129,7 +129,7 @@ def detections_3d(
             continue
         detection = types.detection()
         detection.header = header
-        detection.id = result.prompt.id
+        detection.id = result.track_id or result.prompt.id
         detection.bbox.center, detection.bbox.size = _box(instance, oriented)
         quaternion = instance.obb_quaternion if oriented else (0.0, 0.0, 0.0, 1.0)
         centroid_pose = _pose(instance.centroid, quaternion)
@@ -232,7 +232,7 @@ class MarkerTracker:
         markers = []
         present: set[str] = set()
         for index, (result, instance) in enumerate(zip(results, instances, strict=True)):
-            instance_id = result.prompt.id or str(index)
+            instance_id = result.track_id or result.prompt.id or str(index)
             if instance is None or instance_id in present:
                 continue
             present.add(instance_id)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from mobilesam_ros.core.prompts import PromptMask
 from mobilesam_ros.core.stream.pipeline import FrameResult
 from mobilesam_ros.core.visualize import draw_overlay, label_image
 from mobilesam_ros.msg import InstanceMaskArray
 from mobilesam_ros.ros import conversions
+from mobilesam_ros.ros.outputs_3d import Outputs3D
 
 try:  # optional: the node runs without vision_msgs
     from vision_msgs.msg import Detection2D, Detection2DArray
@@ -30,9 +32,16 @@ class OutputPublishers:
     to the next frame.
     """
 
-    def __init__(self, node: Node, value_of: Callable[[str], Any], tracking: bool) -> None:
+    def __init__(
+        self,
+        node: Node,
+        value_of: Callable[[str], Any],
+        tracking: bool,
+        outputs_3d: Outputs3D | None = None,
+    ) -> None:
         self._node = node
         self._tracking = tracking
+        self._outputs_3d = outputs_3d
         self._value_of = value_of
         self.masks = node.create_publisher(InstanceMaskArray, "masks", OUTPUT_QOS)
         self.mask_image = node.create_publisher(Image, "mask_image", OUTPUT_QOS)
@@ -47,6 +56,8 @@ class OutputPublishers:
         return [p for p in (self.masks, self.mask_image, self.overlay, self.refined) if p]
 
     def anyone_listening(self) -> bool:
+        if self._outputs_3d is not None and self._outputs_3d.anyone_listening():
+            return True
         return any(p.get_subscription_count() > 0 for p in self._all())
 
     def publish(self, result: FrameResult) -> int:
@@ -71,6 +82,8 @@ class OutputPublishers:
                 )
             )
             published += 1
+        if self._outputs_3d is not None:
+            published += self._outputs_3d.publish(result, header, captions(result.instances))
         return published
 
     def _label_image_message(self, header: Any, result: FrameResult) -> Image:
@@ -85,18 +98,11 @@ class OutputPublishers:
     def _overlay_message(self, header: Any, result: FrameResult) -> Image:
         instances = result.instances
         boxes = [r.prompt.box for r in instances] if self._value_of("overlay.draw_boxes") else None
-        captions = None
-        if self._value_of("overlay.draw_labels"):
-            captions = [
-                " ".join(x for x in (r.track_id, r.prompt.id, r.prompt.class_id) if x)
-                + f" {r.predicted_iou:.2f}"
-                for r in instances
-            ]
         overlay = draw_overlay(
             result.decoded.to_bgr(),
             [r.mask for r in instances],
             boxes,
-            captions,
+            captions(instances) if self._value_of("overlay.draw_labels") else None,
             alpha=self._value_of("overlay.alpha"),
         )
         return conversions.image_message(header, overlay, "bgr8")
@@ -104,3 +110,14 @@ class OutputPublishers:
     def destroy(self) -> None:
         for publisher in self._all():
             self._node.destroy_publisher(publisher)
+        if self._outputs_3d is not None:
+            self._outputs_3d.destroy()
+
+
+def captions(instances: Sequence[PromptMask]) -> list[str]:
+    """Overlay and marker labels: track id, prompt id, class, predicted IoU."""
+    return [
+        " ".join(x for x in (r.track_id, r.prompt.id, r.prompt.class_id) if x)
+        + f" {r.predicted_iou:.2f}"
+        for r in instances
+    ]

@@ -24,7 +24,8 @@ from rcl_interfaces.msg import (
 )
 from rclpy.node import Node
 
-from mobilesam_ros.core import MobileSamError, Segmenter
+from mobilesam_ros.core import InvalidInputError, MobileSamError, Segmenter
+from mobilesam_ros.core.depth import LiftParams
 from mobilesam_ros.core.stream.pipeline import (
     STAGE_PUBLISH,
     FailureLog,
@@ -36,6 +37,7 @@ from mobilesam_ros.ros import conversions
 from mobilesam_ros.ros.diagnostics import StageStats, health, status_values
 from mobilesam_ros.ros.inputs import InputSubscriptions
 from mobilesam_ros.ros.outputs import OutputPublishers
+from mobilesam_ros.ros.outputs_3d import DepthInputs, Outputs3D
 from mobilesam_ros.ros.parameters import (
     PARAMETERS,
     STREAM_SETTINGS,
@@ -91,6 +93,7 @@ class SegmentationRuntime:
         self.loading_error: str | None = None
         self.outputs: OutputPublishers | None = None
         self.inputs: InputSubscriptions | None = None
+        self.depth_inputs: DepthInputs | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._handoff: queue.Queue[FrameResult] = queue.Queue(maxsize=1)
@@ -143,7 +146,11 @@ class SegmentationRuntime:
     def start(self) -> None:
         """Publishers, subscriptions, the inference and publishing threads."""
         node = self.node
-        self.outputs = OutputPublishers(node, self.value, self.pipeline.tracker is not None)
+        self.depth_inputs = DepthInputs(node, self.failures)
+        outputs_3d = Outputs3D(node, self.value, self.depth_inputs, self.failures)
+        self.outputs = OutputPublishers(
+            node, self.value, self.pipeline.tracker is not None, outputs_3d
+        )
         self.inputs = InputSubscriptions(
             node, self.pipeline, self.failures, self.stats, self.value("use_compressed")
         )
@@ -168,7 +175,8 @@ class SegmentationRuntime:
         finished = not any(thread.is_alive() for thread in self._threads)
         if self.inputs is not None:
             self.inputs.destroy()
-            self.inputs = None
+            self.depth_inputs.destroy()
+            self.inputs = self.depth_inputs = None
         if finished and self.outputs is not None:
             self.outputs.destroy()
             self.outputs = None
@@ -187,6 +195,13 @@ class SegmentationRuntime:
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
         values = {p.name: p.value for p in parameters}
+        try:  # ranges that depend on each other
+            LiftParams(
+                min_depth=values.get("depth.min", self.value("depth.min")),
+                max_depth=values.get("depth.max", self.value("depth.max")),
+            )
+        except InvalidInputError as exc:
+            return SetParametersResult(successful=False, reason=f"depth.min/depth.max: {exc}")
         if values.keys() & set(STREAM_SETTINGS.values()):
             # Applied by the inference thread between two frames.
             self.pipeline.configure(stream_settings(lambda n: values.get(n, self.value(n))))

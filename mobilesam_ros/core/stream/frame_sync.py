@@ -54,6 +54,31 @@ class PromptRequest:
     source: str = ""  # which input it came from; the newest request per source wins
 
 
+class StampCache:
+    """The last `size` items of a side input (e.g. depth images) by stamp, matched to a frame's
+    stamp with a sync policy: exact, nearest within `max_offset_ns`, or latest."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[int, Any] = OrderedDict()
+        self._size = max(int(size), 1)
+
+    def add(self, stamp_ns: int, item: Any) -> None:
+        self._items[stamp_ns] = item
+        self._items.move_to_end(stamp_ns)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def match(self, stamp_ns: int, policy: str, max_offset_ns: int) -> Any | None:
+        if not self._items:
+            return None
+        if policy == "latest":
+            return next(reversed(self._items.values()))
+        if policy == "exact":
+            return self._items.get(stamp_ns)
+        best = min(self._items, key=lambda stamp: abs(stamp - stamp_ns))
+        return self._items[best] if abs(best - stamp_ns) <= max_offset_ns else None
+
+
 class FrameSync:
     def __init__(
         self,

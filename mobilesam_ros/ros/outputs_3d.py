@@ -1,0 +1,159 @@
+"""3D outputs from registered depth: detections_3d, instances_cloud, markers (lazy, optional).
+
+Depth images and camera_info arrive on their own topics (`DepthInputs`); each answered frame
+takes the depth image matched to its stamp with the node's sync policy and the newest
+camera_info. Missing or unusable inputs are counted; the 2D outputs never wait for them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from mobilesam_ros.core import InvalidInputError
+from mobilesam_ros.core.depth import CameraModel, LiftParams, lift_instances
+from mobilesam_ros.core.stream.frame_sync import StampCache
+from mobilesam_ros.core.stream.pipeline import FailureLog, FrameResult
+from mobilesam_ros.ros import conversions
+from mobilesam_ros.ros.conversions_3d import (
+    MarkerTracker,
+    camera_from_info,
+    depth_from_message,
+    detections_3d,
+    instances_cloud_message,
+    vision_msgs_3d,
+)
+
+DEPTH_REJECTED = "depth_images_rejected"
+CAMERA_INFO_REJECTED = "camera_info_rejected"
+DEPTH_CACHE_SIZE = 30
+
+
+class DepthInputs:
+    """depth and camera_info subscriptions; written by callbacks, read by the publishing thread."""
+
+    def __init__(self, node: Node, failures: FailureLog) -> None:
+        self._node = node
+        self._failures = failures
+        self._lock = threading.Lock()
+        self._depth = StampCache(DEPTH_CACHE_SIZE)
+        self._camera: CameraModel | None = None
+        self._subscriptions = [
+            node.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data),
+            node.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data
+            ),
+        ]
+
+    def _on_depth(self, message: Image) -> None:
+        with self._lock:
+            self._depth.add(conversions.stamp_to_ns(message.header.stamp), message)
+
+    def _on_camera_info(self, message: CameraInfo) -> None:
+        try:
+            camera = camera_from_info(message)
+        except InvalidInputError as exc:
+            self._failures.report(CAMERA_INFO_REJECTED, f"camera_info rejected: {exc}")
+            return
+        with self._lock:
+            self._camera = camera
+
+    def for_frame(self, stamp_ns: int, policy: str, max_offset: float) -> tuple[Any, Any]:
+        """(depth image or None, camera model or None) for the color image stamped `stamp_ns`."""
+        with self._lock:
+            message = self._depth.match(stamp_ns, policy, int(max_offset * 1e9))
+            camera = self._camera
+        depth = None
+        if message is not None:
+            try:
+                depth = depth_from_message(message)
+            except InvalidInputError as exc:
+                self._failures.report(DEPTH_REJECTED, f"depth image rejected: {exc}")
+        return depth, camera
+
+    def destroy(self) -> None:
+        for subscription in self._subscriptions:
+            self._node.destroy_subscription(subscription)
+        self._subscriptions = []
+
+
+class Outputs3D:
+    def __init__(
+        self,
+        node: Node,
+        value_of: Callable[[str], Any],
+        depth_inputs: DepthInputs,
+        failures: FailureLog,
+    ) -> None:
+        self._node = node
+        self._value_of = value_of
+        self._inputs = depth_inputs
+        self._failures = failures
+        self._types = vision_msgs_3d()
+        self._markers = MarkerTracker()
+        self.cloud = node.create_publisher(PointCloud2, "instances_cloud", 2)
+        self.markers = node.create_publisher(MarkerArray, "markers", 2)
+        self.detections = None
+        if self._types is not None:
+            self.detections = node.create_publisher(self._types.detection_array, "detections_3d", 2)
+        else:
+            node.get_logger().info("vision_msgs not installed: no detections_3d output")
+
+    def _all(self) -> list[Any]:
+        return [p for p in (self.detections, self.cloud, self.markers) if p is not None]
+
+    def anyone_listening(self) -> bool:
+        return any(p.get_subscription_count() > 0 for p in self._all())
+
+    def publish(self, result: FrameResult, header: Any, captions: Sequence[str]) -> int:
+        if not self.anyone_listening():
+            return 0
+        value = self._value_of
+        depth, camera = self._inputs.for_frame(
+            result.frame.stamp_ns, value("sync.policy"), value("depth.max_offset")
+        )
+        params = LiftParams(
+            min_depth=value("depth.min"),
+            max_depth=value("depth.max"),
+            erode_px=value("depth.erode_px"),
+            min_points=value("depth.min_points"),
+        )
+        lifted = lift_instances(
+            [r.mask for r in result.instances],
+            depth,
+            camera,
+            params,
+            image_size=result.decoded.pixels.shape[:2],
+        )
+        for reason, count in lifted.counts.items():
+            self._failures.report(reason, f"{count} instance(s) without 3D pose: {reason}", count)
+        oriented = value("depth.oriented_boxes")
+        published = 0
+        if self.detections is not None and self.detections.get_subscription_count():
+            self.detections.publish(
+                detections_3d(header, result.instances, lifted.instances, self._types, oriented)
+            )
+            published += 1
+        if self.cloud.get_subscription_count():
+            rgb = result.decoded.to_bgr()[..., ::-1] if value("depth.cloud_rgb") else None
+            stride = value("depth.cloud_stride")
+            self.cloud.publish(instances_cloud_message(header, lifted.instances, stride, rgb))
+            published += 1
+        if self.markers.get_subscription_count():
+            self.markers.publish(
+                self._markers.markers(
+                    header, result.instances, lifted.instances, captions, oriented
+                )
+            )
+            published += 1
+        return published
+
+    def destroy(self) -> None:
+        for publisher in self._all():
+            self._node.destroy_publisher(publisher)
