@@ -47,8 +47,11 @@ class TorchBackend(Backend):
         if is_cuda(device):
             from mobilesam_ros.core.backends.torch_device import DevicePipeline
 
-            # GPU: pre/post-processing on the device, FP16 encoder replayed from a CUDA graph.
-            self._device_pipeline = DevicePipeline(self._encoder, device, fp16=fp16)
+            # GPU: pre/post-processing on the device, encoder and decoder (FP16 with the
+            # sensitive parts in FP32) replayed from CUDA graphs.
+            self._device_pipeline = DevicePipeline(
+                self._encoder, device, decoders=self._decoders, fp16=fp16
+            )
             self.name = "torch-fp16" if fp16 else "torch"
 
     def encode_image(self, image: np.ndarray, channel_order: str) -> tuple[Any, Any] | None:
@@ -63,12 +66,22 @@ class TorchBackend(Backend):
         multimask: bool,
         geometry: Any,
         threshold: float,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        low_res: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """As Backend.decode_masks; the low-res logits are copied back only when `low_res`
+        (else None)."""
         if self._device_pipeline is None:
             return None
-        low_res, iou = self._decode_tensors(embedding, inputs, multimask)
-        masks = self._device_pipeline.masks(low_res, geometry, threshold)
-        return masks, iou.cpu().numpy(), low_res.cpu().numpy()
+        return self._device_pipeline.decode(
+            embedding, inputs, multimask, geometry, threshold, low_res=low_res
+        )
+
+    def stage_timings(self) -> dict[str, float] | None:
+        """Device milliseconds per stage of the last frame on the GPU path (CUDA events; see
+        DevicePipeline.stage_timings), None on the CPU."""
+        if self._device_pipeline is None:
+            return None
+        return self._device_pipeline.stage_timings()
 
     def encode(self, image: np.ndarray) -> Any:
         torch = self._torch
@@ -76,16 +89,13 @@ class TorchBackend(Backend):
             return self._encoder(torch.from_numpy(image).to(self.device))
 
     def decode(self, embedding: Any, inputs: DecoderInputs, multimask: bool) -> DecoderOutputs:
-        masks, iou = self._decode_tensors(embedding, inputs, multimask)
-        return masks.cpu().numpy(), iou.cpu().numpy()
-
-    def _decode_tensors(
-        self, embedding: Any, inputs: DecoderInputs, multimask: bool
-    ) -> tuple[Any, Any]:
         torch = self._torch
+        # The GPU path's embeddings are FP16; these FP32 decoders take them as FP32.
+        embedding = embedding.float()
         tensors = [torch.from_numpy(a).to(self.device, non_blocking=True) for a in inputs.arrays()]
         with torch.inference_mode():
-            return self._decoders[multimask](embedding, *tensors)
+            masks, iou = self._decoders[multimask](embedding, *tensors)
+        return masks.cpu().numpy(), iou.cpu().numpy()
 
     def embedding_to_numpy(self, embedding: Any) -> np.ndarray:
-        return embedding.cpu().numpy()
+        return embedding.float().cpu().numpy()

@@ -53,6 +53,21 @@ class ConvBN(nn.Sequential):
         return fused
 
 
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm that normalizes reduced-precision input in FP32 and returns its dtype.
+
+    FP32 input takes nn.LayerNorm's own path, so exported graphs are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        normalized = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+        return normalized.to(x.dtype)
+
+
 def _fuse_children(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, ConvBN):
@@ -131,7 +146,7 @@ class ConvLayer(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self.act = nn.GELU()
@@ -150,7 +165,10 @@ class Attention(nn.Module):
         self.tokens = window * window
         self.scale = self.key_dim**-0.5
         self.dim = dim
-        self.norm = nn.LayerNorm(dim)
+        # Fused scaled-dot-product attention instead of explicit products and softmax; set on
+        # the FP16 copy run on a GPU (the exported graphs keep the explicit form).
+        self.use_sdpa = False
+        self.norm = LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         offsets: dict[tuple[int, int], int] = {}
@@ -178,10 +196,18 @@ class Attention(nn.Module):
             if self.bias_table.numel()
             else self.attention_biases[:, self.attention_bias_idxs]
         )
-        attn = (q @ k.transpose(-2, -1)) * self.scale + bias
-        attn = attn.softmax(dim=-1)
-        x = (attn @ v).transpose(1, 2).reshape(-1, n, self.dim)
-        return self.proj(x)
+        if self.use_sdpa:
+            # The fused kernels accumulate the logits and the softmax in FP32.
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        elif q.dtype == torch.float32:
+            attn = (q @ k.transpose(-2, -1)) * self.scale + bias
+            attn = attn.softmax(dim=-1)
+            x = attn @ v
+        else:
+            # Reduced precision: scale before the product (smaller logits), softmax in FP32.
+            logits = ((q * self.scale) @ k.transpose(-2, -1)).float() + bias.float()
+            x = logits.softmax(dim=-1).to(v.dtype) @ v
+        return self.proj(x.transpose(1, 2).reshape(-1, n, self.dim))
 
 
 class TinyViTBlock(nn.Module):
@@ -256,10 +282,17 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Reduced-precision input is normalized in FP32: in FP16 the squared deviations overflow
+        # once |x - mean| passes 256. FP32 input traces exactly as before (no casts).
+        dtype = x.dtype
+        if dtype != torch.float32:
+            x = x.float()
         centered = x - x.mean(1, keepdim=True)
         variance = (centered * centered).mean(1, keepdim=True)
         x = centered / torch.sqrt(variance + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        # (FP16 parameters times the FP32 x promote to FP32 without a cast.)
+        x = self.weight[:, None, None] * x + self.bias[:, None, None]
+        return x if dtype == torch.float32 else x.to(dtype)
 
 
 class TinyViTEncoder(nn.Module):
