@@ -158,8 +158,7 @@ class Segmenter:
             )
         if on_device is not None:  # decoded and post-processed on the GPU
             masks, scores, low_res = on_device
-            self.timings.decode_ms = (time.perf_counter() - started) * 1e3
-            self.timings.postprocess_ms = 0.0
+            self._device_stage_timings()
         elif num_prompts == 0:
             outputs = 3 if multimask else 1
             low_res = np.empty((0, outputs, LOW_RES_SIZE, LOW_RES_SIZE), np.float32)
@@ -178,6 +177,14 @@ class Segmenter:
         if not multimask:
             return SegmentationResult(masks[:, 0], scores[:, 0], low_res[:, 0])
         return SegmentationResult(masks, scores, low_res)
+
+    def _device_stage_timings(self) -> None:
+        """Stage times of a GPU frame from its CUDA events (wall-clock times there would show
+        launch times, not work); read after the decode, whose transfer waited for them."""
+        read = getattr(self.backend, "stage_timings", None)
+        timings = read() if read is not None else None
+        for stage, milliseconds in (timings or {}).items():
+            setattr(self.timings, f"{stage}_ms", float(milliseconds))
 
     def segment(self, rgb: np.ndarray, **prompts: Any) -> SegmentationResult:
         """`encode` then `decode` in one call."""
