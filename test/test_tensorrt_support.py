@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -722,6 +724,80 @@ def test_verify_engine_without_tensorrt_fails_clearly(tmp_path, capsys):
     checkpoint, cache = _cached_tiny_export(tmp_path)
     assert main(["verify-engine", "--checkpoint", str(checkpoint), "--cache-dir", str(cache)]) == 2
     assert "backend 'tensorrt'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# A TensorRT 11 stand-in: auto falls back, an explicit choice fails with the reason
+
+
+def _fake_tensorrt_11():
+    """TensorRT 11's Python surface as far as a build reaches it: TensorRT-RTX's strongly
+    typed builder and parser (no FP16 or precision-constraint flags, as in 11) under the name
+    `tensorrt`, version 11.0.0, whose build fails as a real failed build does (None)."""
+    import types
+
+    from mobilesam_ros.core.backends.tensorrt.compat import import_tensorrt
+
+    rtx = import_tensorrt()
+    if "rtx" not in rtx.__name__:
+        pytest.skip("the stand-in wraps TensorRT-RTX; a full TensorRT is installed here")
+
+    class FailingBuilder(rtx.Builder):
+        def build_serialized_network(self, network, config):
+            return None
+
+    fake = types.ModuleType("tensorrt")
+    fake.__dict__.update({k: v for k, v in vars(rtx).items() if not k.startswith("__")})
+    fake.__version__ = "11.0.0"
+    fake.Builder = FailingBuilder
+    return fake
+
+
+@pytest.fixture
+def tensorrt_11_with_a_gpu(monkeypatch):
+    from mobilesam_ros.core.backends.tensorrt import compat
+
+    try:
+        fake = _fake_tensorrt_11()
+    except BackendUnavailableError:
+        pytest.skip("no TensorRT-RTX builder to stand in for TensorRT 11")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(compat, "import_cudart", lambda: _fake_cudart("cudaSuccess"))
+    monkeypatch.setattr(
+        CudaApi,
+        "call",
+        lambda self, function, *args: (
+            None if function == "cudaSetDevice" else _REAL_CUDA_CALL(self, function, *args)
+        ),
+    )
+    return fake
+
+
+_REAL_CUDA_CALL = CudaApi.call
+
+
+def test_tensorrt_11_build_failure_falls_back_and_explicit_choice_fails(
+    tensorrt_11_with_a_gpu, random_checkpoint, cache_dir, caplog
+):
+    from mobilesam_ros.core import backends
+
+    options = {"max_prompts": 8}
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT 11\.0\.0 failed to build"):
+        create_backend("tensorrt", random_checkpoint, cache_dir, "cuda", False, options)
+    backends._reported_fallbacks.clear()
+    with caplog.at_level(logging.INFO, logger="mobilesam_ros.core.backends"):
+        first = create_backend("auto", random_checkpoint, cache_dir, "auto", False, options)
+        second = create_backend("auto", random_checkpoint, cache_dir, "auto", False, options)
+    assert first.name == second.name == "onnxruntime"
+    assert "TensorRT 11.0.0 failed to build the encoder engine" in first.fallback_reason
+    assert second.fallback_reason == first.fallback_reason
+    logged = [r for r in caplog.records if "does not use TensorRT" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.WARNING  # once, not per call
+
+
+def test_auto_on_the_cpu_records_no_fallback(random_checkpoint, cache_dir):
+    backend = create_backend("auto", random_checkpoint, cache_dir, "cpu", progress=False)
+    assert backend.name == "onnxruntime" and backend.fallback_reason is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -49,7 +50,7 @@ from mobilesam_ros.core.backends.tensorrt.engine_cache import (
 from mobilesam_ros.core.backends.tensorrt.graph_prep import fold_constants, mixed_fp16_graph
 from mobilesam_ros.core.choices import DEFAULT_PRECISION
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
-from mobilesam_ros.core.files import exclusive_lock
+from mobilesam_ros.core.files import exclusive_lock, write_bytes_atomically
 from mobilesam_ros.core.model.export import OnnxModels
 
 if TYPE_CHECKING:
@@ -101,9 +102,13 @@ class PreparedGraphs:
         if graph_runs_fp32(graph, precision, level) or not api.strongly_typed:
             return folded, []
         path = self._path(graph, f"fp16-level{level}")
+        islands = path.with_suffix(".fp32-nodes.json")
+        if path.exists() and islands.exists():
+            return path, list(json.loads(islands.read_text()))
         partial = path.with_suffix(".part")
         _, kept = mixed_fp16_graph(folded, partial, graph, level)
         os.replace(partial, path)
+        write_bytes_atomically(islands, json.dumps(kept).encode())
         return path, kept
 
 
@@ -393,8 +398,8 @@ def _build_all(
 
     Valid cached engines (e.g. the encoder when only the decoder profile changed) are reused
     while the level they were built at is the one needed; the set starts at the highest level
-    any of them records. The reference masks are computed first and ONNX Runtime released,
-    so its memory is free before the candidate engines load.
+    any of them records. The reference masks are computed once, before the first candidate
+    loads, and ONNX Runtime is released then, so its memory is free for the engines.
     """
     from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
     from mobilesam_ros.core.backends.tensorrt.runtime import TensorRtBackend
@@ -412,8 +417,7 @@ def _build_all(
         f"(compute {spec.compute_capability}); this takes minutes once, then they are cached",
     )
     started = time.perf_counter()
-    reference = reference_masks(OnnxRuntimeBackend(models, "cpu"), profile.max_prompts)
-    gc.collect()  # the ONNX Runtime sessions go before any engine is loaded
+    reference = None
     built_by_level: dict[tuple[str, int], BuiltEngine] = {}
     level = 0
     for graph, (meta, engine) in reusable.items():
@@ -439,6 +443,9 @@ def _build_all(
                 built_by_level[(graph, level)] = record
             built[graph] = record
         engines = {graph: record.engine for graph, record in built.items()}
+        if reference is None:
+            reference = reference_masks(OnnxRuntimeBackend(models, "cpu"), profile.max_prompts)
+            gc.collect()  # the ONNX Runtime sessions go before any engine is loaded
         candidate = TensorRtBackend(engines, profile, device, precision)
         try:
             result = compare_with_reference(candidate, reference)

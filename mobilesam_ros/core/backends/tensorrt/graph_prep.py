@@ -13,6 +13,7 @@ Needs onnx, onnxruntime and onnxconverter-common (build time only, never at run 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -136,13 +137,16 @@ def mixed_fp16_graph(
     keep = fp32_nodes(model, graph, level)
     untie_shared_initializers(model)
     _casts_to_fp16(model, set(keep), onnx.TensorProto)
-    converted = float16.convert_float_to_float16(
-        model,
-        keep_io_types=True,
-        op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *_ALWAYS_FP32_OPS],
-        node_block_list=keep,
-        check_fp16_ready=False,  # the Casts above are FP16 on purpose
-    )
+    with warnings.catch_warnings():
+        # It warns for every weight it rounds to FP16's range (tiny values to 1e-7): expected.
+        warnings.filterwarnings("ignore", "the float32 number", UserWarning)
+        converted = float16.convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *_ALWAYS_FP32_OPS],
+            node_block_list=keep,
+            check_fp16_ready=False,  # the Casts above are FP16 on purpose
+        )
     target = Path(target)
     onnx.save(converted, os.fspath(target))
     return target, keep
