@@ -211,7 +211,9 @@ def build_engine(
     if spec.profile:
         profile = parsed.builder.create_optimization_profile()
         for shape_range in spec.profile:
-            profile.set_shape(shape_range.name, shape_range.min, shape_range.opt, shape_range.max)
+            low, opt, high = shape_range.min, shape_range.opt, shape_range.max
+            # The bindings turn tuples into Dims; the stubs only declare Dims.
+            profile.set_shape(shape_range.name, low, opt, high)  # type: ignore[arg-type]
         config.add_optimization_profile(profile)
     mode = f"fp16, {len(pinned)} nodes in FP32" if fp16 else "fp32"
     _say(progress, f"{label} building {spec.graph} engine with {api.label} ({mode}) ...")

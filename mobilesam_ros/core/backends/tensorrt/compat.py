@@ -80,7 +80,10 @@ class TrtApi:
     """The TensorRT calls this package makes, spelled right for each supported flavour."""
 
     def __init__(self, trt_module: Any) -> None:
-        self.trt = trt_module
+        if TYPE_CHECKING:
+            self.trt = trt  # the type checker reads every TensorRT name from the stubs
+        else:
+            self.trt = trt_module
         self.version = str(trt_module.__version__)
         self.rtx = _is_rtx(trt_module)
         self.major, self.minor = parse_version(self.version)

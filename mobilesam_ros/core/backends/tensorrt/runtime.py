@@ -77,7 +77,7 @@ class _GpuResources:
         pointer = int(self.cuda.call("cudaMallocHost", nbytes))
         self.host.append(pointer)
         raw = (ctypes.c_byte * nbytes).from_address(pointer)
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+        return np.frombuffer(memoryview(raw), dtype=dtype, count=count).reshape(shape)
 
     def release(self) -> None:
         with contextlib.suppress(BackendUnavailableError):
@@ -191,7 +191,8 @@ class _Engine:
             raise BackendUnavailableError(f"TensorRT failed to run the {self.graph} engine")
 
     def output_shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(d) for d in self._context().get_tensor_shape(name))
+        shape = self._context().get_tensor_shape(name)
+        return tuple(int(shape[i]) for i in range(len(shape)))
 
     def release(self) -> None:
         self.context = None  # a context goes before its engine
@@ -421,7 +422,7 @@ class TensorRtBackend(Backend):
         the profile's maximum), the engines' weights as serialized, and this backend's own
         input/output buffers (device side; the same again is page-locked host memory)."""
         report = {f"{engine.graph} context": engine.device_memory for engine in self._trt.engines}
-        report.update({f"{graph} engine": len(data) for graph, data in self._engine_sizes.items()})
+        report.update({f"{graph} engine": size for graph, size in self._engine_sizes.items()})
         report["input/output buffers"] = self._resources.device_bytes
         return report
 

@@ -44,7 +44,7 @@ SELF_CHECK_MIN_IOU = 0.97
 
 def self_check_photo() -> np.ndarray:
     """The built-in photo as a 256x256x3 uint8 RGB array."""
-    data = resources.files("mobilesam_ros").joinpath("data", SELF_CHECK_PHOTO).read_bytes()
+    data = resources.files("mobilesam_ros").joinpath("data").joinpath(SELF_CHECK_PHOTO).read_bytes()
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise MobileSamError(f"the package's self-check photo {SELF_CHECK_PHOTO} is unreadable")
