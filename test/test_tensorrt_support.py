@@ -52,7 +52,9 @@ from mobilesam_ros.core.backends.tensorrt.engine_cache import (
 from mobilesam_ros.core.backends.tensorrt.self_check import (
     SELF_CHECK_BOXES,
     SELF_CHECK_MIN_IOU,
+    compare_with_reference,
     mask_iou,
+    reference_masks,
     run_self_check,
     self_check_photo,
 )
@@ -563,7 +565,7 @@ def test_cuda_shim_names_an_old_driver_instead_of_reporting_no_gpu(monkeypatch):
     message = str(error.value)
     assert "cudaErrorInsufficientDriver" in message
     assert "cuda-python 13.0.1 needs driver 580" in message and "CUDA 12.2" in message
-    assert "mobilesam_ros[tensorrt-jp6]" in message
+    assert "mobilesam-ros[tensorrt-jp6]" in message
     no_driver = CudaApi(_fake_cudart("cudaErrorInsufficientDriver", driver_version=0))
     with pytest.raises(BackendUnavailableError, match="no NVIDIA driver is loaded"):
         no_driver.device_count()
@@ -661,6 +663,40 @@ def test_self_check_passes_identical_and_fails_shifted_masks():
     shifted = run_self_check(_BoxBackend(shift=6), _BoxBackend())
     assert shifted.iou < SELF_CHECK_MIN_IOU and not shifted.passed
     assert "FAILED" in shifted.summary()
+
+
+class _IgnoresSharedHint(_BoxBackend):
+    """Decodes like the reference except when one hint is shared by several prompts."""
+
+    def decode(self, embedding, inputs, multimask):
+        low, iou = super().decode(embedding, inputs, multimask)
+        if len(inputs.mask_input) == 1 and len(inputs) > 1 and inputs.has_mask_input[0] > 0:
+            low[1:] = -5.0  # as if the hint's broadcast reached only the first prompt
+        return low, iou
+
+
+def test_self_check_covers_prompt_counts_and_mask_hints():
+    reference = reference_masks(_BoxBackend(), max_prompts=16)
+    shapes = {
+        case.name: (len(case.inputs), len(case.inputs.mask_input), case.inputs.has_mask_input[0])
+        for case in reference.cases
+    }
+    boxes = len(SELF_CHECK_BOXES)
+    assert shapes == {
+        f"N={boxes}": (boxes, 1, 0),
+        "N=1": (1, 1, 0),
+        "N=7": (7, 1, 0),
+        "N=16": (16, 1, 0),
+        f"N={boxes} M=1 hint": (boxes, 1, 1),
+        f"N={boxes} M=N hints": (boxes, boxes, 1),
+    }
+    good = compare_with_reference(_BoxBackend(), reference)
+    assert good.passed and len(good.iou_per_case) == 2 * len(shapes)
+    broken = compare_with_reference(_IgnoresSharedHint(), reference)
+    assert not broken.passed
+    worst = min(broken.iou_per_case, key=lambda case: case[1])[0]
+    assert worst.startswith(f"N={boxes} M=1 hint")
+    assert "worst case" in broken.summary()
 
 
 def test_mask_iou_of_empty_masks_is_one():

@@ -38,7 +38,7 @@ SUPPORTED_TENSORRT = "TensorRT 8.6, 10.x or 11.x, or TensorRT-RTX 1.x"
 TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")
 CUDA_PYTHON_HINT = (
     "cuda-python 12.x where the NVIDIA driver is older than 580 (JetPack 6: "
-    "pip install 'mobilesam_ros[tensorrt-jp6]', or pip install 'cuda-python>=12,<13'), "
+    "pip install 'mobilesam-ros[tensorrt-jp6]', or pip install 'cuda-python>=12,<13'), "
     "cuda-python 13.x with driver 580 or newer (pip install 'cuda-python>=13')"
 )
 _FIRST_CUDA13_DRIVER = 13000  # cudaDriverGetVersion of the first driver (580) with CUDA 13
@@ -68,7 +68,7 @@ def import_tensorrt() -> Any:
     raise BackendUnavailableError(
         f"backend 'tensorrt': TensorRT is not importable here ({SUPPORTED_TENSORRT}: JetPack "
         "ships TensorRT on Jetson, `pip install tensorrt` on desktops, or "
-        "`pip install 'mobilesam_ros[tensorrt-rtx]'` for RTX GPUs); tried " + "; ".join(problems)
+        "`pip install 'mobilesam-ros[tensorrt-rtx]'` for RTX GPUs); tried " + "; ".join(problems)
     )
 
 
