@@ -47,7 +47,11 @@ from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     read_engine,
     write_engine,
 )
-from mobilesam_ros.core.backends.tensorrt.graph_prep import fold_constants, mixed_fp16_graph
+from mobilesam_ros.core.backends.tensorrt.graph_prep import (
+    fold_constants,
+    mixed_fp16_graph,
+    residual_sums,
+)
 from mobilesam_ros.core.choices import DEFAULT_PRECISION
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
 from mobilesam_ros.core.files import exclusive_lock, write_bytes_atomically
@@ -202,6 +206,8 @@ def build_engine(
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         infos = [api.layer_info(layer) for layer in layers]
         pinned = fp32_layer_names(infos, level, spec.graph)
+        # The residual sums feeding LayerNorm, as in the mixed-precision graphs.
+        pinned += [name for name in residual_sums(onnx_path) if name not in set(pinned)]
         pinned_set = set(pinned)
         for layer, info in zip(layers, infos, strict=True):
             if info.name in pinned_set:

@@ -314,6 +314,8 @@ def tensorrt_unavailable_reason() -> str | None:
             return "backend 'tensorrt' needs an NVIDIA GPU, and CUDA reports none here"
     except BackendUnavailableError as exc:
         return str(exc)
+    except Exception as exc:  # e.g. a broken install; auto must still pick another backend
+        return f"backend 'tensorrt': {type(exc).__name__}: {exc}"
     return None
 
 

@@ -103,6 +103,12 @@ def _casts_to_fp16(model: Any, keep: set[str], tensor_proto: Any) -> None:
     del model.graph.value_info[:]
 
 
+def residual_sums(model_path: str | os.PathLike[str]) -> list[str]:
+    """`residual_sums_into_layernorm` of an ONNX file (TensorRT names layers after nodes)."""
+    onnx = _import_onnx()
+    return residual_sums_into_layernorm(onnx.load(os.fspath(model_path), load_external_data=False))
+
+
 def fp32_nodes(model: Any, graph: str, level: int) -> list[str]:
     """Names of the nodes a mixed-precision graph keeps in FP32 at this escalation level."""
     layers = [
