@@ -76,6 +76,11 @@ def onnx_files(models: OnnxModels) -> dict[str, Path]:
 # Graphs and networks
 
 
+def _partial(path: Path) -> Path:
+    """A temp name of this process: builds of other configurations may prepare the same graph."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+
+
 class PreparedGraphs:
     """The graphs TensorRT parses, written once per ONNX file and variant into `folder`."""
 
@@ -93,7 +98,7 @@ class PreparedGraphs:
         path = self._path(graph, "folded")
         if not path.exists():
             self.folder.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".part")
+            partial = _partial(path)
             fold_constants(self.sources[graph], partial)
             os.replace(partial, path)
         return path
@@ -109,7 +114,7 @@ class PreparedGraphs:
         islands = path.with_suffix(".fp32-nodes.json")
         if path.exists() and islands.exists():
             return path, list(json.loads(islands.read_text()))
-        partial = path.with_suffix(".part")
+        partial = _partial(path)
         _, kept = mixed_fp16_graph(folded, partial, graph, level)
         os.replace(partial, path)
         write_bytes_atomically(islands, json.dumps(kept).encode())
