@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP_VERSION := 26.3
-SETUP_STAMP := $(VENV)/.setup-$(shell cat requirements/dev.lock setup.py | cksum | cut -d' ' -f1)
+SETUP_STAMP := $(VENV)/.setup-$(shell cat requirements/dev.lock requirements/no-deps.lock setup.py | cksum | cut -d' ' -f1)
 # Checkpoint for demo/bench: a path, empty for the official file (downloaded once),
 # or `random` for random weights in the official layout (pipeline check; meaningless masks).
 CHECKPOINT ?=
@@ -20,11 +20,12 @@ DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --
 
 setup: $(SETUP_STAMP) build-ros
 
-$(SETUP_STAMP): requirements/dev.lock setup.py
+$(SETUP_STAMP): requirements/dev.lock requirements/no-deps.lock setup.py
 	@echo "[setup] creating $(VENV) and installing pinned dependencies (a few minutes the first time)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements/no-deps.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.setup-*
 	@touch $@

@@ -23,6 +23,19 @@ setup(
     extras_require={
         # Export of the ONNX graphs and the torch backend.
         "torch": ["torch>=2.1", "torchvision", "segment-anything==1.0", "onnx>=1.14"],
+        # TensorRT itself comes from JetPack (Jetson) or `pip install tensorrt` (desktops);
+        # these are what the backend needs beside it. cuda-python 13 needs driver >= 580.
+        "tensorrt": ["cuda-python>=13", "onnx>=1.14", "onnxconverter-common>=1.14"],
+        # JetPack 6 (driver 540 series): cuda-python 12.x; cuda-bindings 13 refuses the driver.
+        "tensorrt-jp6": ["cuda-python>=12.2,<13", "onnx>=1.14", "onnxconverter-common>=1.14"],
+        # RTX desktop GPUs without full TensorRT: TensorRT-RTX from pip (CUDA 13 driver).
+        "tensorrt-rtx": [
+            "tensorrt-rtx-cu13-bindings>=1.7",
+            "tensorrt-rtx-cu13-libs>=1.7",
+            "cuda-python>=13",
+            "onnx>=1.14",
+            "onnxconverter-common>=1.14",
+        ],
     },
     entry_points={"console_scripts": ["mobilesam-ros = mobilesam_ros.cli:main"]},
 )

@@ -127,7 +127,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    from mobilesam_ros.core.backends.tensorrt.engine_cache import DEFAULT_MAX_PROMPTS
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import (
+        DEFAULT_MAX_PROMPTS,
+        DEFAULT_WORKSPACE_MIB,
+    )
     from mobilesam_ros.core.choices import DEFAULT_PRECISION, PRECISIONS
 
     parser.add_argument(
@@ -147,6 +150,12 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_PROMPTS,
         help="most prompts per decoder call (the decoder's optimization profile is 1 to this)",
+    )
+    parser.add_argument(
+        "--workspace-mib",
+        type=int,
+        default=DEFAULT_WORKSPACE_MIB,
+        help="the TensorRT builder's scratch memory limit in MiB (part of the cache key)",
     )
 
 
@@ -168,8 +177,10 @@ def _print_trtexec(
     args: argparse.Namespace,
     pins: dict[str, tuple[bool, list[str]]],
     note: str,
+    parsed: dict[str, str] | None = None,
 ) -> None:
-    """The trtexec command of each graph; pins: graph -> (FP16 on, layers pinned to FP32)."""
+    """The trtexec command of each graph; pins: graph -> (FP16 on, layers pinned to FP32);
+    parsed: graph -> the prepared graph a strongly typed build parsed (then no pins)."""
     from mobilesam_ros.core.backends.tensorrt.engine_cache import (
         DecoderProfile,
         graph_profile,
@@ -179,14 +190,17 @@ def _print_trtexec(
     profile = DecoderProfile(args.max_prompts)
     print(f"equivalent trtexec commands ({note}):")
     for graph, (fp16, layers) in pins.items():
+        prepared = (parsed or {}).get(graph)
         print(f"# {graph}")
         print(
             trtexec_command(
-                getattr(models, graph),
+                prepared or getattr(models, graph),
                 cache / "tensorrt" / "trtexec" / f"{graph}-{args.precision}.engine",
                 fp16=fp16,
                 profile=graph_profile(graph, profile),
                 fp32_layers=layers,
+                workspace_mib=args.workspace_mib,
+                strongly_typed=bool(prepared),
             )
         )
 
@@ -216,7 +230,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
     cache, models = _engine_inputs(args)
     try:
-        from mobilesam_ros.core.backends.tensorrt.backend import ensure_engines
+        from mobilesam_ros.core.backends.tensorrt.build import ensure_engines
 
         engines = ensure_engines(
             models,
@@ -225,10 +239,14 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
             precision=args.precision,
             max_prompts=args.max_prompts,
             force_rebuild=args.force,
+            workspace_mib=args.workspace_mib,
         )
     except BackendUnavailableError:
         # No TensorRT or no GPU here: still show how the engines would be built.
-        note = "not run here; trtexec writes bare engines without the cache header"
+        note = (
+            "not run here; TensorRT 8.6 style, weakly typed; trtexec writes bare engines "
+            "without the cache header"
+        )
         _print_trtexec(models, cache, args, _planned_pins(models, args.precision), note)
         raise
     for graph in GRAPHS:
@@ -240,25 +258,32 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
             f"{meta.get('self_check_iou')}, build {meta.get('build_seconds')} s)"
         )
     pins = {g: (bool(m.get("fp16")), m.get("fp32_layers", [])) for g, m in engines.metadata.items()}
-    _print_trtexec(
-        models, cache, args, pins, "trtexec writes bare engines without the cache header"
-    )
+    parsed = {
+        g: str(m["parsed_graph"])
+        for g, m in engines.metadata.items()
+        if m.get("strongly_typed") and m.get("parsed_graph")
+    }
+    note = "trtexec writes bare engines without the cache header"
+    _print_trtexec(models, cache, args, pins, note, parsed)
     return 0
 
 
 def _cmd_verify_engine(args: argparse.Namespace) -> int:
     from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from mobilesam_ros.core.backends.tensorrt.backend import TensorRtBackend, load_cached_engines
+    from mobilesam_ros.core.backends.tensorrt.build import load_cached_engines
     from mobilesam_ros.core.backends.tensorrt.engine_cache import (
         GRAPHS,
         DecoderProfile,
         EngineCacheError,
     )
+    from mobilesam_ros.core.backends.tensorrt.runtime import TensorRtBackend
     from mobilesam_ros.core.backends.tensorrt.self_check import run_self_check
 
     cache, models = _engine_inputs(args)
     try:
-        engines = load_cached_engines(models, cache, args.device, args.precision, args.max_prompts)
+        engines = load_cached_engines(
+            models, cache, args.device, args.precision, args.max_prompts, args.workspace_mib
+        )
     except EngineCacheError as exc:
         raise MobileSamError(
             f"{exc}; build it first with `mobilesam-ros build-engine` and the same options"
@@ -273,8 +298,13 @@ def _cmd_verify_engine(args: argparse.Namespace) -> int:
         engines.engines, DecoderProfile(args.max_prompts), args.device, args.precision
     )
     print(f"running the self-check with {backend.describe()} ...", file=sys.stderr, flush=True)
-    result = run_self_check(backend, OnnxRuntimeBackend(models, "cpu"))
+    result = run_self_check(
+        backend, OnnxRuntimeBackend(models, "cpu"), max_prompts=args.max_prompts
+    )
     print(f"self-check against ONNX Runtime FP32: {result.summary()}")
+    # After the self-check both decoders are loaded: every context is counted.
+    for use, size in backend.memory_report().items():
+        print(f"GPU memory, {use}: {size / 2**20:.1f} MiB")
     return 0 if result.passed else 1
 
 

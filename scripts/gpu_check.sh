@@ -22,7 +22,7 @@ CHECKPOINT="$CACHE/random-weights-seed0.pt"  # written below; no download on thi
 print('GPU:', torch.cuda.get_device_name(0), '| devices:', torch.cuda.device_count(), \
 '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
 "$PYTHON" -m pytest -q -rs -p no:cacheprovider test/test_core_torch_device.py \
-  test/test_tensorrt_support.py
+  test/test_tensorrt_support.py test/test_tensorrt_build.py test/test_tensorrt_static.py
 
 "$PYTHON" - "$CACHE" <<'EOF'
 """PyTorch CUDA path: encoder alone (SDPA and explicit attention), stages, end to end, accuracy."""
@@ -119,15 +119,22 @@ for boxes in 1 10; do
   "$PYTHON" -m mobilesam_ros.cli bench --backend torch --device cuda --boxes "$boxes" \
     --iterations 50 --cache-dir "$CACHE" --checkpoint "$CHECKPOINT"
 done
-if "$PYTHON" -c "import tensorrt" 2>/dev/null; then
-  for command in build-engine verify-engine; do
-    "$PYTHON" -m mobilesam_ros.cli "$command" --precision fp16 --cache-dir "$CACHE" \
-      --checkpoint "$CHECKPOINT"
+# TensorRT or TensorRT-RTX with cuda-python and a visible GPU (prints the reason otherwise;
+# `import tensorrt` alone is not enough: tensorrt-stubs makes it import without a library).
+if "$PYTHON" -c "import sys; from mobilesam_ros.core.backends.tensorrt.compat import \
+tensorrt_unavailable_reason as why; r = why(); print(r or 'TensorRT usable'); sys.exit(bool(r))"
+then
+  for precision in fp16 fp32; do
+    # Build time, FP32 level and self-check per graph; then GPU memory per engine context.
+    time "$PYTHON" -m mobilesam_ros.cli build-engine --precision "$precision" \
+      --cache-dir "$CACHE" --checkpoint "$CHECKPOINT"
+    "$PYTHON" -m mobilesam_ros.cli verify-engine --precision "$precision" \
+      --cache-dir "$CACHE" --checkpoint "$CHECKPOINT"
   done
   for boxes in 1 10; do
     "$PYTHON" -m mobilesam_ros.cli bench --backend tensorrt --device cuda --boxes "$boxes" \
       --iterations 50 --cache-dir "$CACHE" --checkpoint "$CHECKPOINT"
   done
 else
-  echo "TensorRT not importable: engine checks skipped"
+  echo "TensorRT not usable here (reason above): engine checks skipped"
 fi

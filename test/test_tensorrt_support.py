@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +23,7 @@ import pytest
 from mobilesam_ros.cli import main
 from mobilesam_ros.core.backends import _pick_fastest, create_backend
 from mobilesam_ros.core.backends.base import Backend, DecoderInputs
-from mobilesam_ros.core.backends.tensorrt.backend import (
+from mobilesam_ros.core.backends.tensorrt.compat import (
     CudaApi,
     TrtApi,
     parse_device,
@@ -50,7 +52,9 @@ from mobilesam_ros.core.backends.tensorrt.engine_cache import (
 from mobilesam_ros.core.backends.tensorrt.self_check import (
     SELF_CHECK_BOXES,
     SELF_CHECK_MIN_IOU,
+    compare_with_reference,
     mask_iou,
+    reference_masks,
     run_self_check,
     self_check_photo,
 )
@@ -312,18 +316,19 @@ def test_fp32_level_1_adds_gelu_and_attention_products():
     ]
 
 
-def test_fp32_level_2_is_the_whole_encoder_and_level_1_for_decoders():
+def test_fp32_level_2_is_every_graph_in_fp32():
     floating = [
         layer.name
         for layer in ENCODER_LAYERS
         if layer.floating and layer.kind not in ("CONSTANT", "SHAPE")
     ]
     assert fp32_layer_names(ENCODER_LAYERS, 2, "encoder") == floating
-    decoder = fp32_layer_names(ENCODER_LAYERS, 2, "decoder_multi")
-    assert decoder == fp32_layer_names(ENCODER_LAYERS, 1, "decoder_multi")
+    # Decoders escalate like the encoder: level 2 builds them in FP32 too.
+    assert fp32_layer_names(ENCODER_LAYERS, 2, "decoder_multi") == floating
     assert graph_runs_fp32("encoder", "fp16", 2)
-    assert not graph_runs_fp32("decoder_single", "fp16", 2)
+    assert graph_runs_fp32("decoder_single", "fp16", 2)
     assert not graph_runs_fp32("encoder", "fp16", 1)
+    assert not graph_runs_fp32("decoder_multi", "fp16", 1)
     assert graph_runs_fp32("decoder_single", "fp32", 0)
     with pytest.raises(InvalidInputError, match="FP32 level"):
         fp32_layer_names(ENCODER_LAYERS, MAX_FP32_LEVEL + 1)
@@ -409,17 +414,22 @@ def test_fp32_layers_read_from_an_onnx_graph(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# TensorRT version shim (fakes mimic the attribute sets of 8.6 and 10.x, nothing more)
+# TensorRT version shim (fakes mimic the attribute sets of 8.6, 10.x and 11.x, nothing more)
 
 
-def _fake_trt(version: str, explicit_batch: bool = True) -> SimpleNamespace:
-    creation_flags = SimpleNamespace(EXPLICIT_BATCH=0) if explicit_batch else SimpleNamespace()
+def _fake_trt(version: str, weakly_typed_api: bool = True, name: str = "tensorrt"):
+    """The enums the shim reads; 11.x and TensorRT-RTX lack the weakly typed precision API."""
+    creation = {"STRONGLY_TYPED": 5}
+    builder = {"TF32": "TF32"}
+    if weakly_typed_api:
+        creation["EXPLICIT_BATCH"] = 0
+        builder.update(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY")
     return SimpleNamespace(
+        __name__=name,
         __version__=version,
-        NetworkDefinitionCreationFlag=creation_flags,
-        BuilderFlag=SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY"),
+        NetworkDefinitionCreationFlag=SimpleNamespace(**creation),
+        BuilderFlag=SimpleNamespace(**builder),
         MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
-        TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"),
         float32="float32",
         float16="float16",
         int32="int32",
@@ -442,30 +452,65 @@ class _FakeLayer:
         self.output_types[index] = dtype
 
 
-def test_shim_uses_explicit_batch_on_8x_only():
-    assert TrtApi(_fake_trt("8.6.2.3")).network_flags() == 1
-    assert TrtApi(_fake_trt("8.5.2")).network_flags() == 1
-    # 10.x still carries the deprecated flag in some releases and not in others: never used.
-    assert TrtApi(_fake_trt("10.3.0.26")).network_flags() == 0
-    assert TrtApi(_fake_trt("10.13.0", explicit_batch=False)).network_flags() == 0
+class _FakeConfig:
+    def __init__(self):
+        self.set, self.cleared, self.pools = [], [], []
+
+    def set_flag(self, flag):
+        self.set.append(flag)
+
+    def clear_flag(self, flag):
+        self.cleared.append(flag)
+
+    def set_memory_pool_limit(self, pool, size):
+        self.pools.append((pool, size))
 
 
-def test_shim_rejects_tensorrt_without_the_named_tensor_api():
-    with pytest.raises(BackendUnavailableError, match=r"8\.5 or newer"):
-        TrtApi(_fake_trt("8.4.3"))
+def test_shim_types_networks_by_version():
+    assert not TrtApi(_fake_trt("8.6.2.3")).strongly_typed
+    assert TrtApi(_fake_trt("8.6.2.3")).network_flags() == 1  # EXPLICIT_BATCH
+    for version in ("10.3.0.26", "10.13.0", "11.0.0"):
+        api = TrtApi(_fake_trt(version, weakly_typed_api=version < "11"))
+        assert api.strongly_typed and api.network_flags() == 1 << 5
+    rtx = TrtApi(_fake_trt("1.7.1.116", weakly_typed_api=False, name="tensorrt_rtx_bindings"))
+    assert rtx.rtx and rtx.strongly_typed and rtx.label == "TensorRT-RTX 1.7.1.116"
+
+
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [
+        ("8.5.2", "LayerNormalization"),
+        ("8.4.3", "JetPack 5"),
+        ("9.3.0", "supported: TensorRT 8.6, 10.x or 11.x"),
+        ("12.0.0", "supported: TensorRT 8.6, 10.x or 11.x"),
+    ],
+)
+def test_shim_refuses_unsupported_versions(version, reason):
+    with pytest.raises(BackendUnavailableError, match=reason):
+        TrtApi(_fake_trt(version))
+
+
+def test_shim_parses_versions():
     with pytest.raises(BackendUnavailableError, match="unrecognized"):
         TrtApi(_fake_trt("unknown"))
     assert parse_version("10.0.1.6") == (10, 0)
 
 
-def test_shim_builder_settings_and_layer_info():
-    api = TrtApi(_fake_trt("10.3.0"))
-    assert api.precision_flags(fp16=True) == ["FP16", "OBEY"]
-    assert api.precision_flags(fp16=False) == []
-    calls = []
-    api.set_workspace(SimpleNamespace(set_memory_pool_limit=lambda *a: calls.append(a)), 2048)
-    assert calls == [("WORKSPACE", 2048 << 20)]
+def test_shim_builder_settings_per_version():
+    weak = _FakeConfig()
+    TrtApi(_fake_trt("8.6.1")).configure(weak, 2048, fp16=True)
+    assert weak.pools == [("WORKSPACE", 2048 << 20)]
+    assert weak.cleared == ["TF32"] and weak.set == ["FP16", "OBEY"]
+    # Strongly typed: FP16 comes from the graph; TensorRT 11 has no FP16 flag to set.
+    for version in ("10.3.0", "11.0.0"):
+        strong = _FakeConfig()
+        TrtApi(_fake_trt(version, weakly_typed_api=False)).configure(strong, 512, fp16=True)
+        assert strong.cleared == ["TF32"] and strong.set == []
+        assert strong.pools == [("WORKSPACE", 512 << 20)]
 
+
+def test_shim_layer_info_and_pinning():
+    api = TrtApi(_fake_trt("8.6.1"))
     softmax = _FakeLayer("/attn/Softmax", SimpleNamespace(name="SOFTMAX"), ["float32"])
     assert api.layer_info(softmax) == LayerInfo("/attn/Softmax", "SOFTMAX", True)
     half = _FakeLayer("/x", "LayerType.ELEMENTWISE", ["float16"])
@@ -479,26 +524,51 @@ def test_shim_builder_settings_and_layer_info():
     api.pin_fp32(two_outputs)
     assert two_outputs.precision == "float32"
     assert two_outputs.output_types == {0: "float32", 1: "float32"}
+    with pytest.raises(BackendUnavailableError, match="strongly typed"):
+        TrtApi(_fake_trt("11.0.0", weakly_typed_api=False)).pin_fp32(two_outputs)
 
 
-def test_cuda_shim_raises_named_errors_and_reads_device_names():
-    success, no_device = SimpleNamespace(name="ok"), SimpleNamespace(name="nodev")
+def _fake_cudart(count_error: str, driver_version: int = 0):
+    errors = {name: SimpleNamespace(name=name) for name in ("cudaSuccess", count_error)}
     props = SimpleNamespace(name=b"Orin\x00\x00junk", major=8, minor=7)
-    fake = SimpleNamespace(
-        cudaError_t=SimpleNamespace(cudaSuccess=success),
-        cudaGetErrorName=lambda error: (success, b"cudaErrorNoDevice"),
-        cudaGetDeviceCount=lambda: (no_device, 0),
-        cudaGetDeviceProperties=lambda device: (success, props),
-        cudaStreamSynchronize=lambda stream: (success,),
+    return SimpleNamespace(
+        cudaError_t=SimpleNamespace(cudaSuccess=errors["cudaSuccess"]),
+        cudaGetErrorName=lambda error: (errors["cudaSuccess"], error.name.encode()),
+        cudaGetDeviceCount=lambda: (errors[count_error], 1 if count_error == "cudaSuccess" else 0),
+        cudaDriverGetVersion=lambda: (errors["cudaSuccess"], driver_version),
+        cudaGetDeviceProperties=lambda device: (errors["cudaSuccess"], props),
+        cudaStreamSynchronize=lambda stream: (errors["cudaSuccess"],),
     )
-    cuda = CudaApi(fake)
-    assert cuda.device_count() == 0
-    with pytest.raises(BackendUnavailableError, match="cudaErrorNoDevice"):
-        cuda.call("cudaGetDeviceCount")
-    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"):
-        cuda.require_device(0)
+
+
+def test_cuda_shim_counts_devices_and_reads_names():
+    cuda = CudaApi(_fake_cudart("cudaSuccess"))
+    assert cuda.device_count() == 1
     assert cuda.call("cudaStreamSynchronize", 0) is None
     assert cuda.device_identity(0) == ("Orin", "8.7")
+    with pytest.raises(BackendUnavailableError, match="reports 1 device"):
+        cuda.require_device(1)
+    no_device = CudaApi(_fake_cudart("cudaErrorNoDevice"))
+    assert no_device.device_count() == 0
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"):
+        no_device.require_device(0)
+
+
+def test_cuda_shim_names_an_old_driver_instead_of_reporting_no_gpu(monkeypatch):
+    from mobilesam_ros.core.backends.tensorrt import compat
+
+    # JetPack 6: driver 540 (CUDA 12.2) with cuda-python 13 from a plain pip install.
+    monkeypatch.setattr(compat, "cuda_python_version", lambda: "13.0.1")
+    cuda = CudaApi(_fake_cudart("cudaErrorInsufficientDriver", driver_version=12020))
+    with pytest.raises(BackendUnavailableError) as error:
+        cuda.device_count()
+    message = str(error.value)
+    assert "cudaErrorInsufficientDriver" in message
+    assert "cuda-python 13.0.1 needs driver 580" in message and "CUDA 12.2" in message
+    assert "mobilesam-ros[tensorrt-jp6]" in message
+    no_driver = CudaApi(_fake_cudart("cudaErrorInsufficientDriver", driver_version=0))
+    with pytest.raises(BackendUnavailableError, match="no NVIDIA driver is loaded"):
+        no_driver.device_count()
 
 
 def test_device_strings():
@@ -527,7 +597,7 @@ def test_trtexec_command_for_a_decoder():
     pins = "/norm1/LayerNormalization:fp32,/self_attn/Softmax:fp32"
     assert command == (
         "trtexec --onnx=/models/decoder_single.onnx --saveEngine=/cache/decoder_single-fp16.engine"
-        " --memPoolSize=workspace:2048 --fp16"
+        " --memPoolSize=workspace:2048 --noTF32 --fp16"
         " --minShapes=point_coords:1x1x2,point_labels:1x1,mask_input:1x1x256x256,has_mask_input:1"
         " --optShapes=point_coords:4x2x2,point_labels:4x2,mask_input:1x1x256x256,has_mask_input:1"
         " --maxShapes=point_coords:4x3x2,point_labels:4x3,mask_input:4x1x256x256,has_mask_input:4"
@@ -539,8 +609,14 @@ def test_trtexec_command_for_an_fp32_encoder_with_a_spaced_path():
     command = trtexec_command("/my models/encoder.onnx", "/c/e.engine", fp16=False)
     assert command == (
         "trtexec '--onnx=/my models/encoder.onnx' --saveEngine=/c/e.engine "
-        "--memPoolSize=workspace:2048"
+        "--memPoolSize=workspace:2048 --noTF32"
     )
+
+
+def test_trtexec_command_for_a_strongly_typed_build():
+    command = trtexec_command("/g/encoder-fp16.onnx", "/c/e.engine", fp16=True, strongly_typed=True)
+    assert command.endswith("--noTF32 --stronglyTyped")
+    assert "--fp16" not in command and "--layerPrecisions" not in command
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,6 +663,40 @@ def test_self_check_passes_identical_and_fails_shifted_masks():
     shifted = run_self_check(_BoxBackend(shift=6), _BoxBackend())
     assert shifted.iou < SELF_CHECK_MIN_IOU and not shifted.passed
     assert "FAILED" in shifted.summary()
+
+
+class _IgnoresSharedHint(_BoxBackend):
+    """Decodes like the reference except when one hint is shared by several prompts."""
+
+    def decode(self, embedding, inputs, multimask):
+        low, iou = super().decode(embedding, inputs, multimask)
+        if len(inputs.mask_input) == 1 and len(inputs) > 1 and inputs.has_mask_input[0] > 0:
+            low[1:] = -5.0  # as if the hint's broadcast reached only the first prompt
+        return low, iou
+
+
+def test_self_check_covers_prompt_counts_and_mask_hints():
+    reference = reference_masks(_BoxBackend(), max_prompts=16)
+    shapes = {
+        case.name: (len(case.inputs), len(case.inputs.mask_input), case.inputs.has_mask_input[0])
+        for case in reference.cases
+    }
+    boxes = len(SELF_CHECK_BOXES)
+    assert shapes == {
+        f"N={boxes}": (boxes, 1, 0),
+        "N=1": (1, 1, 0),
+        "N=7": (7, 1, 0),
+        "N=16": (16, 1, 0),
+        f"N={boxes} M=1 hint": (boxes, 1, 1),
+        f"N={boxes} M=N hints": (boxes, boxes, 1),
+    }
+    good = compare_with_reference(_BoxBackend(), reference)
+    assert good.passed and len(good.iou_per_case) == 2 * len(shapes)
+    broken = compare_with_reference(_IgnoresSharedHint(), reference)
+    assert not broken.passed
+    worst = min(broken.iou_per_case, key=lambda case: case[1])[0]
+    assert worst.startswith(f"N={boxes} M=1 hint")
+    assert "worst case" in broken.summary()
 
 
 def test_mask_iou_of_empty_masks_is_one():
@@ -637,7 +747,8 @@ def test_build_engine_without_tensorrt_prints_trtexec_and_fails(tmp_path, capsys
     assert "/blocks.0/norm/LayerNormalization:fp32" in encoder
     assert "--precisionConstraints=obey" in encoder
     assert "--maxShapes=point_coords:8x32x2" in decoder
-    assert "TensorRT is not importable" in err or "needs an NVIDIA GPU" in err
+    reasons = ("TensorRT is not importable", "needs an NVIDIA GPU", "no NVIDIA driver")
+    assert any(reason in err for reason in reasons), err
 
     assert main(["build-engine", *args, "--precision", "fp32"]) == 2
     out = capsys.readouterr().out
@@ -652,12 +763,86 @@ def test_verify_engine_without_tensorrt_fails_clearly(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+# A TensorRT 11 stand-in: auto falls back, an explicit choice fails with the reason
+
+
+def _fake_tensorrt_11():
+    """TensorRT 11's Python surface as far as a build reaches it: TensorRT-RTX's strongly
+    typed builder and parser (no FP16 or precision-constraint flags, as in 11) under the name
+    `tensorrt`, version 11.0.0, whose build fails as a real failed build does (None)."""
+    import types
+
+    from mobilesam_ros.core.backends.tensorrt.compat import import_tensorrt
+
+    rtx = import_tensorrt()
+    if "rtx" not in rtx.__name__:
+        pytest.skip("the stand-in wraps TensorRT-RTX; a full TensorRT is installed here")
+
+    class FailingBuilder(rtx.Builder):
+        def build_serialized_network(self, network, config):
+            return None
+
+    fake = types.ModuleType("tensorrt")
+    fake.__dict__.update({k: v for k, v in vars(rtx).items() if not k.startswith("__")})
+    fake.__version__ = "11.0.0"
+    fake.Builder = FailingBuilder
+    return fake
+
+
+@pytest.fixture
+def tensorrt_11_with_a_gpu(monkeypatch):
+    from mobilesam_ros.core.backends.tensorrt import compat
+
+    try:
+        fake = _fake_tensorrt_11()
+    except BackendUnavailableError:
+        pytest.skip("no TensorRT-RTX builder to stand in for TensorRT 11")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(compat, "import_cudart", lambda: _fake_cudart("cudaSuccess"))
+    monkeypatch.setattr(
+        CudaApi,
+        "call",
+        lambda self, function, *args: (
+            None if function == "cudaSetDevice" else _REAL_CUDA_CALL(self, function, *args)
+        ),
+    )
+    return fake
+
+
+_REAL_CUDA_CALL = CudaApi.call
+
+
+def test_tensorrt_11_build_failure_falls_back_and_explicit_choice_fails(
+    tensorrt_11_with_a_gpu, random_checkpoint, cache_dir, caplog
+):
+    from mobilesam_ros.core import backends
+
+    options = {"max_prompts": 8}
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT 11\.0\.0 failed to build"):
+        create_backend("tensorrt", random_checkpoint, cache_dir, "cuda", False, options)
+    backends._reported_fallbacks.clear()
+    with caplog.at_level(logging.INFO, logger="mobilesam_ros.core.backends"):
+        first = create_backend("auto", random_checkpoint, cache_dir, "auto", False, options)
+        second = create_backend("auto", random_checkpoint, cache_dir, "auto", False, options)
+    assert first.name == second.name == "onnxruntime"
+    assert "TensorRT 11.0.0 failed to build the encoder engine" in first.fallback_reason
+    assert second.fallback_reason == first.fallback_reason
+    logged = [r for r in caplog.records if "does not use TensorRT" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.WARNING  # once, not per call
+
+
+def test_auto_on_the_cpu_records_no_fallback(random_checkpoint, cache_dir):
+    backend = create_backend("auto", random_checkpoint, cache_dir, "cpu", progress=False)
+    assert backend.name == "onnxruntime" and backend.fallback_reason is None
+
+
+# ---------------------------------------------------------------------------------------------
 # Real TensorRT on a GPU (skipped elsewhere)
 
 
 @pytest.fixture(scope="module")
 def built_engines(random_checkpoint, tmp_path_factory):
-    from mobilesam_ros.core.backends.tensorrt.backend import ensure_engines
+    from mobilesam_ros.core.backends.tensorrt.build import ensure_engines
     from mobilesam_ros.core.model.export import export_onnx
 
     cache = tmp_path_factory.mktemp("trt-cache")
@@ -668,7 +853,7 @@ def built_engines(random_checkpoint, tmp_path_factory):
 
 @needs_tensorrt_gpu
 def test_real_build_passes_self_check_and_is_cached(built_engines):
-    from mobilesam_ros.core.backends.tensorrt.backend import ensure_engines
+    from mobilesam_ros.core.backends.tensorrt.build import ensure_engines
 
     models, cache, engines = built_engines
     for graph, metadata in engines.metadata.items():
@@ -681,7 +866,7 @@ def test_real_build_passes_self_check_and_is_cached(built_engines):
 
 @needs_tensorrt_gpu
 def test_real_corrupt_engine_is_rebuilt(built_engines):
-    from mobilesam_ros.core.backends.tensorrt.backend import ensure_engines
+    from mobilesam_ros.core.backends.tensorrt.build import ensure_engines
 
     models, cache, engines = built_engines
     path = engines.paths["decoder_multi"]
@@ -697,7 +882,7 @@ def test_real_corrupt_engine_is_rebuilt(built_engines):
 @needs_tensorrt_gpu
 def test_real_engine_matches_onnxruntime_for_any_prompt_count(built_engines):
     from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from mobilesam_ros.core.backends.tensorrt.backend import TensorRtBackend
+    from mobilesam_ros.core.backends.tensorrt.runtime import TensorRtBackend
     from mobilesam_ros.core.processing.preprocess import ImagePreprocessor, encode_prompts
 
     models, _, engines = built_engines

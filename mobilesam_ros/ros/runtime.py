@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -285,6 +285,9 @@ class SegmentationRuntime:
                 period, samples, events, self.pipeline.totals(), counters, waiting, cached
             ),
         )
+        fallback = getattr(segmenter.backend, "fallback_reason", None) if segmenter else None
+        if fallback:
+            status.values.append(KeyValue(key="backend fallback reason", value=fallback))
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.node.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from mobilesam_ros.core.backends.base import Backend
 from mobilesam_ros.core.choices import BACKENDS, check_choice, check_device, is_cuda
-from mobilesam_ros.core.errors import BackendUnavailableError
+from mobilesam_ros.core.errors import BackendUnavailableError, MobileSamError
 
 BACKEND_NAMES = BACKENDS  # kept for callers of the old name
+TENSORRT_OPTIONS = ("precision", "max_prompts", "force_rebuild", "workspace_mib")
+
+logger = logging.getLogger(__name__)
+_reported_fallbacks: set[str] = set()
 
 
 def create_backend(
@@ -23,17 +28,18 @@ def create_backend(
 ) -> Backend:
     """Build the backend `name` for a checkpoint file.
 
-    `auto` picks the fastest runtime present: TensorRT when it imports and a CUDA GPU is
-    visible (engines are built once, minutes, then cached), else ONNX Runtime with CUDA, else
-    PyTorch with CUDA, else ONNX Runtime on the CPU. `tensorrt` builds with the defaults of
-    `engine_cache` (FP16, up to 64 prompts per decoder call) unless `options` says otherwise
-    (tensorrt: precision, max_prompts, force_rebuild; torch: fp16).
+    `auto` takes TensorRT when it imports, sees a GPU, builds (minutes once, then cached) and
+    passes its self-check; otherwise ONNX Runtime with CUDA, PyTorch with CUDA, ONNX Runtime on
+    the CPU, in that order. Why TensorRT was passed over is logged once and kept in the
+    returned backend's `fallback_reason`. `tensorrt` asked for by name fails with the reason
+    instead. Options: tensorrt: precision, max_prompts, force_rebuild, workspace_mib (defaults
+    in `engine_cache`: FP16, 64 prompts, 2048 MiB); torch: fp16.
     """
     options = dict(options or {})
     check_choice("backend", name, BACKENDS)
     check_device(device)
     if name == "auto":
-        name, device = _pick_fastest(device)
+        return _create_auto(checkpoint, cache_dir, device, progress, options)
     if name == "onnxruntime":
         from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
         from mobilesam_ros.core.model.export import export_onnx
@@ -46,31 +52,72 @@ def create_backend(
         return TorchBackend(checkpoint, device, fp16=options.get("fp16", True))
     from mobilesam_ros.core.backends.tensorrt.backend import create_tensorrt_backend
 
-    trt_options = {
-        k: options[k] for k in ("precision", "max_prompts", "force_rebuild") if k in options
-    }
+    trt_options = {k: options[k] for k in TENSORRT_OPTIONS if k in options}
     return create_tensorrt_backend(checkpoint, cache_dir, device, progress=progress, **trt_options)
 
 
-def _pick_fastest(device: str) -> tuple[str, str]:
+def _create_auto(
+    checkpoint: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    device: str,
+    progress: bool,
+    options: dict[str, Any],
+) -> Backend:
+    if device == "cpu":
+        return create_backend("onnxruntime", checkpoint, cache_dir, "cpu", progress, options)
+    from mobilesam_ros.core.backends.tensorrt.compat import tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    installed = reason is None or "not importable" not in reason
+    if reason is None:
+        try:
+            return create_backend("tensorrt", checkpoint, cache_dir, device, progress, options)
+        except MobileSamError as exc:
+            reason = str(exc)
+        except Exception as exc:  # an unforeseen TensorRT failure must not cost the user a backend
+            reason = f"{type(exc).__name__}: {exc}"
+    _report_fallback(reason, loud=installed)
+    name, fallback_device = _pick_without_tensorrt(device, reason)
+    backend = create_backend(name, checkpoint, cache_dir, fallback_device, progress, options)
+    backend.fallback_reason = reason
+    return backend
+
+
+def _report_fallback(reason: str, loud: bool) -> None:
+    """Log why TensorRT was passed over, once per reason and process."""
+    if reason in _reported_fallbacks:
+        return
+    _reported_fallbacks.add(reason)
+    level = logging.WARNING if loud else logging.INFO
+    logger.log(level, "backend 'auto' does not use TensorRT: %s", reason)
+
+
+def _pick_without_tensorrt(device: str, tensorrt_reason: str) -> tuple[str, str]:
     from mobilesam_ros.core.backends.onnxruntime_backend import cuda_provider_available
-    from mobilesam_ros.core.backends.tensorrt.backend import tensorrt_usable
     from mobilesam_ros.core.backends.torch_backend import torch_cuda_available
 
-    if device == "cpu":
-        return "onnxruntime", "cpu"
-    if tensorrt_usable():
-        return "tensorrt", device
     if cuda_provider_available():
         return "onnxruntime", device
     if torch_cuda_available():
         return "torch", device
     if is_cuda(device):
         raise BackendUnavailableError(
-            f"device {device!r} asked for, but neither TensorRT (with cuda-python and a "
-            "visible GPU), onnxruntime-gpu nor a CUDA PyTorch is installed"
+            f"device {device!r} asked for, but neither onnxruntime-gpu nor a CUDA PyTorch is "
+            f"installed, and TensorRT cannot be used: {tensorrt_reason}"
         )
     return "onnxruntime", "cpu"
+
+
+def _pick_fastest(device: str) -> tuple[str, str]:
+    """The runtime `auto` tries first for `device` (before any TensorRT build)."""
+    from mobilesam_ros.core.backends.tensorrt.compat import tensorrt_unavailable_reason
+
+    if device == "cpu":
+        return "onnxruntime", "cpu"
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        return "tensorrt", device
+    return _pick_without_tensorrt(device, reason)
 
 
 __all__ = ["BACKEND_NAMES", "Backend", "create_backend"]

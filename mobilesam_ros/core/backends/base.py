@@ -76,6 +76,8 @@ class Backend(ABC):
 
     name: str = "base"
     device: str = "cpu"
+    # Set by create_backend("auto") when it passed over TensorRT: why (else None).
+    fallback_reason: str | None = None
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> Any:

@@ -40,18 +40,22 @@ _MAX_METADATA_BYTES = 16 << 20
 
 GRAPHS = ("encoder", "decoder_single", "decoder_multi")
 # Same as the Segmenter's default max_batch: one decoder call per frame for up to 64 prompts.
+# The decoder contexts and the backend's buffers are sized for it (create_backend's
+# max_prompts option makes it smaller where GPU memory is tight).
 DEFAULT_MAX_PROMPTS = 64
 # Prompt tokens per prompt: points plus the two box corners (or SAM's one padding point).
 DEFAULT_MAX_POINTS = 32
 DEFAULT_WORKSPACE_MIB = 2048
-# Bump when fp32_layer_names changes what it pins, so engines built by older rules are rebuilt.
-FP32_POLICY_VERSION = 1
+# Bump when what an FP16 build keeps in FP32 changes, so engines built by older rules are
+# rebuilt. 2: constants folded, strongly typed mixed-precision graphs on TensorRT >= 10, TF32
+# off, decoders escalate to FP32 like the encoder.
+FP32_POLICY_VERSION = 2
 
 # What each escalation level keeps in FP32 in an FP16 build.
 FP32_LEVELS = (
-    "LayerNorm and softmax",
-    "LayerNorm, softmax, GELU (erf) and the attention matrix products",
-    "the whole encoder in FP32 (decoders as level 1)",
+    "LayerNorm, softmax and the residual sums feeding LayerNorm",
+    "level 0 plus GELU (erf) and the attention matrix products",
+    "every graph in FP32",
 )
 MAX_FP32_LEVEL = len(FP32_LEVELS) - 1
 
@@ -347,7 +351,9 @@ def _op(name: str) -> str:
 
 def graph_runs_fp32(graph: str, precision: str, level: int) -> bool:
     """True when this graph is built without FP16 at all (then nothing needs pinning)."""
-    return check_precision(precision) == "fp32" or (graph == "encoder" and level >= 2)
+    if graph not in GRAPHS:
+        raise InvalidInputError(f"graph must be one of {', '.join(GRAPHS)}; got {graph!r}")
+    return check_precision(precision) == "fp32" or level >= 2
 
 
 def fp32_layer_names(layers: Sequence[LayerInfo], level: int, graph: str = "encoder") -> list[str]:
@@ -357,8 +363,7 @@ def fp32_layer_names(layers: Sequence[LayerInfo], level: int, graph: str = "enco
     hand-written LayerNorm2d of the neck: a name scope holding ReduceMean and Sqrt, pinned
     whole) and softmax. Level 1 adds GELU (a scope holding Erf, pinned whole) and the matrix
     products that share a scope with a softmax (q @ k and attn @ v). Level 2 pins every
-    floating layer of the encoder (the builder then leaves FP16 off for it); decoders stay at
-    level 1.
+    floating layer (builds then leave FP16 off altogether).
     """
     if not 0 <= level <= MAX_FP32_LEVEL:
         raise InvalidInputError(f"FP32 level must be 0 to {MAX_FP32_LEVEL}, got {level}")
@@ -367,7 +372,7 @@ def fp32_layer_names(layers: Sequence[LayerInfo], level: int, graph: str = "enco
         for layer in layers
         if layer.floating and normalized_kind(layer.kind) not in _NEVER_PINNED
     ]
-    if level >= 2 and graph == "encoder":
+    if level >= 2:
         return [layer.name for layer in candidates]
     scopes: dict[str, list[LayerInfo]] = {}
     for layer in candidates:
@@ -429,9 +434,12 @@ def trtexec_command(
     profile: Sequence[ShapeRange] = (),
     fp32_layers: Sequence[str] = (),
     workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    strongly_typed: bool = False,
 ) -> str:
     """The trtexec command line that builds the same engine as the Python builder.
 
+    strongly_typed: TensorRT >= 10 builds; `onnx_path` is then the prepared graph (FP16 with
+    its FP32 islands as casts), and the precision flags are left out.
     trtexec writes a bare engine without this package's metadata header; it is for
     comparison and profiling, not for the cache.
     """
@@ -440,7 +448,13 @@ def trtexec_command(
         f"--onnx={os.fspath(onnx_path)}",
         f"--saveEngine={os.fspath(engine_path)}",
         f"--memPoolSize=workspace:{workspace_mib}",
+        "--noTF32",
     ]
+    if strongly_typed:
+        parts.append("--stronglyTyped")
+        if profile:
+            parts += [f"--{w}Shapes={_shape_list(profile, w)}" for w in ("min", "opt", "max")]
+        return " ".join(shlex.quote(part) for part in parts)
     if fp16:
         parts.append("--fp16")
     if profile:
