@@ -133,8 +133,13 @@ def test_label_overlay_colors_equal_draw_overlay(size):
         overlay = draw_label_overlay(image, labels, mask_boxes=boxes, outlines=False)
         assert np.array_equal(overlay, _reference_blend(image, small, 0.5))
     untouched = image.copy()
-    draw_label_overlay(image, label_image(masks), outlines=True)
+    overlay = draw_label_overlay(image, label_image(masks))
     assert np.array_equal(image, untouched)
+    buffer = np.zeros_like(image)
+    assert draw_label_overlay(image, label_image(masks), out=buffer) is buffer
+    assert np.array_equal(buffer, overlay)
+    assert draw_label_overlay(image, label_image(masks), out=image) is image  # in place
+    assert np.array_equal(image, overlay)
 
 
 def test_label_overlay_outlines_follow_label_edges():

@@ -105,6 +105,7 @@ def draw_overlay(
     return out
 
 
+_NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
 _palette_lock = threading.Lock()
 _palette = np.zeros((1, 3), dtype=np.uint8)
 
@@ -185,6 +186,7 @@ def draw_label_overlay(
     scale: float = 1.0,
     mask_boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
     outlines: bool = True,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Overlay from a label image: one color look-up and one blend of the frame.
 
@@ -197,7 +199,8 @@ def draw_label_overlay(
     of its instance.
     `scale` < 1 draws a smaller image (width and height times `scale`): the frame is resized
     with INTER_AREA, the labels with nearest neighbour, boxes are scaled.
-    Returns a new BGR image; `bgr` is not modified.
+    Returns the overlay: a new image, or `out` (an image of the output size to reuse, which
+    may be `bgr` itself at scale 1 to draw in place and save the frame copy).
     """
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise InvalidInputError(
@@ -214,7 +217,14 @@ def draw_label_overlay(
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
-    out = bgr.copy()
+    if out is None:
+        out = bgr.copy()
+    elif out.shape != bgr.shape or out.dtype != np.uint8:
+        raise InvalidInputError(
+            f"out must be a {bgr.shape} uint8 image, got {out.shape} {out.dtype}"
+        )
+    elif out is not bgr:
+        np.copyto(out, bgr)
     count = 0
     for (y0, y1, x0, x1), label in _overlay_regions(labels, mask_boxes, scale):
         region_labels = labels[y0:y1, x0:x1]
@@ -306,8 +316,9 @@ def _colorize(labels: np.ndarray, count: int) -> np.ndarray:
 
 def _draw_label_edges(region: np.ndarray, labels: np.ndarray, count: int) -> None:
     """Color the pixels whose 3x3 neighbourhood holds two labels (edges 2 pixels wide)."""
-    kernel = np.ones((3, 3), np.uint8)
-    highest = cv2.dilate(labels, kernel)
-    rows, cols = np.nonzero(highest != cv2.erode(labels, kernel))
-    if rows.size:
+    highest = cv2.dilate(labels, _NEIGHBOURHOOD)
+    # flatnonzero + divmod: numpy's 2-D nonzero is many times slower on large frames.
+    edges = np.flatnonzero(highest != cv2.erode(labels, _NEIGHBOURHOOD))
+    if edges.size:
+        rows, cols = np.divmod(edges, labels.shape[1])
         region[rows, cols] = instance_palette(count)[highest[rows, cols]]
