@@ -190,3 +190,23 @@ def test_segmenter_crops_equal_full_masks_on_photos(segmenters, name):
         for mask, crop in zip(masks, flat, strict=True):
             assert crop.box == mask_box(mask)
             assert np.array_equal(crop.mask, MaskCrop.from_mask(mask).mask)
+
+
+def test_segmenter_crops_from_device_masks(segmenters, monkeypatch):
+    """Where the backend post-processes on the device, crops=True crops its full masks."""
+    segmenter = segmenters["onnxruntime"]
+    backend = segmenter.backend
+
+    def device_masks(embedding, inputs, multimask, geometry, threshold):
+        low_res, scores = backend.decode(embedding, inputs, multimask)
+        return masks_from_logits(low_res, geometry, threshold), scores, low_res
+
+    image = photo("coffee")
+    embedding = segmenter.encode(image)
+    boxes = [[10, 10, 300, 200], [0, 0, image.shape[1], image.shape[0]]]
+    host = segmenter.decode(embedding, boxes=boxes, crops=True)
+    monkeypatch.setattr(backend, "decode_masks", device_masks)
+    device = segmenter.decode(embedding, boxes=boxes, crops=True)
+    assert device.masks is None and len(device.mask_crops) == 2
+    for expected, crop in zip(host.mask_crops, device.mask_crops, strict=True):
+        assert crop.box == expected.box and np.array_equal(crop.mask, expected.mask)

@@ -64,14 +64,23 @@ class MaskCrop:
     image_size: tuple[int, int]  # (H, W) of the full frame
 
     @classmethod
-    def from_mask(cls, mask: np.ndarray) -> MaskCrop:
-        """The crop of a full-frame (H, W) bool mask (a view, no copy)."""
-        box = mask_box(mask)
-        size = (int(mask.shape[0]), int(mask.shape[1]))
-        if box is None:
+    def from_mask(
+        cls,
+        mask: np.ndarray,
+        offset: tuple[int, int] = (0, 0),
+        image_size: tuple[int, int] | None = None,
+    ) -> MaskCrop:
+        """The tight crop of a bool mask (a view, no copy). `mask` is the full frame, or a
+        window of it at `offset` (x, y) in an image of `image_size` (H, W)."""
+        size = image_size if image_size is not None else (int(mask.shape[0]), int(mask.shape[1]))
+        if mask.size == 0:
             return cls(0, 0, np.zeros((0, 0), dtype=bool), size)
-        x0, y0, x1, y1 = box
-        return cls(x0, y0, mask[y0 : y1 + 1, x0 : x1 + 1], size)
+        # OpenCV's bounding box of the non-zero pixels: one vectorized scan, ~5x numpy's.
+        x, y, width, height = cv2.boundingRect(mask.view(np.uint8))
+        if width == 0:
+            return cls(0, 0, np.zeros((0, 0), dtype=bool), size)
+        crop = mask[y : y + height, x : x + width]
+        return cls(offset[0] + x, offset[1] + y, crop, size)
 
     @property
     def empty(self) -> bool:
@@ -191,6 +200,10 @@ def mask_crops_from_logits(
     rows_any, cols_any = support.any(axis=2), support.any(axis=1)
     aligned = _windows_are_shift_invariant()
     crops = []
+    # Float scratch for the two resizes, reused by every mask of the call (only the bool
+    # windows that the crops keep are allocated per mask).
+    cells_scratch = np.empty(_UPSCALE * rows_axis.cells * _UPSCALE * cols_axis.cells, np.float32)
+    image_scratch = np.empty(0, np.float32)
     for index in range(len(logits)):
         rows, cols = np.flatnonzero(rows_any[index]), np.flatnonzero(cols_any[index])
         if rows.size == 0:
@@ -199,25 +212,19 @@ def mask_crops_from_logits(
         r0, r1, y0, y1 = rows_axis.window(int(rows[0]), int(rows[-1]), aligned)
         c0, c1, x0, x1 = cols_axis.window(int(cols[0]), int(cols[-1]), aligned)
         cells = logits[index, r0:r1, c0:c1]
-        upscaled = cv2.resize(
-            cells,
-            (cells.shape[1] * _UPSCALE, cells.shape[0] * _UPSCALE),
-            interpolation=cv2.INTER_LINEAR,
-        )
+        upscaled_shape = (cells.shape[0] * _UPSCALE, cells.shape[1] * _UPSCALE)
+        upscaled = cells_scratch[: upscaled_shape[0] * upscaled_shape[1]].reshape(upscaled_shape)
+        cv2.resize(cells, upscaled_shape[::-1], dst=upscaled, interpolation=cv2.INTER_LINEAR)
         model_rows = _model_range(rows_axis, r0, y0, y1)
         model_cols = _model_range(cols_axis, c0, x0, x1)
         upscaled = upscaled[model_rows, model_cols]
         if upscaled.shape != (y1 - y0, x1 - x0):
-            upscaled = cv2.resize(upscaled, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        window = upscaled > threshold
-        box = mask_box(window)
-        if box is None:
-            crops.append(MaskCrop(0, 0, np.zeros((0, 0), dtype=bool), (height, width)))
-            continue
-        bx0, by0, bx1, by1 = box
-        crops.append(
-            MaskCrop(x0 + bx0, y0 + by0, window[by0 : by1 + 1, bx0 : bx1 + 1], (height, width))
-        )
+            if image_scratch.size < (y1 - y0) * (x1 - x0):
+                image_scratch = np.empty(height * width, np.float32)
+            resized = image_scratch[: (y1 - y0) * (x1 - x0)].reshape(y1 - y0, x1 - x0)
+            cv2.resize(upscaled, (x1 - x0, y1 - y0), dst=resized, interpolation=cv2.INTER_LINEAR)
+            upscaled = resized
+        crops.append(MaskCrop.from_mask(upscaled > threshold, (x0, y0), (height, width)))
     return crops
 
 
