@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from helpers import photo
 
+from mobilesam_ros.core import visualize
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.visualize import (
     MaskCrop,
@@ -114,7 +115,9 @@ def test_label_image_from_crops_refuses_bad_input():
 
 
 @pytest.mark.parametrize("size", [(60, 80), (1, 1), (33, 7)])
-def test_label_overlay_colors_equal_draw_overlay(size):
+@pytest.mark.parametrize("box_overhead", [0, 40_000], ids=["per-box", "union"])
+def test_label_overlay_colors_equal_draw_overlay(size, box_overhead, monkeypatch):
+    monkeypatch.setattr(visualize, "_BOX_OVERHEAD_PIXELS", box_overhead)
     rng = np.random.default_rng(5)
     image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
     masks = _random_masks(rng, 6, size)
