@@ -2,8 +2,9 @@
 cropped path, per stage, at several frame sizes and mask counts.
 
 Stages: decode the bgr8 image buffer (`decode_raw_image`), pre-process (resize + normalize),
-post-process (low-res logits -> masks), label image, crops (the mono8 ROI crops the masks
-message carries), overlay, and, where the ROS messages import, building the messages.
+post-process (low-res logits -> masks), label image, crops (each mask cut to its box), their
+mono8 payloads (what the masks message carries), overlay, and, where the ROS messages import,
+building the label image and overlay messages.
 Old path: `masks_from_logits` -> `label_image` -> `mask_box` + crop of each full mask ->
 `draw_overlay`. New path: `mask_crops_from_logits` -> `label_image_from_crops` -> the crops as
 they are -> `draw_label_overlay` on the label image (scale 1, and the `--overlay-scale` one).
