@@ -4,6 +4,7 @@
 #   make test    lint + all tests (what CI runs)
 #   make demo    segment a real photo; writes mask and overlay PNGs to out/demo/
 #   make bench   latency of this pipeline against the official one on this machine
+#   make bench-host  host-side cost per frame (image buffer, masks, label image, crops, overlay)
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,8 @@ CHECKPOINT ?=
 DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
-.PHONY: setup build-ros test lint demo segment-photo bench bench-node bench-tracking bench-depth clean
+.PHONY: setup build-ros test lint demo segment-photo bench bench-host bench-node bench-tracking \
+	bench-depth clean
 
 setup: $(SETUP_STAMP) build-ros
 
@@ -57,6 +59,10 @@ segment-photo: setup
 bench: setup
 	@$(MAKE) --no-print-directory _checkpoint
 	$(VENV)/bin/mobilesam-ros bench --backend onnxruntime $(CHECKPOINT_ARG)
+
+# Host-side stages of one frame, old full-frame path against the cropped path (no model runs).
+bench-host: $(SETUP_STAMP)
+	$(PY) -m mobilesam_ros.tools.bench_host
 
 # The node over DDS: 30 Hz camera, 640x480, 10 box prompts per frame (random weights by default).
 bench-node: setup

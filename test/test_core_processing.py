@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from helpers import photo
 
-from mobilesam_ros.core.processing.postprocess import masks_from_logits
+from mobilesam_ros.core.processing.postprocess import (
+    MaskCrop,
+    mask_box,
+    mask_crops_from_logits,
+    masks_from_logits,
+)
 from mobilesam_ros.core.processing.preprocess import FrameGeometry, ImagePreprocessor, resized_shape
 
 torch = pytest.importorskip("torch")
@@ -86,3 +91,122 @@ def test_preprocessor_reuses_buffers_and_handles_size_changes():
     assert second is first  # no per-frame allocation
     assert geometry.input_size == (384, 1024)
     assert not second[..., 384:, :].any()  # rows left over from the taller frame were cleared
+
+
+# -- cropped masks: equal to the crops of the full-frame masks, pixel for pixel ----------------
+
+CROP_GEOMETRIES = [*GEOMETRIES, (720, 1280), (1000, 999), (1500, 2000)]
+
+
+def _crop_test_logits(rng: np.random.Generator) -> np.ndarray:
+    """Mask logits of every kind: large, small blobs, empty, full, touching the borders."""
+    rows, cols = np.mgrid[0:256, 0:256]
+    smooth = [
+        F.interpolate(torch.from_numpy(rng.standard_normal((1, 1, n, n), np.float32)), (256, 256))
+        for n in (4, 16, 32)
+    ]
+    logits = [s[0, 0].numpy() for s in smooth]
+    for cy, cx, radius in ((128, 128, 3.0), (40, 200, 12.0), (0, 0, 20.0), (255, 255, 9.0)):
+        logits.append((radius - np.hypot(rows - cy, cols - cx)).astype(np.float32))
+    logits.append(np.full((256, 256), -4.0, np.float32))  # empty
+    logits.append(np.full((256, 256), 4.0, np.float32))  # the whole frame
+    edges = np.full((256, 256), -2.0, np.float32)
+    edges[:, :3] = edges[-2:, :] = 2.0  # along the left and bottom borders
+    logits.append(edges)
+    return np.stack(logits)
+
+
+@pytest.fixture(params=[True, False], ids=["ipp", "opencv"])
+def opencv_resize(request):
+    """Both of OpenCV's float resize implementations (IPP where the build has it)."""
+    cv2 = pytest.importorskip("cv2")
+    if request.param and not cv2.ipp.useIPP():
+        pytest.skip("this OpenCV build has no IPP")
+    before = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(request.param)
+    yield
+    cv2.ipp.setUseIPP(before)
+
+
+@pytest.mark.parametrize("size", CROP_GEOMETRIES)
+def test_mask_crops_equal_crops_of_full_masks(size, opencv_resize):
+    geometry = FrameGeometry.for_image(*size)
+    logits = _crop_test_logits(np.random.default_rng(2))
+    for threshold in (0.0, 0.7, -1.5):
+        full = masks_from_logits(logits, geometry, threshold)
+        crops = mask_crops_from_logits(logits, geometry, threshold)
+        assert len(crops) == len(full)
+        for index, (mask, crop) in enumerate(zip(full, crops, strict=True)):
+            expected = MaskCrop.from_mask(mask)
+            assert crop.box == mask_box(mask) == expected.box, (index, threshold)
+            assert crop.mask.dtype == bool and crop.image_size == size
+            assert np.array_equal(crop.mask, expected.mask), (index, threshold)
+            assert np.array_equal(crop.to_full(), mask), (index, threshold)
+
+
+def test_mask_crop_of_empty_and_border_masks():
+    mask = np.zeros((5, 7), bool)
+    empty = MaskCrop.from_mask(mask)
+    assert empty.empty and empty.box is None and empty.mask.shape == (0, 0)
+    assert np.array_equal(empty.to_full(), mask)
+    mask[4, 0] = mask[2, 6] = True
+    crop = MaskCrop.from_mask(mask)
+    assert crop.box == (0, 2, 6, 4) and crop.mask.shape == (3, 7)
+    assert crop.slices == (slice(2, 5), slice(0, 7))
+    assert np.array_equal(crop.to_full(), mask)
+
+
+def test_mask_crops_refuse_bad_logits():
+    from mobilesam_ros.core.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="low_res_logits must have shape"):
+        mask_crops_from_logits(np.zeros((256, 256), np.float32), FrameGeometry.for_image(4, 4))
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_segmenter_crops_equal_full_masks_on_photos(segmenters, name):
+    segmenter = segmenters["onnxruntime"]
+    image = photo(name)
+    height, width = image.shape[:2]
+    embedding = segmenter.encode(image)
+    rng = np.random.default_rng(3)
+    xs = np.sort(rng.uniform(0, width, (8, 2)), axis=1)
+    ys = np.sort(rng.uniform(0, height, (8, 2)), axis=1)
+    boxes = np.concatenate(
+        [
+            np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], 1),
+            [[0, 0, width, height], [0, 0, 20, 20]],
+        ]
+    )
+    for multimask in (False, True):
+        full = segmenter.decode(embedding, boxes=boxes, multimask=multimask)
+        cropped = segmenter.decode(embedding, boxes=boxes, multimask=multimask, crops=True)
+        assert cropped.masks is None and len(cropped) == len(full) == 10
+        np.testing.assert_array_equal(cropped.scores, full.scores)
+        masks = full.masks.reshape(-1, height, width)
+        crops = cropped.mask_crops
+        flat = [c for group in crops for c in group] if multimask else crops
+        assert len(flat) == len(masks)
+        for mask, crop in zip(masks, flat, strict=True):
+            assert crop.box == mask_box(mask)
+            assert np.array_equal(crop.mask, MaskCrop.from_mask(mask).mask)
+
+
+def test_segmenter_crops_from_device_masks(segmenters, monkeypatch):
+    """Where the backend post-processes on the device, crops=True crops its full masks."""
+    segmenter = segmenters["onnxruntime"]
+    backend = segmenter.backend
+
+    def device_masks(embedding, inputs, multimask, geometry, threshold):
+        low_res, scores = backend.decode(embedding, inputs, multimask)
+        return masks_from_logits(low_res, geometry, threshold), scores, low_res
+
+    image = photo("coffee")
+    embedding = segmenter.encode(image)
+    boxes = [[10, 10, 300, 200], [0, 0, image.shape[1], image.shape[0]]]
+    host = segmenter.decode(embedding, boxes=boxes, crops=True)
+    monkeypatch.setattr(backend, "decode_masks", device_masks)
+    device = segmenter.decode(embedding, boxes=boxes, crops=True)
+    assert device.masks is None and len(device.mask_crops) == 2
+    for expected, crop in zip(host.mask_crops, device.mask_crops, strict=True):
+        assert crop.box == expected.box and np.array_equal(crop.mask, expected.mask)

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import pytest
+from helpers import photo
 
-from mobilesam_ros.core.visualize import draw_overlay, instance_color, label_image, mask_box
+from mobilesam_ros.core import visualize
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.visualize import (
+    MaskCrop,
+    draw_label_overlay,
+    draw_overlay,
+    instance_color,
+    instance_palette,
+    label_image,
+    label_image_from_crops,
+    mask_box,
+)
 
 
 def _masks():
@@ -36,3 +50,172 @@ def test_overlay_blends_only_masked_pixels_and_marks_boxes():
     expected = (0.5 * 200 + 0.5 * np.array(instance_color(1))).round()
     assert np.abs(inside - expected).max() <= 1
     assert mask_box(a) == (10, 10, 39, 29) and mask_box(np.zeros((3, 3), bool)) is None
+
+
+# -- fast path: label image from crops, overlay from the label image ---------------------------
+
+
+def _reference_blend(bgr: np.ndarray, masks, alpha: float) -> np.ndarray:
+    """`draw_overlay`'s mask colors alone (no outlines, boxes or captions): later masks win."""
+    out = bgr.copy()
+    colors = np.zeros_like(out)
+    covered = np.zeros(out.shape[:2], dtype=bool)
+    for index, mask in enumerate(masks):
+        colors[mask] = instance_color(index)
+        covered |= mask
+    blended = cv2.addWeighted(out, 1.0 - alpha, colors, alpha, 0.0)
+    np.copyto(out, blended, where=covered[..., None])
+    return out
+
+
+def _random_masks(rng, count, size):
+    """Blobs of every size, overlapping, incl. an empty mask and ones touching the borders."""
+    height, width = size
+    rows, cols = np.mgrid[0:height, 0:width]
+    masks = []
+    for _ in range(count):
+        cy, cx = rng.uniform(-0.1, 1.1) * height, rng.uniform(-0.1, 1.1) * width
+        radius = rng.uniform(0.02, 0.8) * max(size)
+        masks.append(np.hypot(rows - cy, cols - cx) < radius)
+    masks[0] = np.zeros(size, bool)
+    masks[1] = np.ones(size, bool)
+    return masks
+
+
+def test_palette_matches_instance_colors():
+    palette = instance_palette(300)
+    assert palette.shape == (301, 3) and tuple(palette[0]) == (0, 0, 0)
+    assert all(tuple(int(c) for c in palette[i + 1]) == instance_color(i) for i in range(300))
+
+
+@pytest.mark.parametrize("count", [1, 10, 300])
+def test_label_image_from_crops_equals_label_image(count):
+    rng = np.random.default_rng(count)
+    masks = _random_masks(rng, max(count, 2), (48, 64))[:count]
+    crops = [MaskCrop.from_mask(m) for m in masks]
+    scores = rng.uniform(size=len(masks))
+    for given in (scores, None):
+        expected = label_image(masks, given)
+        labels = label_image_from_crops(crops, given)
+        assert labels.dtype == expected.dtype and np.array_equal(labels, expected)
+    buffer = np.full((48, 64), 7, expected.dtype)
+    assert label_image_from_crops(crops, None, out=buffer) is buffer
+    assert np.array_equal(buffer, label_image(masks))
+    assert not label_image_from_crops([], size=(4, 5)).any()
+
+
+def test_label_image_from_crops_refuses_bad_input():
+    crop = MaskCrop.from_mask(np.ones((4, 5), bool))
+    with pytest.raises(InvalidInputError, match="needs `size`"):
+        label_image_from_crops([])
+    with pytest.raises(InvalidInputError, match="2 scores for 1 crops"):
+        label_image_from_crops([crop], [0.1, 0.2])
+    with pytest.raises(InvalidInputError, match="belongs to a"):
+        label_image_from_crops([crop], size=(8, 8))
+
+
+@pytest.mark.parametrize("size", [(60, 80), (1, 1), (33, 7)])
+@pytest.mark.parametrize("box_overhead", [0, 40_000], ids=["per-box", "union"])
+def test_label_overlay_colors_equal_draw_overlay(size, box_overhead, monkeypatch):
+    monkeypatch.setattr(visualize, "_BOX_OVERHEAD_PIXELS", box_overhead)
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    masks = _random_masks(rng, 6, size)
+    for alpha in (0.5, 0.3):
+        expected = _reference_blend(image, masks, alpha)
+        labels = label_image_from_crops([MaskCrop.from_mask(m) for m in masks])  # later wins
+        overlay = draw_label_overlay(image, labels, alpha=alpha, outlines=False)
+        assert np.array_equal(overlay, expected)
+        boxes = [mask_box(m) for m in masks]
+        overlay = draw_label_overlay(image, labels, alpha=alpha, mask_boxes=boxes, outlines=False)
+        assert np.array_equal(overlay, expected)
+    small = [np.zeros(size, bool) for _ in range(3)]  # boxes far smaller than their union
+    small[0][:2, :2] = small[1][-3:, -1:] = small[2][size[0] // 2, size[1] // 2] = True
+    labels = label_image(small)
+    for boxes in (None, [mask_box(m) for m in small]):
+        overlay = draw_label_overlay(image, labels, mask_boxes=boxes, outlines=False)
+        assert np.array_equal(overlay, _reference_blend(image, small, 0.5))
+    untouched = image.copy()
+    overlay = draw_label_overlay(image, label_image(masks))
+    assert np.array_equal(image, untouched)
+    buffer = np.zeros_like(image)
+    assert draw_label_overlay(image, label_image(masks), out=buffer) is buffer
+    assert np.array_equal(buffer, overlay)
+    assert draw_label_overlay(image, label_image(masks), out=image) is image  # in place
+    assert np.array_equal(image, overlay)
+
+
+def test_label_overlay_outlines_follow_label_edges():
+    a, b = _masks()
+    image = np.full((60, 80, 3), 200, np.uint8)
+    labels = label_image([a, b])
+    plain = draw_label_overlay(image, labels, outlines=False)
+    outlined = draw_label_overlay(image, labels)
+    changed = np.any(plain != outlined, axis=2)
+    assert changed[10, 20] and changed[9, 20]  # both sides of a's top edge
+    assert not changed[15, 20] and not changed[40, 50] and not changed[55, 5]  # away from edges
+    assert tuple(outlined[9, 20]) == instance_color(0)
+    assert tuple(outlined[25, 29]) == instance_color(1)  # a | b edge: the higher label's color
+
+
+def test_label_overlay_boxes_captions_and_scale():
+    a, b = _masks()
+    image = np.full((60, 80, 3), 200, np.uint8)
+    labels = label_image([a, b])
+    overlay = draw_label_overlay(
+        image,
+        labels,
+        boxes=[(10, 10, 39, 29), None],
+        captions=["a", "b"],
+        mask_boxes=[mask_box(a), mask_box(b)],
+        outlines=False,
+    )
+    assert tuple(overlay[10, 25]) == instance_color(0)  # box edge
+    assert np.array_equal(overlay[55, 5], image[55, 5])
+    half = draw_label_overlay(image, labels, scale=0.5)
+    small_image = cv2.resize(image, (40, 30), interpolation=cv2.INTER_AREA)
+    small_labels = cv2.resize(labels, (40, 30), interpolation=cv2.INTER_NEAREST)
+    assert half.shape == (30, 40, 3)
+    assert np.array_equal(half, draw_label_overlay(small_image, small_labels))
+    assert np.array_equal(draw_label_overlay(image, np.zeros((60, 80), np.uint8)), image)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scale": 0.0}, "scale must be in"),
+        ({"scale": 1.5}, "scale must be in"),
+        ({"alpha": 2.0}, "alpha must be in"),
+    ],
+)
+def test_label_overlay_refuses_bad_settings(kwargs, message):
+    image = np.zeros((6, 8, 3), np.uint8)
+    with pytest.raises(InvalidInputError, match=message):
+        draw_label_overlay(image, np.zeros((6, 8), np.uint8), **kwargs)
+    with pytest.raises(InvalidInputError, match="do not match"):
+        draw_label_overlay(image, np.zeros((6, 9), np.uint8))
+
+
+def test_fast_path_equals_full_frame_path_on_a_photo(segmenters):
+    """Random-weight masks on a real photo: label image and overlay colors from the crops equal
+    today's full-frame results."""
+    segmenter = segmenters["onnxruntime"]
+    image = photo("astronaut")
+    height, width = image.shape[:2]
+    embedding = segmenter.encode(image)
+    boxes = [
+        [15, 15, 365, 512],
+        [355, 0, 470, 290],
+        [275, 340, 512, 512],
+        [0, 0, 100, 512],
+        [0, 0, width, height],
+        [200, 200, 210, 210],
+    ]
+    full = segmenter.decode(embedding, boxes=boxes)
+    cropped = segmenter.decode(embedding, boxes=boxes, crops=True)
+    labels = label_image_from_crops(cropped.mask_crops, cropped.scores)
+    assert np.array_equal(labels, label_image(full.masks, full.scores))
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    index_order = label_image_from_crops(cropped.mask_crops)
+    overlay = draw_label_overlay(bgr, index_order, outlines=False)
+    assert np.array_equal(overlay, _reference_blend(bgr, full.masks, 0.5))

@@ -15,7 +15,11 @@ from mobilesam_ros.core.choices import DEFAULT_PRECISION, PRECISIONS, check_choi
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.model.checkpoint import default_cache_dir, resolve_checkpoint
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
-from mobilesam_ros.core.processing.postprocess import masks_from_logits
+from mobilesam_ros.core.processing.postprocess import (
+    MaskCrop,
+    mask_crops_from_logits,
+    masks_from_logits,
+)
 from mobilesam_ros.core.processing.preprocess import (
     FrameGeometry,
     ImagePreprocessor,
@@ -40,14 +44,19 @@ class ImageEmbedding:
 
 @dataclass(frozen=True)
 class SegmentationResult:
-    """Masks for N prompts, in prompt order. K = 3 with multimask, else the K axis is absent."""
+    """Masks for N prompts, in prompt order. K = 3 with multimask, else the K axis is absent.
 
-    masks: np.ndarray  # (N, H, W) or (N, 3, H, W) bool
+    `decode(..., crops=True)` gives `mask_crops` instead of `masks` (which is then None): each
+    mask as its tight bounding-box crop, equal pixel for pixel to the crop of the full mask.
+    """
+
+    masks: np.ndarray | None  # (N, H, W) or (N, 3, H, W) bool
     scores: np.ndarray  # (N,) or (N, 3) float32 predicted IoU
     low_res_logits: np.ndarray  # (N, 256, 256) or (N, 3, 256, 256) float32
+    mask_crops: list[MaskCrop] | list[list[MaskCrop]] | None = None  # N, or N lists of 3
 
     def __len__(self) -> int:
-        return len(self.masks)
+        return len(self.scores)
 
 
 @dataclass
@@ -132,6 +141,7 @@ class Segmenter:
         point_labels: Any = None,
         multimask: bool = False,
         mask_input: Any = None,
+        crops: bool = False,
     ) -> SegmentationResult:
         """Masks for N prompts on an encoded image, all decoded in one batched call.
 
@@ -141,6 +151,8 @@ class Segmenter:
         mask_input: optional (N, 256, 256) low-res logits of an earlier result, one per prompt;
           a list with None for prompts that have no such hint.
         N = 0 (an empty boxes or points array) returns empty arrays.
+        crops: return `mask_crops` (tight `MaskCrop`s) instead of full-frame `masks`; on the
+          host only the masks' boxes are upscaled, so the cost follows the masks' sizes.
         """
         if not isinstance(embedding, ImageEmbedding) or embedding.backend is not self.backend:
             raise InvalidInputError("embedding must come from this Segmenter's encode()")
@@ -171,9 +183,22 @@ class Segmenter:
             )
         if on_device is None:
             decoded = time.perf_counter()
-            masks = masks_from_logits(low_res, geometry, self.mask_threshold)
+            if crops:
+                flat = mask_crops_from_logits(
+                    low_res.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE), geometry, self.mask_threshold
+                )
+            else:
+                masks = masks_from_logits(low_res, geometry, self.mask_threshold)
             self.timings.decode_ms = (decoded - started) * 1e3
             self.timings.postprocess_ms = (time.perf_counter() - decoded) * 1e3
+        elif crops:  # the device made full masks: crop them (views, no copy)
+            flat = [MaskCrop.from_mask(mask) for mask in masks.reshape(-1, *masks.shape[-2:])]
+        if crops:
+            outputs = low_res.shape[1]
+            nested = [flat[i * outputs : (i + 1) * outputs] for i in range(len(low_res))]
+            if not multimask:
+                return SegmentationResult(None, scores[:, 0], low_res[:, 0], [c[0] for c in nested])
+            return SegmentationResult(None, scores, low_res, nested)
         if not multimask:
             return SegmentationResult(masks[:, 0], scores[:, 0], low_res[:, 0])
         return SegmentationResult(masks, scores, low_res)

@@ -1,11 +1,31 @@
-"""Label images and translucent overlays of instance masks (for PNGs and rviz)."""
+"""Label images and translucent overlays of instance masks (for PNGs and rviz).
+
+Two paths give the same pixels: full-frame masks (`label_image`, `draw_overlay`) and the
+per-frame fast path for camera streams, whose cost follows the masks' boxes and the frame size
+but not the number of mask pixels drawn (`label_image_from_crops`, `draw_label_overlay`).
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.processing.postprocess import MaskCrop, mask_box
+
+__all__ = [
+    "MaskCrop",
+    "draw_label_overlay",
+    "draw_overlay",
+    "instance_color",
+    "instance_palette",
+    "label_image",
+    "label_image_from_crops",
+    "mask_box",
+]
 
 
 def instance_color(index: int) -> tuple[int, int, int]:
@@ -85,10 +105,225 @@ def draw_overlay(
     return out
 
 
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Tight (x_min, y_min, x_max, y_max) pixel box of a bool mask, inclusive; None if empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+_NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
+# One instance box drawn on its own costs about a dozen OpenCV/numpy calls, which take as long
+# as blending this many pixels more in one pass over the union (measured on an x86 CPU).
+_BOX_OVERHEAD_PIXELS = 40_000
+_palette_lock = threading.Lock()
+_palette = np.zeros((1, 3), dtype=np.uint8)
+
+
+def instance_palette(count: int) -> np.ndarray:
+    """(count + 1, 3) uint8 BGR: row 0 black (background), row i + 1 = instance_color(i).
+
+    A read-only view of a shared table that grows as needed (no per-frame work).
+    """
+    global _palette
+    if len(_palette) <= count:
+        with _palette_lock:
+            if len(_palette) <= count:
+                size = max(256, 2 * (count + 1))
+                hues = ((np.arange(size - 1) * 0.618033988749895 % 1.0) * 180).astype(np.uint8)
+                hsv = np.stack([hues, np.full_like(hues, 200), np.full_like(hues, 255)], axis=1)
+                bgr = cv2.cvtColor(hsv[:, None], cv2.COLOR_HSV2BGR)[:, 0]
+                table = np.concatenate([np.zeros((1, 3), np.uint8), bgr])
+                table.flags.writeable = False
+                _palette = table
+    return _palette[: count + 1]
+
+
+def label_image_from_crops(
+    crops: Sequence[MaskCrop],
+    scores: Sequence[float] | np.ndarray | None = None,
+    size: tuple[int, int] | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """`label_image` of the full masks that `crops` stand for, pixel for pixel, from the crops.
+
+    Each crop is painted into its box only (a masked copy, no full-frame mask). `size` (H, W)
+    defaults to the crops' image size; `out` is an optional (H, W) uint8/uint16 buffer to reuse.
+    """
+    num = len(crops)
+    if size is None:
+        if num == 0:
+            raise InvalidInputError("label_image_from_crops needs `size` when there are no crops")
+        size = crops[0].image_size
+    dtype = np.uint8 if num <= 255 else np.uint16
+    if out is None:
+        labels = np.zeros(size, dtype=dtype)
+    else:
+        if out.shape != tuple(size) or out.dtype != dtype:
+            raise InvalidInputError(
+                f"out must be a {size} {np.dtype(dtype).name} array, got {out.shape} {out.dtype}"
+            )
+        labels = out
+        labels.fill(0)
+    if scores is not None and len(scores) != num:
+        raise InvalidInputError(f"{len(scores)} scores for {num} crops")
+    order = np.argsort(scores, kind="stable") if scores is not None else range(num)
+    fill = None
+    for index in order:
+        crop = crops[index]
+        if crop.empty:
+            continue
+        if crop.image_size != tuple(size):
+            raise InvalidInputError(
+                f"crop {index} belongs to a {crop.image_size} image, not {tuple(size)}"
+            )
+        height, width = crop.mask.shape
+        if fill is None or fill.shape[0] < height or fill.shape[1] < width:
+            fill = np.empty(size, dtype=dtype)
+        value = fill[:height, :width]
+        value.fill(index + 1)
+        # OpenCV's masked copy is several times faster than numpy's boolean assignment.
+        cv2.copyTo(value, crop.mask.view(np.uint8), labels[crop.slices])
+    return labels
+
+
+def draw_label_overlay(
+    bgr: np.ndarray,
+    labels: np.ndarray,
+    boxes: Sequence[Sequence[float] | None] | np.ndarray | None = None,
+    captions: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    scale: float = 1.0,
+    mask_boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
+    outlines: bool = True,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Overlay from a label image: one color look-up and one blend of the frame.
+
+    `labels` is a `label_image` (instance i has label i + 1 and `instance_color(i)`). The mask
+    colors equal `draw_overlay`'s where the label image gives each pixel the instance that
+    `draw_overlay` paints last. Outlines follow the label image's edges (2 pixels, the color of
+    the higher label beside the edge). Boxes and captions are drawn only at the boxes.
+    `mask_boxes` (e.g. `MaskCrop.box`, in full-frame pixels) place the captions of instances
+    without a box and, when small, confine the drawing to them: each must hold all the pixels
+    of its instance.
+    `scale` < 1 draws a smaller image (width and height times `scale`): the frame is resized
+    with INTER_AREA, the labels with nearest neighbour, boxes are scaled.
+    Returns the overlay: a new image, or `out` (an image of the output size to reuse, which
+    may be `bgr` itself at scale 1 to draw in place and save the frame copy).
+    """
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+        raise InvalidInputError(
+            f"bgr must be an (H, W, 3) uint8 image, got {bgr.shape} {bgr.dtype}"
+        )
+    if labels.shape != bgr.shape[:2]:
+        raise InvalidInputError(f"labels {labels.shape} do not match the image {bgr.shape[:2]}")
+    if not 0.0 < scale <= 1.0:
+        raise InvalidInputError(f"overlay scale must be in (0, 1], got {scale}")
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidInputError(f"overlay alpha must be in [0, 1], got {alpha}")
+    if scale != 1.0:
+        height, width = labels.shape
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+    if out is None:
+        out = bgr.copy()
+    elif out.shape != bgr.shape or out.dtype != np.uint8:
+        raise InvalidInputError(
+            f"out must be a {bgr.shape} uint8 image, got {out.shape} {out.dtype}"
+        )
+    elif out is not bgr:
+        np.copyto(out, bgr)
+    count = 0
+    for (y0, y1, x0, x1), label in _overlay_regions(labels, mask_boxes, scale):
+        region_labels = labels[y0:y1, x0:x1]
+        if label is None:  # every instance in this region: one color look-up
+            count = max(count, int(region_labels.max()))
+            colors = _colorize(region_labels, count)
+            drawn = np.not_equal(region_labels, 0)
+        else:  # one instance's box: its color is a constant
+            count = max(count, label)
+            colors = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+            colors[...] = instance_palette(label)[label]
+            drawn = np.equal(region_labels, label)
+        # The same per-pixel blend as draw_overlay's, written only where the instance is.
+        blended = cv2.addWeighted(bgr[y0:y1, x0:x1], 1.0 - alpha, colors, alpha, 0.0)
+        cv2.copyTo(blended, drawn.view(np.uint8), out[y0:y1, x0:x1])
+    if outlines:
+        for (y0, y1, x0, x1), _ in _overlay_regions(labels, mask_boxes, scale):
+            _draw_label_edges(out[y0:y1, x0:x1], labels[y0:y1, x0:x1], count)
+    num = max(count, len(boxes) if boxes is not None else 0, len(captions or ()))
+    palette = instance_palette(num)
+    for index in range(num):
+        color = tuple(int(c) for c in palette[index + 1])
+        anchor = None
+        bound = mask_boxes[index] if mask_boxes is not None and index < len(mask_boxes) else None
+        if bound is not None:
+            anchor = (round(bound[0] * scale), max(round(bound[1] * scale) - 6, 12))
+        box = boxes[index] if boxes is not None and index < len(boxes) else None
+        if box is not None:
+            x0, y0, x1, y1 = (round(float(v) * scale) for v in box)
+            cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
+            anchor = (x0, max(y0 - 6, 12))
+        if captions is not None and index < len(captions) and anchor is not None:
+            cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3)
+            cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
+    return out
+
+
+def _overlay_regions(
+    labels: np.ndarray,
+    mask_boxes: Sequence[tuple[int, int, int, int] | None] | None,
+    scale: float,
+) -> list[tuple[tuple[int, int, int, int], int | None]]:
+    """Where to draw: ((y0, y1, x0, x1), label) per instance box when drawing the boxes (one
+    pixel wider, for the outlines) costs less than drawing their union, else the union with
+    label None.
+    """
+    height, width = labels.shape
+    boxes = []
+    if mask_boxes is not None:
+        for index, box in enumerate(mask_boxes):
+            if box is not None:
+                x0, y0, x1, y1 = box
+                # Nearest-neighbour scaling moves a pixel by at most one: two of margin.
+                boxes.append(
+                    (
+                        (
+                            max(int(y0 * scale) - 2, 0),
+                            min(int(np.ceil((y1 + 1) * scale)) + 2, height),
+                            max(int(x0 * scale) - 2, 0),
+                            min(int(np.ceil((x1 + 1) * scale)) + 2, width),
+                        ),
+                        index + 1,
+                    )
+                )
+        if not boxes:
+            return []
+        y0 = min(b[0] for b, _ in boxes)
+        y1 = max(b[1] for b, _ in boxes)
+        x0 = min(b[2] for b, _ in boxes)
+        x1 = max(b[3] for b, _ in boxes)
+    else:
+        covered = labels if labels.dtype == np.uint8 else (labels > 0).view(np.uint8)
+        x, y, w, h = cv2.boundingRect(covered)
+        if not w:
+            return []
+        y0, y1, x0, x1 = max(y - 1, 0), min(y + h + 1, height), max(x - 1, 0), min(x + w + 1, width)
+    union = (y1 - y0) * (x1 - x0)
+    per_box = sum((b[1] - b[0]) * (b[3] - b[2]) + _BOX_OVERHEAD_PIXELS for b, _ in boxes)
+    if boxes and per_box < union:
+        return boxes
+    return [((y0, y1, x0, x1), None)]
+
+
+def _colorize(labels: np.ndarray, count: int) -> np.ndarray:
+    """(h, w) labels -> (h, w, 3) instance colors (black for 0)."""
+    if labels.dtype == np.uint8:
+        # A 256-entry color map applied by OpenCV: a table look-up, no numpy gather.
+        return cv2.applyColorMap(labels, instance_palette(255)[:, None])
+    return np.take(instance_palette(count), labels, axis=0)
+
+
+def _draw_label_edges(region: np.ndarray, labels: np.ndarray, count: int) -> None:
+    """Color the pixels whose 3x3 neighbourhood holds two labels (edges 2 pixels wide)."""
+    highest = cv2.dilate(labels, _NEIGHBOURHOOD)
+    # flatnonzero + divmod: numpy's 2-D nonzero is many times slower on large frames.
+    edges = np.flatnonzero(highest != cv2.erode(labels, _NEIGHBOURHOOD))
+    if edges.size:
+        rows, cols = np.divmod(edges, labels.shape[1])
+        region[rows, cols] = instance_palette(count)[highest[rows, cols]]
