@@ -192,7 +192,7 @@ def test_crops_give_the_same_result_as_full_masks() -> None:
     crops = []
     for mask in scene.masks:
         x0, y0, x1, y1 = mask_box(mask)
-        crops.append(MaskCrop(mask[y0 : y1 + 1, x0 : x1 + 1], x0, y0))
+        crops.append(MaskCrop(x0, y0, mask[y0 : y1 + 1, x0 : x1 + 1], mask.shape))
     depth, camera = DepthImage.from_metres(scene.depth), _camera(scene)
     full = lift_instances(scene.masks, depth, camera).instances
     cropped = lift_instances(crops, depth, camera, image_size=(480, 640)).instances
@@ -202,7 +202,9 @@ def test_crops_give_the_same_result_as_full_masks() -> None:
     with pytest.raises(InvalidInputError, match="image_size"):
         lift_instances(crops, depth, camera)
     with pytest.raises(InvalidInputError, match="outside"):
-        lift_instances([MaskCrop(crops[0].mask, 630, 0)], depth, camera, image_size=(480, 640))
+        lift_instances(
+            [MaskCrop(630, 0, crops[0].mask, (480, 640))], depth, camera, image_size=(480, 640)
+        )
 
 
 def test_depth_buffers_big_endian_and_bad_input() -> None:

@@ -15,6 +15,7 @@ from helpers import photo
 
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.processing.image_codec import DecodedImage
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.prompts import Prompt
 from mobilesam_ros.core.segmenter import SegmentationResult
 from mobilesam_ros.core.stream import frame_sync as fs
@@ -49,7 +50,9 @@ class BoxSegmenterDouble:
         self.encoded.append(id(pixels))
         return SimpleNamespace(original_size=pixels.shape[:2])
 
-    def decode(self, embedding, boxes=None, points=None, point_labels=None, mask_input=None):
+    def decode(
+        self, embedding, boxes=None, points=None, point_labels=None, mask_input=None, crops=False
+    ):
         self.decode_calls += 1
         height, width = embedding.original_size
         count = len(boxes) if boxes is not None else len(points)
@@ -62,10 +65,14 @@ class BoxSegmenterDouble:
                 x0, y0, x1, y1 = x - 10, y - 10, x + 10, y + 10
             masks[row, max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
         logits = np.full((count, 256, 256), -8.0, np.float32)
-        return SegmentationResult(masks, np.full(count, 0.9, np.float32), logits)
+        return SegmentationResult(masks, np.full(count, 0.9, np.float32), logits, crops_of(masks))
 
 
 IMAGE = photo("astronaut")[:240, :320]
+
+
+def crops_of(masks):
+    return [MaskCrop.from_mask(m) for m in masks]
 
 
 def decode_payload(payload):

@@ -22,6 +22,7 @@ from tracking_scenes import (
 )
 
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.prompts import PROMPTED, PROPAGATED, Prompt
 from mobilesam_ros.core.segmenter import SegmentationResult
 from mobilesam_ros.core.stream import tracking as tr
@@ -416,12 +417,15 @@ class RecordingSegmenter:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def decode(self, embedding, boxes=None, points=None, point_labels=None, mask_input=None):
+    def decode(
+        self, embedding, boxes=None, points=None, point_labels=None, mask_input=None, crops=False
+    ):
         count = len(boxes) if boxes is not None else len(points)
         self.calls.append({"boxes": boxes, "points": points, "mask_input": mask_input})
         masks = np.zeros((count, HEIGHT, WIDTH), bool)
         scores = np.linspace(0.5, 0.9, count, dtype=np.float32)
-        return SegmentationResult(masks, scores, np.zeros((count, 256, 256), np.float32))
+        low_res = np.zeros((count, 256, 256), np.float32)
+        return SegmentationResult(masks, scores, low_res, [MaskCrop.from_mask(m) for m in masks])
 
 
 def planned(box, origin, hint=None, track_id="t1", points=()):
@@ -475,7 +479,9 @@ def test_min_iou_zero_turns_the_iou_check_off():
             mask = np.zeros(frame.size, bool)
             x0, y0, x1, y1 = (int(v) for v in item.prompt.box)
             mask[y0 : y1 + 1, x0 : x1 + 1] = True
-            results.append(PromptMask(item.prompt, mask, -0.2, np.zeros((256, 256), np.float32)))
+            results.append(
+                PromptMask.from_mask(item.prompt, mask, -0.2, np.zeros((256, 256), np.float32))
+            )
         return results
 
     survivors = {}

@@ -49,7 +49,9 @@ def _lifted(encoding: str = "16UC1"):
     camera = conversions_3d.camera_from_info(_camera_info(frame.camera_info))
     result = lift_instances(frame.scene.masks, depth, camera)
     prompts = [
-        PromptMask(Prompt(id=f"t{i + 1}", class_id=name, detection_score=0.9), mask, 0.95, None)
+        PromptMask.from_mask(
+            Prompt(id=f"t{i + 1}", class_id=name, detection_score=0.9), mask, 0.95, None
+        )
         for i, (name, mask) in enumerate(zip(frame.names, frame.scene.masks, strict=True))
     ]
     return frame, result, prompts
@@ -158,11 +160,12 @@ DETECTIONS_3D = textwrap.dedent(
     source = Detection2D(id="det7", results=[ObjectHypothesisWithPose(
         hypothesis=ObjectHypothesis(class_id="crate", score=0.8))])
     prompts = [
-        PromptMask(Prompt(id="t1", class_id="crate", source=source), frame.scene.masks[0], 0.9,
-                   None),
-        PromptMask(Prompt(id="t2", class_id="carton", detection_score=0.7),
+        PromptMask.from_mask(
+            Prompt(id="t1", class_id="crate", source=source), frame.scene.masks[0], 0.9, None
+        ),
+        PromptMask.from_mask(Prompt(id="t2", class_id="carton", detection_score=0.7),
                    frame.scene.masks[1], 0.9, None),
-        PromptMask(Prompt(id="t3"), frame.scene.masks[2], 0.9, None),
+        PromptMask.from_mask(Prompt(id="t3"), frame.scene.masks[2], 0.9, None),
     ]
     instances = [result.instances[0], result.instances[1], None]
     header = Header(frame_id="camera")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mobilesam_ros.core import InvalidInputError, SegmentationResult
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.processing.preprocess import FrameGeometry
 from mobilesam_ros.core.stream.tracking import Tracker
 from mobilesam_ros.tools.tracking_eval import evaluate_tracking, simulated_sequence
@@ -21,7 +22,14 @@ class BoxFillingSegmenter:
         return FrameGeometry.for_image(*image.shape[:2])
 
     def decode(
-        self, geometry, boxes=None, points=None, point_labels=None, multimask=False, mask_input=None
+        self,
+        geometry,
+        boxes=None,
+        points=None,
+        point_labels=None,
+        multimask=False,
+        mask_input=None,
+        crops=False,
     ):
         height, width = geometry.original_size
         boxes = np.asarray(boxes, float).reshape(-1, 4)
@@ -32,7 +40,8 @@ class BoxFillingSegmenter:
                 max(round(x0), 0) : round(x1) + 1,
             ] = True
         scores = np.full(len(boxes), 0.9, np.float32)
-        return SegmentationResult(masks, scores, np.zeros((len(boxes), 256, 256), np.float32))
+        low_res = np.zeros((len(boxes), 256, 256), np.float32)
+        return SegmentationResult(masks, scores, low_res, [MaskCrop.from_mask(m) for m in masks])
 
 
 def test_propagated_boxes_follow_the_simulated_camera():

@@ -162,5 +162,5 @@ class SceneDecoderDouble:
             logits = np.where(cv2.resize(mask.view(np.uint8), (256, 192)) > 0, 8.0, -8.0)
             low_res = np.full((256, 256), -8.0, np.float32)
             low_res[:192] = logits
-            results.append(PromptMask(planned.prompt, mask, iou, low_res))
+            results.append(PromptMask.from_mask(planned.prompt, mask, iou, low_res))
         return results

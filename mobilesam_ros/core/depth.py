@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from mobilesam_ros.core.errors import InvalidInputError
-from mobilesam_ros.core.visualize import mask_box
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 
 # Counter names (the node adds them to its diagnostics). Per frame: every instance of the frame
 # counts once under the frame's reason.
@@ -190,15 +190,6 @@ class DepthImage:
 
 
 @dataclass(frozen=True)
-class MaskCrop:
-    """A mask given as its bounding-box crop: `mask` (h, w) bool placed at (x_offset, y_offset)."""
-
-    mask: np.ndarray
-    x_offset: int
-    y_offset: int
-
-
-@dataclass(frozen=True)
 class LiftParams:
     """How masks become points. Depths in metres."""
 
@@ -306,7 +297,7 @@ def lift_instances(
     result = LiftResult([])
     for mask in masks:
         crop = mask if isinstance(mask, MaskCrop) else _crop_of(mask, (height, width))
-        if crop is None:
+        if crop is None or crop.empty:
             result.instances.append(None)
             result.counts[EMPTY_MASK] += 1
             continue
@@ -320,11 +311,8 @@ def lift_instances(
 def _crop_of(mask: np.ndarray, image_size: tuple[int, int]) -> MaskCrop | None:
     if mask.shape != image_size:
         raise InvalidInputError(f"mask shape {mask.shape} is not the image size {image_size}")
-    box = mask_box(mask)
-    if box is None:
-        return None
-    x0, y0, x1, y1 = box
-    return MaskCrop(mask[y0 : y1 + 1, x0 : x1 + 1], x0, y0)
+    crop = MaskCrop.from_mask(mask)
+    return None if crop.empty else crop
 
 
 def _depth_crop(
@@ -392,7 +380,7 @@ def _lift_one(
 ) -> Instance3D | None:
     mask = crop.mask
     h, w = mask.shape
-    x0, y0 = crop.x_offset, crop.y_offset
+    x0, y0 = crop.x0, crop.y0
     if x0 < 0 or y0 < 0 or y0 + h > image_size[0] or x0 + w > image_size[1]:
         raise InvalidInputError(
             f"mask crop {w}x{h} at ({x0}, {y0}) is outside the "

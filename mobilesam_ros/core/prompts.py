@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
 
 
@@ -38,7 +40,7 @@ PROPAGATED = 1  # carried by tracking from an earlier frame
 
 @dataclass(frozen=True)
 class PromptMask:
-    """The result for one prompt.
+    """The result for one prompt: its mask as a tight crop (`crop`), the full frame on demand.
 
     With tracking, `prompt` is the prompt or detection that last confirmed the instance (its
     id, class and score), `track_id` the instance's stable id and `origin` says whether this
@@ -46,11 +48,23 @@ class PromptMask:
     """
 
     prompt: Prompt
-    mask: np.ndarray  # (H, W) bool
+    crop: MaskCrop
     predicted_iou: float
     low_res_logits: np.ndarray  # (256, 256) float32
     track_id: str = ""
     origin: int = PROMPTED
+
+    @classmethod
+    def from_mask(
+        cls, prompt: Prompt, mask: np.ndarray, predicted_iou: float, low_res_logits: np.ndarray
+    ) -> PromptMask:
+        """From a full-frame (H, W) bool mask (the crop is a view of it)."""
+        return cls(prompt, MaskCrop.from_mask(mask), predicted_iou, low_res_logits)
+
+    @functools.cached_property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool mask of the whole frame, made on first use (outputs use `crop`)."""
+        return self.crop.to_full()
 
 
 def decode_prompts(
@@ -87,12 +101,12 @@ def decode_prompts(
         if mask_inputs is not None and any(mask_inputs[i] is not None for i in indices):
             hints = [mask_inputs[i] for i in indices]
         result = segmenter.decode(
-            embedding, boxes=boxes, points=points, point_labels=labels, mask_input=hints
+            embedding, boxes=boxes, points=points, point_labels=labels, mask_input=hints, crops=True
         )
         for row, index in enumerate(indices):
             results[index] = PromptMask(
                 prompts[index],
-                result.masks[row],
+                result.mask_crops[row],
                 float(result.scores[row]),
                 result.low_res_logits[row],
             )

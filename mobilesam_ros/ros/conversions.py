@@ -14,7 +14,6 @@ from mobilesam_ros.core.processing.image_codec import (
     decode_raw_image,
 )
 from mobilesam_ros.core.prompts import Prompt, PromptMask
-from mobilesam_ros.core.visualize import mask_box
 from mobilesam_ros.msg import InstanceMask, InstanceMaskArray
 
 
@@ -118,14 +117,13 @@ def instance_mask_array(header: Any, results: Sequence[PromptMask]) -> InstanceM
         instance.predicted_iou = float(result.predicted_iou)
         instance.mask.header = header
         instance.mask.encoding = "mono8"
-        box = mask_box(result.mask)
-        if box is not None:
-            x0, y0, x1, y1 = box
+        crop = result.crop
+        if not crop.empty:
+            height, width = crop.mask.shape
             instance.roi = RegionOfInterest(
-                x_offset=x0, y_offset=y0, width=x1 - x0 + 1, height=y1 - y0 + 1
+                x_offset=crop.x0, y_offset=crop.y0, width=width, height=height
             )
-            crop = result.mask[y0 : y1 + 1, x0 : x1 + 1].view(np.uint8) * np.uint8(255)
-            instance.mask = image_message(header, crop, "mono8")
+            instance.mask = image_message(header, crop.mask.view(np.uint8) * np.uint8(255), "mono8")
         instances.append(instance)
     array.instances = instances
     return array
@@ -159,7 +157,7 @@ def refined_detections(header: Any, results: Sequence[PromptMask], detection_typ
             detection.id = source.id
         else:
             detection.id = result.prompt.id
-        box = mask_box(result.mask)
+        box = result.crop.box
         if box is not None:
             x0, y0, x1, y1 = box
             center = detection.bbox.center

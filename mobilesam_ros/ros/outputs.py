@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from mobilesam_ros.core.prompts import PromptMask
 from mobilesam_ros.core.stream.pipeline import FrameResult
-from mobilesam_ros.core.visualize import draw_overlay, label_image
+from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
 from mobilesam_ros.msg import InstanceMaskArray
 from mobilesam_ros.ros import conversions
 from mobilesam_ros.ros.outputs_3d import Outputs3D
@@ -41,6 +43,8 @@ class OutputPublishers:
     ) -> None:
         self._node = node
         self._tracking = tracking
+        self._last_overlay = -float("inf")
+        self.overlays_skipped = 0  # by overlay.max_rate
         self._outputs_3d = outputs_3d
         self._value_of = value_of
         self.masks = node.create_publisher(InstanceMaskArray, "masks", OUTPUT_QOS)
@@ -64,14 +68,18 @@ class OutputPublishers:
         """Build and publish every output that has a subscriber; returns how many."""
         header = result.frame.payload.header
         published = 0
+        labels = None  # the label image, shared by mask_image and overlay
         if self.masks.get_subscription_count() > 0:
             self.masks.publish(conversions.instance_mask_array(header, result.instances))
             published += 1
         if self.mask_image.get_subscription_count() > 0:
-            self.mask_image.publish(self._label_image_message(header, result))
+            labels = self._labels(result)
+            encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
+            self.mask_image.publish(conversions.image_message(header, labels, encoding))
             published += 1
-        if self.overlay.get_subscription_count() > 0:
-            self.overlay.publish(self._overlay_message(header, result))
+        if self.overlay.get_subscription_count() > 0 and self._overlay_due():
+            labels = self._labels(result) if labels is None else labels
+            self.overlay.publish(self._overlay_message(header, result, labels))
             published += 1
         # Without tracking, refined detections answer detection messages only (not clicks).
         refined_wanted = self._tracking or DETECTIONS_SOURCE in result.sources
@@ -86,24 +94,36 @@ class OutputPublishers:
             published += self._outputs_3d.publish(result, header, captions(result.instances))
         return published
 
-    def _label_image_message(self, header: Any, result: FrameResult) -> Image:
-        labels = label_image(
-            [r.mask for r in result.instances],
+    @staticmethod
+    def _labels(result: FrameResult) -> np.ndarray:
+        """Label image from the masks' crops: i + 1 = instances[i], the higher score on top."""
+        return label_image_from_crops(
+            [r.crop for r in result.instances],
             [r.predicted_iou for r in result.instances],
             result.frame.embedding.original_size,
         )
-        encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
-        return conversions.image_message(header, labels, encoding)
 
-    def _overlay_message(self, header: Any, result: FrameResult) -> Image:
+    def _overlay_due(self) -> bool:
+        """overlay.max_rate: skip drawing (counted) when the last overlay is too recent."""
+        max_rate = self._value_of("overlay.max_rate")
+        now = time.monotonic()
+        if max_rate > 0 and now - self._last_overlay < 1.0 / max_rate:
+            self.overlays_skipped += 1
+            return False
+        self._last_overlay = now
+        return True
+
+    def _overlay_message(self, header: Any, result: FrameResult, labels: np.ndarray) -> Image:
         instances = result.instances
         boxes = [r.prompt.box for r in instances] if self._value_of("overlay.draw_boxes") else None
-        overlay = draw_overlay(
+        overlay = draw_label_overlay(
             result.decoded.to_bgr(),
-            [r.mask for r in instances],
+            labels,
             boxes,
             captions(instances) if self._value_of("overlay.draw_labels") else None,
             alpha=self._value_of("overlay.alpha"),
+            scale=self._value_of("overlay.scale"),
+            mask_boxes=[r.crop.box for r in instances],
         )
         return conversions.image_message(header, overlay, "bgr8")
 

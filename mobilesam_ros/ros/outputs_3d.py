@@ -125,7 +125,7 @@ class Outputs3D:
             min_points=value("depth.min_points"),
         )
         lifted = lift_instances(
-            [r.mask for r in result.instances],
+            [r.crop for r in result.instances],
             depth,
             camera,
             params,

@@ -124,6 +124,24 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         dynamic=True,
     ),
     ParameterSpec(
+        "overlay.scale",
+        1.0,
+        "Size of the overlay image relative to the camera image (0.5: half width and height, "
+        "a quarter of the drawing cost).",
+        min_value=0.05,
+        max_value=1.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
+        "overlay.max_rate",
+        0.0,
+        "Most overlay images per second (0: one per answered frame); frames in between get no "
+        "overlay, counted in /diagnostics.",
+        min_value=0.0,
+        max_value=1000.0,
+        dynamic=True,
+    ),
+    ParameterSpec(
         "overlay.draw_boxes", True, "Draw prompt boxes in the overlay image.", dynamic=True
     ),
     ParameterSpec(

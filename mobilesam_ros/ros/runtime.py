@@ -285,6 +285,9 @@ class SegmentationRuntime:
                 period, samples, events, self.pipeline.totals(), counters, waiting, cached
             ),
         )
+        if self.outputs is not None:
+            skipped = str(self.outputs.overlays_skipped)
+            status.values.append(KeyValue(key="overlays skipped by max_rate", value=skipped))
         fallback = getattr(segmenter.backend, "fallback_reason", None) if segmenter else None
         if fallback:
             status.values.append(KeyValue(key="backend fallback reason", value=fallback))

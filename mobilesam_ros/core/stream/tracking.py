@@ -40,10 +40,10 @@ import numpy as np
 
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.processing.preprocess import CHANNEL_ORDERS, FrameGeometry
 from mobilesam_ros.core.prompts import PROMPTED, PROPAGATED, Prompt, PromptMask, decode_prompts
 from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
-from mobilesam_ros.core.visualize import mask_box
 
 Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max in pixels, inclusive
 
@@ -135,14 +135,16 @@ class BoxMotion:
         return (s * x0 + dx, s * y0 + dy, s * x1 + dx, s * y1 + dy)
 
 
-def _feature_points(gray: np.ndarray, mask: np.ndarray, box: Box, max_points: int) -> np.ndarray:
+def _feature_points(
+    gray: np.ndarray, mask: np.ndarray | MaskCrop, box: Box, max_points: int
+) -> np.ndarray:
     """Up to `max_points` (x, y) points to track inside `mask`: corners, else a grid of pixels."""
     height, width = gray.shape
     x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
     x1, y1 = min(int(np.ceil(box[2])), width - 1), min(int(np.ceil(box[3])), height - 1)
     if x1 < x0 or y1 < y0:
         return np.empty((0, 2), np.float32)
-    region = mask[y0 : y1 + 1, x0 : x1 + 1].astype(np.uint8)
+    region = _mask_window(mask, x0, y0, x1, y1)
     # Points on the outline see the background too: keep away from it where the mask allows.
     eroded = cv2.erode(region, np.ones((5, 5), np.uint8))
     if np.count_nonzero(eroded) >= 4 * MIN_FLOW_POINTS:
@@ -169,6 +171,21 @@ def _feature_points(gray: np.ndarray, mask: np.ndarray, box: Box, max_points: in
     return (points + np.array([x0, y0], np.float32)).astype(np.float32)
 
 
+def _mask_window(mask: np.ndarray | MaskCrop, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """uint8 0/1 window [y0..y1] x [x0..x1] of a full-frame mask or of a crop placed in one."""
+    if not isinstance(mask, MaskCrop):
+        return mask[y0 : y1 + 1, x0 : x1 + 1].astype(np.uint8)
+    window = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
+    height, width = mask.mask.shape
+    top, left = max(y0, mask.y0), max(x0, mask.x0)
+    bottom, right = min(y1, mask.y0 + height - 1), min(x1, mask.x0 + width - 1)
+    if top <= bottom and left <= right:
+        window[top - y0 : bottom - y0 + 1, left - x0 : right - x0 + 1] = mask.mask[
+            top - mask.y0 : bottom - mask.y0 + 1, left - mask.x0 : right - mask.x0 + 1
+        ]
+    return window
+
+
 def _fit_motion(start: np.ndarray, end: np.ndarray) -> BoxMotion:
     """Zoom and shift that carry `start` points to `end` points, robust to outliers."""
     if len(start) >= MIN_FLOW_POINTS:
@@ -192,7 +209,7 @@ def _fit_motion(start: np.ndarray, end: np.ndarray) -> BoxMotion:
 def estimate_motions(
     previous: FlowFrame,
     current: FlowFrame,
-    masks: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | MaskCrop],
     boxes: Sequence[Box],
     max_points: int = 50,
 ) -> list[BoxMotion]:
@@ -302,8 +319,8 @@ class Track:
     class_id: str
     detection_score: float
     detection_id: str  # id of the fresh prompt that last confirmed it
-    box: Box  # tight box of `mask`
-    mask: np.ndarray = field(repr=False)  # (H, W) bool
+    box: Box  # tight box of `crop`
+    crop: MaskCrop = field(repr=False)  # the last mask, as its tight crop
     low_res_logits: np.ndarray = field(repr=False)  # (256, 256) float32
     predicted_iou: float
     born: float  # seconds
@@ -516,7 +533,7 @@ class Tracker:
             estimate_motions(
                 previous,
                 frame,
-                [t.mask for t in tracks],
+                [t.crop for t in tracks],
                 [t.box for t in tracks],
                 self.max_points,
             )
@@ -594,7 +611,7 @@ class Tracker:
             prompt = planned.prompt
             if planned.origin == ORIGIN_PROPAGATED and not planned.motion.reliable:
                 self.counts[UNRELIABLE_FLOW] += 1
-            box = mask_box(result.mask)
+            box = result.crop.box
             if box is None:
                 self.counts[ENDED_EMPTY_MASK] += 1
                 continue
@@ -606,7 +623,7 @@ class Tracker:
                     float(prompt.detection_score),
                     prompt.id,
                     box,
-                    result.mask,
+                    result.crop,
                     logits,
                     float(result.predicted_iou),
                     born=plan.now,
@@ -639,13 +656,13 @@ class Tracker:
                         (after[0] + after[2] - before[0] - before[2]) / 2 / elapsed,
                         (after[1] + after[3] - before[1] - before[3]) / 2 / elapsed,
                     )
-                track.box, track.mask, track.low_res_logits = box, result.mask, logits
+                track.box, track.crop, track.low_res_logits = box, result.crop, logits
                 track.predicted_iou = float(result.predicted_iou)
             live.append(track)
             origin = PROPAGATED if planned.origin == ORIGIN_PROPAGATED else PROMPTED
             order = (0, planned.fresh_index) if origin == PROMPTED else (1, len(live))
             output = PromptMask(
-                prompt, result.mask, float(result.predicted_iou), logits, track.track_id, origin
+                prompt, result.crop, float(result.predicted_iou), logits, track.track_id, origin
             )
             outputs.append((order, output))
         self._tracks = live
