@@ -799,7 +799,14 @@ def test_nobody_listening_with_live_tracks_costs_no_cpu(model):
         client.publish_image(header(801), PHOTOS["coffee"])  # a frame for the live track
     finally:
         viewer.destroy_node()  # every subscriber gone
-    time.sleep(3.0)  # let the node finish the frame in flight and see that nobody listens
+    # The frame in flight may still be encoded (it was taken while the viewer listened): wait
+    # for a quiet second first. A busy loop never has one.
+    deadline = time.monotonic() + 60.0
+    while True:
+        before = process_cpu_seconds(process.pid)
+        time.sleep(1.0)
+        if process_cpu_seconds(process.pid) - before < 0.1 or time.monotonic() > deadline:
+            break
     before = process_cpu_seconds(process.pid)
     time.sleep(5.0)
     used = process_cpu_seconds(process.pid) - before
