@@ -777,7 +777,7 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def test_nobody_listening_with_live_tracks_costs_no_cpu(model):
+def test_nobody_listening_with_live_tracks_costs_no_cpu(model, ros):
     """Tracks live, then the only subscriber leaves (rviz closed): the node must go idle."""
     process = start_node(
         model,
