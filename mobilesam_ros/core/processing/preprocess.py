@@ -1,11 +1,11 @@
-"""Image and prompt pre-processing in numpy/OpenCV: the model's 1024x1024 input frame."""
+"""Image and prompt pre-processing in numpy/Pillow: the model's 1024x1024 input frame."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from PIL import Image
 
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.model.constants import IMAGE_SIZE
@@ -68,19 +68,40 @@ def validate_image(image: object, channel_order: str = "rgb") -> np.ndarray:
     return image
 
 
+def resize_like_sam(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Resize an HxWxC uint8 image (C = 3 or 4, any channel order) to `size_hw` exactly as
+    SAM's `ResizeLongestSide.apply_image` does: Pillow's bilinear filter, antialiased when
+    shrinking. Every channel is filtered on its own, so the channel order does not matter.
+
+    Returns a read-only HxWxC uint8 array.
+    """
+    height, width, channels = image.shape
+    if channels == 3:
+        source = Image.fromarray(image)  # copies into Pillow's 4-byte pixel layout
+    elif channels == 4:
+        # "RGBX", not "RGBA": Pillow premultiplies alpha when resizing RGBA, which would change
+        # the color channels. A contiguous 4-channel array is wrapped without a copy.
+        buffer = np.ascontiguousarray(image)
+        source = Image.frombuffer("RGBX", (width, height), buffer, "raw", "RGBX", 0, 1)
+    else:
+        raise InvalidInputError(f"image must have 3 or 4 channels, got shape {image.shape}")
+    # Image.BILINEAR without reducing_gap: what torchvision's resize passes to Pillow.
+    resized = source.resize((size_hw[1], size_hw[0]), Image.BILINEAR)
+    return np.asarray(resized)
+
+
 class ImagePreprocessor:
     """Resize longest side to 1024, normalize, pad: HxWxC uint8 -> 1x3x1024x1024 float32 RGB.
 
-    Owns its output buffers and reuses them while the image size stays the same, so a camera
-    stream costs one resize and one normalize per frame and no allocations. BGR and alpha
-    layouts are read in place (each model plane picks its source channel), so camera images
-    need no color conversion. The returned array is overwritten by the next call: a backend
-    must consume it before then.
+    The resize is SAM's own (Pillow bilinear, antialiased when shrinking), so HD camera frames
+    reach the encoder as the model was trained and evaluated on them. Owns its output buffer
+    and reuses it while the image size stays the same. BGR and alpha layouts are read in place
+    (each model plane picks its source channel), so camera images need no color conversion.
+    The returned array is overwritten by the next call: a backend must consume it before then.
     """
 
     def __init__(self) -> None:
         self._geometry: FrameGeometry | None = None
-        self._resized = np.empty(0, dtype=np.uint8)
         self._input = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
         self._scale = (1.0 / PIXEL_STD).astype(np.float32)
         self._offset = (-PIXEL_MEAN / PIXEL_STD).astype(np.float32)
@@ -89,24 +110,14 @@ class ImagePreprocessor:
         self, image: np.ndarray, channel_order: str = "rgb"
     ) -> tuple[np.ndarray, FrameGeometry]:
         image = validate_image(image, channel_order)
-        height, width, channels = image.shape
+        height, width = image.shape[:2]
         geometry = self._geometry
-        if (
-            geometry is None
-            or geometry.original_size != (height, width)
-            or self._resized.shape[2] != channels
-        ):
+        if geometry is None or geometry.original_size != (height, width):
             geometry = FrameGeometry.for_image(height, width)
-            nh, nw = geometry.input_size
-            self._resized = np.empty((nh, nw, channels), dtype=np.uint8)
             self._input.fill(0.0)  # the padding is 0 after normalization, as in SAM
             self._geometry = geometry
         nh, nw = geometry.input_size
-        if (nh, nw) == (height, width):
-            resized = image
-        else:
-            cv2.resize(image, (nw, nh), dst=self._resized, interpolation=cv2.INTER_LINEAR)
-            resized = self._resized
+        resized = image if (nh, nw) == (height, width) else resize_like_sam(image, (nh, nw))
         # (x - mean) / std written straight into each CHW plane: no intermediate image.
         for channel, name in enumerate("rgb"):
             plane = self._input[0, channel, :nh, :nw]
