@@ -82,7 +82,9 @@ def test_failed_export_raises_the_child_error(tmp_path):
 
     damaged = tmp_path / "mobile_sam.pt"
     damaged.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="ONNX export of mobile_sam.pt failed: .*mobile_sam"):
+    with pytest.raises(
+        CheckpointError, match=r"ONNX export of mobile_sam\.pt failed: .*mobile_sam"
+    ):
         export.export_onnx(damaged, tmp_path, progress=False)
     assert not list((tmp_path / "onnx").glob("*/*.onnx"))
 
