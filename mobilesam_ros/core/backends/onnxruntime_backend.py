@@ -24,7 +24,7 @@ def _register_shared_cpu_arena(onnxruntime: Any) -> None:
 
     Each session's own arena keeps its peak for the life of the process, so the encoder's and
     the decoder's buffers would add up; sharing one arena, the decoder reuses what the encoder
-    released (measured: 210 MiB less RSS with 6 prompts per call, docs/BENCHMARKS.md).
+    released (measured: 210 MiB less RSS, docs/BENCHMARKS.md).
     """
     global _shared_cpu_arena_registered
     if _shared_cpu_arena_registered:
@@ -86,11 +86,13 @@ class OnnxRuntimeBackend(Backend):
         options = self._ort.SessionOptions()
         options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.device == "cpu":
-            # Arena and memory patterns stay on: without them every call allocates and
-            # page-faults its buffers again (slower, measured), and the decoder's arena is
-            # bounded by the Segmenter's chunks (decoder_memory_mb), so it cannot grow with N.
+            # The arena stays on (without it every call page-faults its buffers again; its
+            # size is bounded by the Segmenter's decoder chunks, decoder_memory_mb). Memory
+            # patterns are off: from the second run on they allocate one block per graph next
+            # to what the arena already holds (measured: encoder steady RSS 724 -> 451 MiB
+            # without them, same speed; docs/BENCHMARKS.md).
             options.enable_cpu_mem_arena = True
-            options.enable_mem_pattern = True
+            options.enable_mem_pattern = False
             options.add_session_config_entry("session.use_env_allocators", "1")
         return self._ort.InferenceSession(str(path), options, providers=self._providers)
 
