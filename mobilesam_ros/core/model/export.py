@@ -119,8 +119,8 @@ def _export_in_child_process(checkpoint: Path, models: OnnxModels, progress: boo
     )
     if error.get("type") == "ImportError":
         raise errors.BackendUnavailableError(
-            "exporting the ONNX graphs needs PyTorch and onnx (pip install 'mobilesam-ros[torch]')"
-            f": {message}"
+            "exporting the ONNX graphs needs PyTorch, Meta's segment_anything and onnx (pip "
+            f"install torch torchvision segment-anything==1.0 onnx): {message}"
         )
     error_type = _REPORTED_ERRORS.get(error.get("type", ""), errors.ExportError)
     raise error_type(f"ONNX export of {checkpoint.name} failed: {message}")
