@@ -89,6 +89,37 @@ def test_failed_export_raises_the_child_error(tmp_path):
     assert not list((tmp_path / "onnx").glob("*/*.onnx"))
 
 
+@pytest.mark.parametrize(
+    ("returncode", "report", "error", "message"),
+    [
+        (
+            1,
+            '{"type": "ImportError", "message": "No module named \'torch\'"}\n',
+            "BackendUnavailableError",
+            r"needs PyTorch.*No module named 'torch'",
+        ),
+        (
+            1,
+            '{"type": "RuntimeError", "message": "out of memory"}\n',
+            "ExportError",
+            "failed: out of memory",
+        ),
+        (-9, "", "ExportError", "exit code -9 and no error report"),
+    ],
+)
+def test_child_failures_become_package_errors(
+    random_checkpoint, tmp_path, monkeypatch, returncode, report, error, message
+):
+    from mobilesam_ros.core import errors
+
+    def finished_child(command, **kwargs):
+        return subprocess.CompletedProcess(command, returncode, stdout=report)
+
+    monkeypatch.setattr(export.subprocess, "run", finished_child)
+    with pytest.raises(getattr(errors, error), match=message):
+        export.export_onnx(random_checkpoint, tmp_path, progress=False)
+
+
 def test_export_is_cached_by_checkpoint_hash(models, random_checkpoint, cache_dir, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("exported again although cached")
