@@ -5,6 +5,7 @@
 #   make demo    segment a real photo; writes mask and overlay PNGs to out/demo/
 #   make bench   latency of this pipeline against the official one on this machine
 #   make bench-host  host-side cost per frame (image buffer, masks, label image, crops, overlay)
+#   make bench-memory  RSS of the core per stage and of the node under a simulated camera
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +19,7 @@ DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
 .PHONY: setup build-ros test lint demo segment-photo bench bench-host bench-node bench-tracking \
-	bench-depth clean
+	bench-depth bench-memory clean
 
 setup: $(SETUP_STAMP) build-ros
 
@@ -80,6 +81,16 @@ bench-tracking: setup
 	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
 	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
 		--seconds 20 --prompts 5 --detector-rate 3 --backend onnxruntime \
+		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
+
+# Memory on the CPU with ONNX Runtime: the core's RSS after load, encode and decoding 1, 10 and
+# 100 boxes, then the node for 60 s under a 10 Hz 640x480 camera with 10 boxes per frame.
+bench-memory: setup
+	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
+	$(PY) -m mobilesam_ros.tools.bench_memory \
+		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))
+	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
+		--seconds 60 --rate 10 --prompts 10 --backend onnxruntime --sample-rss \
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
 
 RANDOM_CHECKPOINT := .cache/random-weights-seed0.pt

@@ -17,6 +17,8 @@ setup(
     install_requires=[
         "numpy>=1.22",
         "opencv-python-headless>=4.6",
+        # SAM's own resize (bilinear, antialiased): pre-processing matches the official model.
+        "pillow>=9.0",
         "onnxruntime>=1.16",
         "tqdm>=4.60",
     ],

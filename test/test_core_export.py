@@ -53,8 +53,22 @@ def test_decoder_graph_interface(models, multimask):
     }
 
 
-def test_export_is_deterministic(models, random_checkpoint, tmp_path):
-    again = export.export_onnx(random_checkpoint, tmp_path, progress=False)
+def test_export_runs_in_a_child_process_and_is_deterministic(models, random_checkpoint, tmp_path):
+    # A fresh interpreter exports again: the graphs are byte for byte the same, and the
+    # exporting process never imports PyTorch itself (the child does, then exits).
+    script = textwrap.dedent(f"""
+        import sys
+        from mobilesam_ros.core.model.export import export_onnx
+        export_onnx({str(random_checkpoint)!r}, {str(tmp_path)!r}, progress=True)
+        loaded = [m for m in ("torch", "onnx", "torchvision") if m in sys.modules]
+        assert not loaded, loaded
+    """)
+    child = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert child.returncode == 0, child.stderr
+    assert "[3/3] decoder (multimask) done" in child.stderr  # progress reaches the user
+    again = export.OnnxModels.in_directory(tmp_path / "onnx" / models.directory.name)
     for first, second in [
         (models.encoder, again.encoder),
         (models.decoder_single, again.decoder_single),
@@ -63,11 +77,54 @@ def test_export_is_deterministic(models, random_checkpoint, tmp_path):
         assert first.read_bytes() == second.read_bytes(), first.name
 
 
+def test_failed_export_raises_the_child_error(tmp_path):
+    from mobilesam_ros.core.errors import CheckpointError
+
+    damaged = tmp_path / "mobile_sam.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    with pytest.raises(
+        CheckpointError, match=r"ONNX export of mobile_sam\.pt failed: .*mobile_sam"
+    ):
+        export.export_onnx(damaged, tmp_path, progress=False)
+    assert not list((tmp_path / "onnx").glob("*/*.onnx"))
+
+
+@pytest.mark.parametrize(
+    ("returncode", "report", "error", "message"),
+    [
+        (
+            1,
+            '{"type": "ImportError", "message": "No module named \'torch\'"}\n',
+            "BackendUnavailableError",
+            r"needs PyTorch.*No module named 'torch'",
+        ),
+        (
+            1,
+            '{"type": "RuntimeError", "message": "out of memory"}\n',
+            "ExportError",
+            "failed: out of memory",
+        ),
+        (-9, "", "ExportError", "exit code -9 and no error report"),
+    ],
+)
+def test_child_failures_become_package_errors(
+    random_checkpoint, tmp_path, monkeypatch, returncode, report, error, message
+):
+    from mobilesam_ros.core import errors
+
+    def finished_child(command, **kwargs):
+        return subprocess.CompletedProcess(command, returncode, stdout=report)
+
+    monkeypatch.setattr(export.subprocess, "run", finished_child)
+    with pytest.raises(getattr(errors, error), match=message):
+        export.export_onnx(random_checkpoint, tmp_path, progress=False)
+
+
 def test_export_is_cached_by_checkpoint_hash(models, random_checkpoint, cache_dir, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("exported again although cached")
 
-    monkeypatch.setattr(export, "_export_all", fail)
+    monkeypatch.setattr(export, "_export_in_child_process", fail)
     assert export.export_onnx(random_checkpoint, cache_dir) == models
     key = export.export_key(export.file_sha256(random_checkpoint))
     assert models.directory.name == key and key.endswith(f"-v{export.EXPORT_FORMAT_VERSION}")

@@ -95,25 +95,47 @@ def test_bad_mask_input_and_foreign_embedding(segmenters):
         torch_segmenter.decode(embedding, boxes=[[1, 1, 20, 20]])
 
 
-def test_large_prompt_counts_are_chunked(segmenters, monkeypatch):
-    segmenter = segmenters["onnxruntime"]
+def test_decoder_memory_budget_chunks_prompts_with_the_same_results(
+    random_checkpoint, cache_dir, monkeypatch
+):
+    from mobilesam_ros.core.segmenter import DECODER_MB_PER_PROMPT
+
+    def segmenter_with_budget(megabytes):
+        return Segmenter(
+            random_checkpoint,
+            backend="onnxruntime",
+            cache_dir=cache_dir,
+            device="cpu",
+            decoder_memory_mb=megabytes,
+            progress=False,
+        )
+
     image = np.full((60, 80, 3), 90, np.uint8)
-    embedding = segmenter.encode(image)
     boxes = np.array([[i % 40, i % 30, i % 40 + 30, i % 30 + 25] for i in range(7)], float)
-    whole = segmenter.decode(embedding, boxes=boxes)
+    hints = [None, *np.random.default_rng(0).standard_normal((6, 256, 256)).astype(np.float32)]
+    one_call = segmenter_with_budget(7 * DECODER_MB_PER_PROMPT)
+    chunked = segmenter_with_budget(3 * DECODER_MB_PER_PROMPT + DECODER_MB_PER_PROMPT // 2)
+    assert (one_call.decode_chunk_size, chunked.decode_chunk_size) == (7, 3)
     calls = []
-    decode = segmenter.backend.decode
+    decode = chunked.backend.decode
 
     def counting_decode(*args, **kwargs):
         calls.append(len(args[1]))
         return decode(*args, **kwargs)
 
-    monkeypatch.setattr(segmenter.backend, "decode", counting_decode)
-    monkeypatch.setattr(segmenter, "max_batch", 3)
-    chunked = segmenter.decode(embedding, boxes=boxes)
-    assert calls == [3, 3, 1]
-    np.testing.assert_allclose(chunked.low_res_logits, whole.low_res_logits, rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(chunked.scores.shape, (7,))
+    monkeypatch.setattr(chunked.backend, "decode", counting_decode)
+    for prompts in (
+        {"boxes": boxes},
+        {"boxes": boxes, "multimask": True},
+        {"boxes": boxes, "mask_input": hints},
+    ):
+        calls.clear()
+        expected = one_call.decode(one_call.encode(image), **prompts)
+        got = chunked.decode(chunked.encode(image), **prompts)
+        assert calls == [3, 3, 1]
+        np.testing.assert_allclose(got.low_res_logits, expected.low_res_logits, atol=1e-4)
+        np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
+        np.testing.assert_array_equal(got.masks, expected.masks)
 
 
 def test_constructor_refuses_bad_settings(random_checkpoint, cache_dir):
@@ -121,6 +143,9 @@ def test_constructor_refuses_bad_settings(random_checkpoint, cache_dir):
         Segmenter(random_checkpoint, backend="tflite", cache_dir=cache_dir)
     with pytest.raises(InvalidInputError, match="max_batch"):
         Segmenter(random_checkpoint, max_batch=0, cache_dir=cache_dir)
+    for budget in (0, -5, 2.5, "256"):
+        with pytest.raises(InvalidInputError, match="decoder_memory_mb"):
+            Segmenter(random_checkpoint, decoder_memory_mb=budget, cache_dir=cache_dir)
 
 
 def test_decoder_inputs_chunks_share_or_split_mask_hints():

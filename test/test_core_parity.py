@@ -1,4 +1,5 @@
-"""Parity with the official MobileSAM code (`mobile_sam.SamPredictor`) on real photos.
+"""Parity with the official MobileSAM code (`mobile_sam.SamPredictor`) on real photos and on
+camera-sized frames built from them (shrunk with antialiasing, where a resize differs most).
 
 Per prompt: mask IoU >= 0.99, |predicted IoU difference| <= 1e-3, relative L2 error of the
 low-res logits <= 1e-3, for the torch and onnxruntime backends.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import photo
+from helpers import camera_frame, photo
 
 mobile_sam = pytest.importorskip("mobile_sam")
 
@@ -105,6 +106,41 @@ def test_matches_official_predictor(segmenters, official_predictor, backend, pho
     _assert_matches(
         [a[0] for a in expected], result.masks[0], result.scores[0], result.low_res_logits[0]
     )
+
+
+# Robot camera sizes, a portrait frame and a 4:3 frame, as (H, W).
+CAMERA_SIZES = [(720, 1280), (1080, 1920), (1080, 810), (960, 1280)]
+
+
+@pytest.mark.parametrize("size", CAMERA_SIZES, ids=[f"{w}x{h}" for h, w in CAMERA_SIZES])
+def test_matches_official_predictor_at_camera_sizes(segmenters, official_predictor, size):
+    image = camera_frame(*size)
+    official_predictor.set_image(image)
+    boxes = _scale(BOXES, image)
+    points = _scale(POINTS, image)
+    expected_boxes = [official_predictor.predict(box=b, multimask_output=False) for b in boxes]
+    expected_points = [
+        official_predictor.predict(point_coords=p, point_labels=np.ones(1), multimask_output=False)
+        for p in points
+    ]
+    for segmenter in segmenters.values():
+        embedding = segmenter.encode(image)
+        result = segmenter.decode(embedding, boxes=boxes)
+        for i, expected in enumerate(expected_boxes):
+            _assert_matches(
+                [a[0] for a in expected],
+                result.masks[i],
+                result.scores[i],
+                result.low_res_logits[i],
+            )
+        result = segmenter.decode(embedding, points=points)
+        for i, expected in enumerate(expected_points):
+            _assert_matches(
+                [a[0] for a in expected],
+                result.masks[i],
+                result.scores[i],
+                result.low_res_logits[i],
+            )
 
 
 def test_random_checkpoint_has_official_layout(random_checkpoint):

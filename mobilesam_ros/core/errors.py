@@ -19,3 +19,7 @@ class DownloadError(CheckpointError):
 
 class BackendUnavailableError(MobileSamError):
     """A backend whose runtime is not installed or cannot run here."""
+
+
+class ExportError(MobileSamError):
+    """The ONNX export of a checkpoint failed."""

@@ -27,6 +27,11 @@ from mobilesam_ros.core.processing.preprocess import (
 )
 
 DEFAULT_MAX_BATCH = 64
+# Working memory of one decoder call on the CPU path, and what each prompt in a call adds to
+# it (the image embedding repeated per prompt, attention and upscaling buffers), measured with
+# ONNX Runtime on the CPU (docs/BENCHMARKS.md, `make bench-memory`).
+DEFAULT_DECODER_MEMORY_MB = 256
+DECODER_MB_PER_PROMPT = 40
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,9 @@ class Segmenter:
       device: "auto", "cpu" or "cuda[:N]".
       mask_threshold: logit above which a pixel belongs to the mask.
       max_batch: prompts per decoder call; larger N are decoded in several calls.
+      decoder_memory_mb: working memory one decoder call may take on the CPU path, in MB
+        (about 40 MB per prompt); prompts are decoded in chunks that fit, at least one prompt
+        per call, so memory stays flat however many prompts a frame has.
       progress: show download and export progress on stderr.
       precision: "fp16" or "fp32" for the GPU backends (tensorrt engines, torch on CUDA).
       force_rebuild: build TensorRT engines again even when a valid one is cached.
@@ -92,12 +100,21 @@ class Segmenter:
         device: str = "auto",
         mask_threshold: float = 0.0,
         max_batch: int = DEFAULT_MAX_BATCH,
+        decoder_memory_mb: int = DEFAULT_DECODER_MEMORY_MB,
         progress: bool = True,
         precision: str = DEFAULT_PRECISION,
         force_rebuild: bool = False,
     ) -> None:
         if max_batch < 1:
             raise InvalidInputError(f"max_batch must be at least 1, got {max_batch}")
+        whole = isinstance(decoder_memory_mb, (int, np.integer)) and not isinstance(
+            decoder_memory_mb, bool
+        )
+        if not whole or decoder_memory_mb < 1:
+            raise InvalidInputError(
+                f"decoder_memory_mb must be a whole number of MB, at least 1; got "
+                f"{decoder_memory_mb!r}"
+            )
         check_choice("precision", precision, PRECISIONS)
         if not np.isfinite(mask_threshold):
             raise InvalidInputError(f"mask_threshold must be finite, got {mask_threshold}")
@@ -114,6 +131,11 @@ class Segmenter:
         )
         self.mask_threshold = float(mask_threshold)
         self.max_batch = int(max_batch)
+        self.decoder_memory_mb = int(decoder_memory_mb)
+        # Prompts per decoder call on the host path: what the budget holds, at least one.
+        self.decode_chunk_size = min(
+            self.max_batch, max(1, self.decoder_memory_mb // DECODER_MB_PER_PROMPT)
+        )
         self.timings = StageTimings()
         self._preprocess = ImagePreprocessor()
 
@@ -143,7 +165,8 @@ class Segmenter:
         mask_input: Any = None,
         crops: bool = False,
     ) -> SegmentationResult:
-        """Masks for N prompts on an encoded image, all decoded in one batched call.
+        """Masks for N prompts on an encoded image, decoded in batched calls of
+        `decode_chunk_size` prompts (one call on the GPU backends up to `max_batch`).
 
         boxes: (N, 4) x_min, y_min, x_max, y_max in original-image pixels.
         points: (N, K, 2) x, y pixels; point_labels: (N, K), 1 foreground, 0 background,
@@ -179,7 +202,7 @@ class Segmenter:
             low_res, scores = decode_in_chunks(
                 lambda chunk: self.backend.decode(embedding.data, chunk, multimask),
                 inputs,
-                self.max_batch,
+                self.decode_chunk_size,
             )
         if on_device is None:
             decoded = time.perf_counter()

@@ -64,6 +64,15 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "Folder for the checkpoint and exported graphs; empty means $XDG_CACHE_HOME/mobilesam_ros.",
     ),
     ParameterSpec(
+        "decoder_memory_mb",
+        256,
+        "Working memory of one decoder call on the CPU path, in MB (about 40 MB per prompt); "
+        "more prompts are decoded in several calls of that size, so memory stays flat however "
+        "many prompts a frame has.",
+        min_value=1,
+        max_value=65536,
+    ),
+    ParameterSpec(
         "mask_threshold",
         0.0,
         "Mask logit above which a pixel belongs to the object (0 = probability 0.5).",

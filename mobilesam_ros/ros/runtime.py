@@ -120,6 +120,7 @@ class SegmentationRuntime:
                 mask_threshold=self.value("mask_threshold"),
                 precision=self.value("precision"),
                 force_rebuild=self.value("force_rebuild"),
+                decoder_memory_mb=self.value("decoder_memory_mb"),
             )
         except MobileSamError as exc:
             self.loading_error = str(exc)

@@ -29,6 +29,7 @@ from std_msgs.msg import Header
 from mobilesam_ros.core import MobileSamError
 from mobilesam_ros.core.model.checkpoint import resolve_checkpoint
 from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray
+from mobilesam_ros.tools.bench_memory import rss_mib
 from mobilesam_ros.tools.camera_sim import astronaut_camera
 
 
@@ -192,8 +193,11 @@ def run(args: argparse.Namespace) -> int:
         client.start()
         started = time.monotonic()
         end = started + args.seconds + 3.0  # let the last answers arrive
+        node_rss: list[float] = []  # MiB, sampled once a second with --sample-rss
         while time.monotonic() < end:
             rclpy.spin_once(client, timeout_sec=0.05)
+            if args.sample_rss and time.monotonic() - started >= len(node_rss):
+                node_rss.append(rss_mib(process.pid))
         elapsed = args.seconds
         drops = {
             k: v
@@ -216,6 +220,12 @@ def run(args: argparse.Namespace) -> int:
             )
         for key, value in sorted(drops.items()):
             print(f"  node: {key:<40} {value}")
+        if node_rss:
+            second_half = node_rss[len(node_rss) // 2 :]  # steady state, after warm-up
+            print(
+                f"  node RSS (MiB, {len(node_rss)} samples): first {node_rss[0]:.0f}, "
+                f"steady median {_percentile(second_half, 50):.0f}, max {max(node_rss):.0f}"
+            )
         if args.output:
             out = Path(args.output)
             out.mkdir(parents=True, exist_ok=True)
@@ -258,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", default="", help="folder for overlay frames")
     parser.add_argument("--max-images", type=int, default=30)
+    parser.add_argument(
+        "--sample-rss", action="store_true", help="print the node's RSS (sampled once a second)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return run(args)

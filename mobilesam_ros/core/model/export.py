@@ -1,21 +1,27 @@
 """ONNX export of the encoder and the prompt decoder, cached by checkpoint hash.
 
 The ONNX files are the single source of every runtime engine (ONNX Runtime sessions here,
-TensorRT engines later). Finding a cached export needs no PyTorch; exporting does.
+TensorRT engines later). Finding a cached export needs no PyTorch; exporting does, and runs in
+a child process (`python -m mobilesam_ros.core.model.export`), so the calling process never
+keeps PyTorch's memory (about 1 GB) after a first start.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mobilesam_ros.core import errors
 from mobilesam_ros.core.files import exclusive_lock, write_atomically
 from mobilesam_ros.core.model.checkpoint import file_sha256
 
@@ -78,8 +84,46 @@ def export_onnx(
     with exclusive_lock(models.directory / ".lock"):
         if models.all_present() and not force:  # another process finished it meanwhile
             return models
-        _export_all(checkpoint, models, progress)
+        _export_in_child_process(checkpoint, models, progress)
     return models
+
+
+# Error types the child reports by name and the parent raises again with the same message.
+_REPORTED_ERRORS = {
+    cls.__name__: cls
+    for cls in (errors.CheckpointError, errors.InvalidInputError, errors.BackendUnavailableError)
+}
+
+
+def _export_in_child_process(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
+    """Run `_export_all` in a fresh interpreter: its progress lines go to this process's
+    stderr; a failure comes back as the child's error type and message."""
+    package_root = str(Path(__file__).resolve().parents[3])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", __name__, str(checkpoint), str(models.directory)]
+    if not progress:
+        command.append("--quiet")
+    # stdout carries only the child's error report; stderr (progress) is this process's own.
+    child = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    if child.returncode == 0:
+        return
+    report = child.stdout.strip().splitlines()
+    try:
+        error = json.loads(report[-1]) if report else {}
+    except json.JSONDecodeError:
+        error = {}
+    message = error.get("message") or (
+        f"the export process ended with exit code {child.returncode} and no error report"
+        + (f"; its output: {' '.join(report)[-500:]}" if report else "")
+    )
+    if error.get("type") == "ImportError":
+        raise errors.BackendUnavailableError(
+            "exporting the ONNX graphs needs PyTorch, Meta's segment_anything and onnx (pip "
+            f"install torch torchvision segment-anything==1.0 onnx): {message}"
+        )
+    error_type = _REPORTED_ERRORS.get(error.get("type", ""), errors.ExportError)
+    raise error_type(f"ONNX export of {checkpoint.name} failed: {message}")
 
 
 def _say(enabled: bool, message: str) -> None:
@@ -218,3 +262,27 @@ def export_decoder(decoder: Any, path: Path) -> None:
         input_names=list(DECODER_INPUTS),
         dynamic_axes=dynamic_axes,
     )
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Child-process entry point of `_export_in_child_process`."""
+    parser = argparse.ArgumentParser(description="Export a checkpoint's ONNX graphs (internal).")
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    report = sys.stdout
+    sys.stdout = sys.stderr  # anything a library prints goes with the progress lines
+    try:
+        _export_all(args.checkpoint, OnnxModels.in_directory(args.directory), not args.quiet)
+    except Exception as exc:
+        if not args.quiet:
+            traceback.print_exc()
+        kind = "ImportError" if isinstance(exc, ImportError) else type(exc).__name__
+        print(json.dumps({"type": kind, "message": str(exc)}), file=report, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
