@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mobilesam_ros.core import BackendUnavailableError, MobileSamError, Segmenter
-from mobilesam_ros.core.choices import BACKENDS
+from mobilesam_ros.core import BackendUnavailableError, InvalidInputError, MobileSamError, Segmenter
+from mobilesam_ros.core.choices import BACKENDS, check_device
 
 if TYPE_CHECKING:
     from mobilesam_ros.core.model.export import OnnxModels
@@ -26,7 +26,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", help="cache folder (default: $XDG_CACHE_HOME/mobilesam_ros)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", type=_device, help="auto, cpu or cuda[:N]")
 
 
 def read_rgb(source: str) -> np.ndarray:
@@ -138,7 +138,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         help="path of mobile_sam.pt (default: download the official file once into the cache)",
     )
     parser.add_argument("--cache-dir", help="cache folder (default: $XDG_CACHE_HOME/mobilesam_ros)")
-    parser.add_argument("--device", default="auto", help="auto, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", type=_device, help="auto, cuda or cuda:N")
     parser.add_argument(
         "--precision",
         default=DEFAULT_PRECISION,
@@ -411,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_tracking.set_defaults(run=_cmd_eval_tracking)
     return parser
+
+
+def _device(value: str) -> str:
+    try:
+        return check_device(value)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

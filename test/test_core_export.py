@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import textwrap
@@ -112,10 +113,21 @@ def test_child_failures_become_package_errors(
 ):
     from mobilesam_ros.core import errors
 
-    def finished_child(command, **kwargs):
-        return subprocess.CompletedProcess(command, returncode, stdout=report)
+    class FinishedChild:
+        """Stands in for the export's Popen: progress on stderr, the report on stdout."""
 
-    monkeypatch.setattr(export.subprocess, "run", finished_child)
+        def __init__(self, command, **kwargs):
+            self.stderr = iter(["[1/3] exporting encoder ...\n"])
+            self.stdout = io.StringIO(report)
+            self.returncode = returncode
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(export.subprocess, "Popen", FinishedChild)
     with pytest.raises(getattr(errors, error), match=message):
         export.export_onnx(random_checkpoint, tmp_path, progress=False)
 

@@ -11,6 +11,16 @@ import sys
 from typing import Any
 
 
+def say(logger: logging.Logger, message: str, enabled: bool = True) -> None:
+    """One progress line: a log record (a ROS node routes it to rosout), and on stderr too when
+    nothing handles the package's records (a script, the CLI)."""
+    if not enabled:
+        return
+    logger.info(message)
+    if not logger.hasHandlers():
+        print(message, file=sys.stderr, flush=True)
+
+
 class Progress:
     def __init__(
         self,

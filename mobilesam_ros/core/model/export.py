@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from typing import Any
 from mobilesam_ros.core import errors
 from mobilesam_ros.core.files import exclusive_lock, write_atomically
 from mobilesam_ros.core.model.checkpoint import file_sha256
+from mobilesam_ros.core.progress import say
+
+_log = logging.getLogger(__name__)
 
 # Bump when the graphs change (inputs, outputs, operators), so stale caches are not reused.
 EXPORT_FORMAT_VERSION = 2
@@ -96,19 +100,26 @@ _REPORTED_ERRORS = {
 
 
 def _export_in_child_process(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
-    """Run `_export_all` in a fresh interpreter: its progress lines go to this process's
-    stderr; a failure comes back as the child's error type and message."""
+    """Run `_export_all` in a fresh interpreter: its progress lines become this process's
+    progress (`say`); a failure comes back as the child's error type and message."""
     package_root = str(Path(__file__).resolve().parents[3])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", __name__, str(checkpoint), str(models.directory)]
     if not progress:
         command.append("--quiet")
-    # stdout carries only the child's error report; stderr (progress) is this process's own.
-    child = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    # stdout carries only the child's error report (a line); stderr its progress lines, passed
+    # on one by one as this process's own progress.
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as child:
+        for line in child.stderr:
+            if line.strip():
+                say(_log, line.rstrip(), progress)
+        output = child.stdout.read()
     if child.returncode == 0:
         return
-    report = child.stdout.strip().splitlines()
+    report = output.strip().splitlines()
     try:
         error = json.loads(report[-1]) if report else {}
     except json.JSONDecodeError:

@@ -14,8 +14,8 @@ import contextlib
 import gc
 import hashlib
 import json
+import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -56,16 +56,17 @@ from mobilesam_ros.core.choices import DEFAULT_PRECISION
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
 from mobilesam_ros.core.files import exclusive_lock, write_bytes_atomically
 from mobilesam_ros.core.model.export import OnnxModels
+from mobilesam_ros.core.progress import say
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
+_log = logging.getLogger(__name__)
 _HEARTBEAT_SECONDS = 30.0
 
 
 def _say(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)
+    say(_log, message, enabled)
 
 
 def onnx_files(models: OnnxModels) -> dict[str, Path]:
