@@ -1,7 +1,8 @@
 """List the Python API of an rclpy source tree, for test/data/rclpy_humble_api.txt.
 
 Reads the rclpy package's sources statically (nothing is imported) and prints one line per name:
-`<qualified name> <kind>` with kind module, class, function or attribute, or
+`<qualified name> <kind>` with kind module, class, function or attribute (a function followed by
+its parameter names, `*` for *args and `**` for **kwargs), or
 `<qualified name> = <qualified target>` for a name that a module imports or assigns from
 elsewhere in rclpy (`rclpy.lifecycle.LifecycleNode = rclpy.lifecycle.node.LifecycleNode`). Class
 members include inherited ones (from rclpy classes), methods, class attributes (enum members) and
@@ -38,6 +39,18 @@ def extension_enums(source_dir: Path) -> dict[str, list[str]]:
         for match in binding.finditer(path.read_text(encoding="utf-8")):
             enums[match.group(1)] = re.findall(r'\.value\(\s*"(\w+)"', match.group(2))
     return enums
+
+
+def signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+    """`function a,b,c` with `*` and `**` for *args and **kwargs (self and cls left out)."""
+    arguments = node.args
+    names = [a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]]
+    names = [name for name in names if name not in ("self", "cls")]
+    if arguments.vararg:
+        names.append("*")
+    if arguments.kwarg:
+        names.append("**")
+    return "function " + ",".join(names) if names else "function"
 
 
 def top_level_statements(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -96,7 +109,7 @@ class ApiReader:
                         imported[alias.asname] = alias.name
                         self.kinds[f"{name}.{alias.asname}"] = "attribute"
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                self.kinds[f"{name}.{node.name}"] = "function"
+                self.kinds[f"{name}.{node.name}"] = signature(node)
             elif isinstance(node, ast.ClassDef):
                 self.read_class(f"{name}.{node.name}", node, imported, name)
             elif isinstance(node, ast.Assign | ast.AnnAssign):
@@ -137,7 +150,7 @@ class ApiReader:
         self.class_bases[qualified] = bases
         for member in node.body:
             if isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef):
-                self.kinds[f"{qualified}.{member.name}"] = "function"
+                self.kinds[f"{qualified}.{member.name}"] = signature(member)
                 for inner in ast.walk(member):
                     if isinstance(inner, ast.Assign | ast.AnnAssign):
                         targets = inner.targets if isinstance(inner, ast.Assign) else [inner.target]

@@ -5,10 +5,11 @@ newer rclpy releases, which would not notice a newer call. The modules are read 
 rclpy needed) and each use is checked against test/data/rclpy_humble_api.txt, read from Humble's
 sources by scripts/rclpy_api_list.py. Checked: names imported from rclpy, attribute chains on
 them (`rclpy.qos.ReliabilityPolicy.BEST_EFFORT`), `self.<method>` calls in subclasses of rclpy's
-node classes, and calls on what a few node methods return (`self.get_logger().warning`), on
+node classes, calls on what a few node methods return (`self.get_logger().warning`), on
 attributes assigned from them (`self._pub = self.create_publisher(...)`, then
-`self._pub.publish`) and on local variables made by rclpy or node classes.
-Not checked: objects that reach the code in other ways (callback arguments, containers).
+`self._pub.publish`) and on local variables made by rclpy or node classes; and the keyword
+arguments of all those calls. Not checked: objects that reach the code in other ways (callback
+arguments, containers) and the number of positional arguments.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class HumbleApi:
     def __init__(self, path: Path) -> None:
         self.kinds: dict[str, str] = {}
         self.aliases: dict[str, str] = {}
+        self.parameters: dict[str, set[str]] = {}  # function -> its parameter names, * and **
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line or line.startswith("#"):
                 continue
@@ -54,8 +56,10 @@ class HumbleApi:
                 name, target = line.split(" = ")
                 self.aliases[name] = target
             else:
-                name, kind = line.split()
+                name, kind, *parameters = line.split()
                 self.kinds[name] = kind
+                if kind == "function":
+                    self.parameters[name] = set(parameters[0].split(",")) if parameters else set()
 
     def canonical(self, name: str) -> str:
         """name with every aliased prefix replaced by what it names."""
@@ -73,15 +77,26 @@ class HumbleApi:
     def kind(self, name: str) -> str | None:
         return self.kinds.get(self.canonical(name))
 
+    def unknown_keywords(self, name: str, keywords: list[str]) -> list[str]:
+        """Keywords that the function (or the class's constructor) `name` does not take."""
+        name = self.canonical(name)
+        if self.kinds.get(name) == "class":
+            name += ".__init__"
+        parameters = self.parameters.get(name)
+        if parameters is None or "**" in parameters:
+            return []
+        return [keyword for keyword in keywords if keyword not in parameters]
+
 
 class Use:
-    """One rclpy name used in a module, where it is used."""
+    """One rclpy name used in a module, where it is used, and the keywords of a call of it."""
 
-    def __init__(self, name: str, path: Path, line: int) -> None:
-        self.name, self.path, self.line = name, path, line
+    def __init__(self, name: str, path: Path, line: int, keywords: list[str]) -> None:
+        self.name, self.path, self.line, self.keywords = name, path, line, keywords
 
     def __repr__(self) -> str:
-        return f"{self.name} ({self.path.relative_to(REPO_ROOT)}:{self.line})"
+        called = f"({', '.join(k + '=' for k in self.keywords)})" if self.keywords else ""
+        return f"{self.name}{called} ({self.path.relative_to(REPO_ROOT)}:{self.line})"
 
 
 class ModuleReader:
@@ -92,6 +107,12 @@ class ModuleReader:
         self.tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         self.names: dict[str, str] = {}  # local name -> rclpy (or node class) qualified name
         self.uses: list[Use] = []
+        # Keyword arguments of each call, by the called expression.
+        self.call_keywords = {
+            id(node.func): [keyword.arg for keyword in node.keywords if keyword.arg]
+            for node in ast.walk(self.tree)
+            if isinstance(node, ast.Call)
+        }
         self.node_classes: dict[str, str] = {}  # class in this module -> its rclpy node base
         self.own_members: dict[str, set[str]] = {}  # what those classes define themselves
 
@@ -115,10 +136,13 @@ class ModuleReader:
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Store):
                 self.read_chain(node, {})
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                self.read_chain(node.func, {})  # QoSProfile(depth=1)
         return self.uses
 
     def add(self, name: str, node: ast.AST) -> None:
-        self.uses.append(Use(name, self.path, getattr(node, "lineno", 0)))
+        keywords = self.call_keywords.get(id(node), [])
+        self.uses.append(Use(name, self.path, getattr(node, "lineno", 0), keywords))
 
     def node_base(self, node: ast.ClassDef) -> str | None:
         for base in node.bases:
@@ -237,7 +261,7 @@ class ModuleReader:
             return None
         return RETURNS.get(f"{self.api.canonical(receiver)}.{callee.attr}")
 
-    def read_chain(self, node: ast.Attribute, scope: dict[str, str]) -> None:
+    def read_chain(self, node: ast.Attribute | ast.Name, scope: dict[str, str]) -> None:
         qualified = self.qualified(node, scope)
         if qualified is not None and qualified.split(".")[0] == "rclpy":
             self.add(qualified, node)
@@ -294,7 +318,8 @@ def test_reader_finds_uses_of_every_kind(api, tmp_path):
         "from rclpy.qos import ReliabilityPolicy\n"
         "class Sample(Node):\n"
         "    def __init__(self):\n"
-        "        self._pub = self.create_publisher(int, 't', 1)\n"
+        "        self._pub = self.create_publisher(int, 't', 1, qos_overriding_options=None)\n"
+        "        self.create_subscription(int, 't', print, 1, raw=False, unknown_option=1)\n"
         "        self._pub.publish_twice(1)\n"
         "        self.get_logger().warning(str(ReliabilityPolicy.BEST_EFFORT))\n"
         "        self.add_post_set_parameters_callback(print)\n"
@@ -304,7 +329,8 @@ def test_reader_finds_uses_of_every_kind(api, tmp_path):
         "    rclpy.shutdown()\n",
         encoding="utf-8",
     )
-    names = {use.name for use in ModuleReader(module, api).read()}
+    reader = ModuleReader(module, api)
+    names = {use.name for use in reader.read()}
     assert {
         "rclpy.node.Node.create_publisher",
         "rclpy.publisher.Publisher.publish_twice",
@@ -319,6 +345,9 @@ def test_reader_finds_uses_of_every_kind(api, tmp_path):
         "rclpy.node.Node.add_post_set_parameters_callback",
         "rclpy.publisher.Publisher.publish_twice",
     ]
+    refused = {use.name: api.unknown_keywords(use.name, use.keywords) for use in reader.uses}
+    assert refused["rclpy.node.Node.create_subscription"] == ["unknown_option"]
+    assert refused["rclpy.node.Node.create_publisher"] == []
 
 
 def test_package_uses_only_humble_rclpy(api):
@@ -327,3 +356,5 @@ def test_package_uses_only_humble_rclpy(api):
     uses = [use for path in paths for use in ModuleReader(path, api).read()]
     missing = [use for use in uses if unresolved(api, use.name)]
     assert not missing, f"not in Humble's rclpy (3.3.15): {missing}"
+    refused = [use for use in uses if api.unknown_keywords(use.name, use.keywords)]
+    assert not refused, f"keywords that Humble's rclpy (3.3.15) does not take: {refused}"
