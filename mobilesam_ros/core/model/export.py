@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mobilesam_ros.core.errors import BackendUnavailableError
 from mobilesam_ros.core.files import exclusive_lock, write_atomically
 from mobilesam_ros.core.model.checkpoint import file_sha256
 
@@ -88,9 +89,16 @@ def _say(enabled: bool, message: str) -> None:
 
 
 def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
-    import torch
+    try:
+        import torch
 
-    from mobilesam_ros.core.model.modules import load_modules
+        from mobilesam_ros.core.model.modules import load_modules
+    except ImportError as exc:  # machines that only run cached graphs have no PyTorch
+        raise BackendUnavailableError(
+            f"the ONNX graphs of {checkpoint} are not in {models.directory}, and exporting them "
+            f"needs {exc.name or 'PyTorch'} (pip install torch torchvision "
+            "segment-anything==1.0 onnx), or copy graphs exported elsewhere into that folder"
+        ) from exc
 
     _say(progress, f"exporting ONNX graphs of {checkpoint.name} to {models.directory}")
     modules = load_modules(checkpoint)
