@@ -13,12 +13,11 @@ works() { "$1" -c "import sys, venv; sys.exit(sys.version_info[:2] != tuple(map(
 candidates=()
 # A pyenv shim on PATH fails when that version is not selected, so each candidate is run once.
 command -v "python$version" >/dev/null 2>&1 && candidates+=("$(command -v "python$version")")
-if command -v pyenv >/dev/null 2>&1; then
-  pyenv_root="$(pyenv root)"
-  for dir in "$pyenv_root"/versions/"$version".*/; do
-    [[ -x "${dir}bin/python$version" ]] && candidates+=("${dir}bin/python$version")
-  done
-fi
+# pyenv's root as pyenv names it, else its default place (pyenv itself may not be on PATH).
+pyenv_root="$(pyenv root 2>/dev/null || printf '%s' "${PYENV_ROOT:-$HOME/.pyenv}")"
+for dir in "$pyenv_root"/versions/"$version".*/; do
+  [[ -x "${dir}bin/python$version" ]] && candidates+=("${dir}bin/python$version")
+done
 for candidate in ${candidates[@]+"${candidates[@]}"}; do
   if works "$candidate"; then
     printf '%s\n' "$candidate"
