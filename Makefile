@@ -42,13 +42,16 @@ lint: $(SETUP_STAMP)
 
 STEP := scripts/timed_step.sh
 
+# The test steps all run, so that one failing step does not hide the others' results.
 test:
 	@$(STEP) setup $(MAKE) --no-print-directory setup
 	@$(STEP) lint $(MAKE) --no-print-directory lint
-	@$(STEP) pytest $(PY) -m pytest -q
-	@$(STEP) dds $(PY) test/dds/run_dds_tests.py
-	@$(STEP) py310 $(MAKE) --no-print-directory test-py310
-	@$(STEP) jazzy $(MAKE) --no-print-directory test-jazzy
+	@failed=""; \
+	$(STEP) pytest $(PY) -m pytest -q || failed="$$failed pytest"; \
+	$(STEP) dds $(PY) test/dds/run_dds_tests.py || failed="$$failed dds"; \
+	$(STEP) py310 $(MAKE) --no-print-directory test-py310 || failed="$$failed py310"; \
+	$(STEP) jazzy $(MAKE) --no-print-directory test-jazzy || failed="$$failed jazzy"; \
+	if [ -n "$$failed" ]; then echo "[test] failed steps:$$failed" >&2; exit 1; fi
 
 # ROS 2 Jazzy (rclpy 7.1, Fast DDS 2.14): its own venv, build and install folders, so that it
 # never mixes with the Kilted stack of .venv. Same interpreter as .venv.
