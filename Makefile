@@ -91,7 +91,7 @@ $(PY310_STAMP): requirements/py310.lock setup.py
 	@test -x $(PY310) || "$$(bash scripts/find_python.sh 3.10)" -m venv $(PY310_VENV)
 	$(PY310) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
 	$(PY310) -m pip install -q --disable-pip-version-check -r requirements/py310.lock
-	$(PY310) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY310) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@rm -f $(PY310_VENV)/.setup-*
 	@touch $@
 
