@@ -1,7 +1,10 @@
 # Entry points. `make demo` and `make test` set everything up first (idempotent).
 #   make setup   .venv with every pinned dependency (ROS 2 wheels, colcon, PyTorch, test oracle),
 #                then colcon build into build/ and install/
-#   make test    lint + all tests (what CI runs)
+#   make test    lint + all tests (what CI runs): the Kilted stack in .venv, the ROS-free core on
+#                Python 3.10 (.venv-py310), the package built and its DDS tests run against ROS 2
+#                Jazzy's wheels (.venv-jazzy, build-jazzy/, install-jazzy/). Each step's time is
+#                printed as `[step] NAME: N s` and appended to log/steps.txt.
 #   make demo    segment a real photo; writes mask and overlay PNGs to out/demo/
 #   make bench   latency of this pipeline against the official one on this machine
 #   make bench-host  host-side cost per frame (image buffer, masks, label image, crops, overlay)
@@ -19,7 +22,8 @@ DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
 .PHONY: setup build-ros test lint demo segment-photo bench bench-host bench-node bench-tracking \
-	bench-depth bench-memory clean
+	bench-depth bench-memory clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
+	test-models
 
 setup: $(SETUP_STAMP) build-ros
 
@@ -40,9 +44,77 @@ lint: $(SETUP_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check mobilesam_ros test
 
-test: setup lint
-	$(PY) -m pytest -q
-	$(PY) test/dds/run_dds_tests.py
+STEP := scripts/timed_step.sh
+
+# The test steps all run, so that one failing step does not hide the others' results.
+test:
+	@$(STEP) setup $(MAKE) --no-print-directory setup
+	@$(STEP) lint $(MAKE) --no-print-directory lint
+	@failed=""; \
+	$(STEP) pytest $(PY) -m pytest -q || failed="$$failed pytest"; \
+	$(STEP) dds $(PY) test/dds/run_dds_tests.py || failed="$$failed dds"; \
+	$(STEP) py310 $(MAKE) --no-print-directory test-py310 || failed="$$failed py310"; \
+	$(STEP) jazzy $(MAKE) --no-print-directory test-jazzy || failed="$$failed jazzy"; \
+	if [ -n "$$failed" ]; then echo "[test] failed steps:$$failed" >&2; exit 1; fi
+
+# ROS 2 Jazzy (rclpy 7.1, Fast DDS 2.14): its own venv, build and install folders, so that it
+# never mixes with the Kilted stack of .venv. Same interpreter as .venv.
+JAZZY_VENV := .venv-jazzy
+JAZZY_PY := $(JAZZY_VENV)/bin/python
+JAZZY_STAMP := $(JAZZY_VENV)/.setup-$(shell cat requirements/jazzy.lock | cksum | cut -d' ' -f1)
+JAZZY_ENV := VIRTUAL_ENV=$(CURDIR)/$(JAZZY_VENV) MOBILESAM_ROS_BUILD_BASE=build-jazzy \
+	MOBILESAM_ROS_INSTALL_BASE=install-jazzy
+
+$(JAZZY_STAMP): requirements/jazzy.lock
+	@echo "[setup] creating $(JAZZY_VENV) with ROS 2 Jazzy's wheels (a few minutes the first time)"
+	@test -x $(JAZZY_PY) || $(PYTHON) -m venv $(JAZZY_VENV)
+	$(JAZZY_PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(JAZZY_PY) -m pip install -q --disable-pip-version-check -r requirements/jazzy.lock
+	@rm -f $(JAZZY_VENV)/.setup-*
+	@touch $@
+
+setup-jazzy: $(JAZZY_STAMP) build-ros-jazzy
+
+build-ros-jazzy: $(JAZZY_STAMP)
+	@$(JAZZY_ENV) bash scripts/build_ros.sh
+
+test-jazzy: setup-jazzy
+	$(JAZZY_ENV) $(JAZZY_PY) test/dds/run_dds_tests.py
+
+# The ROS-free core on Python 3.10 (JetPack 6's interpreter) with the runtime dependencies only:
+# no ROS, no PyTorch. Tests that need PyTorch skip; the ONNX graphs come from $(TEST_MODELS),
+# which .venv's PyTorch exports once. Without a Python 3.10 the step is skipped, except in CI.
+PY310_VENV := .venv-py310
+PY310 := $(PY310_VENV)/bin/python
+PY310_STAMP := $(PY310_VENV)/.setup-$(shell cat requirements/py310.lock setup.py | cksum | cut -d' ' -f1)
+TEST_MODELS := .cache/test-models
+TEST_MODELS_STAMP := $(TEST_MODELS)/.prepared
+
+$(PY310_STAMP): requirements/py310.lock setup.py
+	@echo "[setup] creating $(PY310_VENV) on Python 3.10 (runtime dependencies only)"
+	@test -x $(PY310) || "$$(bash scripts/find_python.sh 3.10)" -m venv $(PY310_VENV)
+	$(PY310) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(PY310) -m pip install -q --disable-pip-version-check -r requirements/py310.lock
+	$(PY310) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@rm -f $(PY310_VENV)/.setup-*
+	@touch $@
+
+setup-py310:
+	@if bash scripts/find_python.sh 3.10 >/dev/null; then $(MAKE) --no-print-directory $(PY310_STAMP); \
+	elif [ "$$CI" = true ]; then echo "[py310] no Python 3.10: CI must test on it" >&2; exit 1; \
+	else echo "[py310] SKIPPED: no Python 3.10 here (see the message above)"; fi
+
+# Made again when the model code changes (the checkpoint's layout, the export).
+$(TEST_MODELS_STAMP): $(SETUP_STAMP) scripts/prepare_test_models.py $(wildcard mobilesam_ros/core/model/*.py)
+	@rm -rf $(TEST_MODELS)
+	$(PY) scripts/prepare_test_models.py $(TEST_MODELS)
+	@touch $@
+
+test-models: $(TEST_MODELS_STAMP)
+
+test-py310: setup-py310
+	@if [ -x $(PY310) ]; then $(MAKE) --no-print-directory $(TEST_MODELS_STAMP) && \
+		MOBILESAM_ROS_TEST_MODELS=$(CURDIR)/$(TEST_MODELS) $(PY310) -m pytest -q; fi
 
 # Installed scripts run with the install space sourced (generated messages, message libraries).
 ROS_RUN := . install/setup.sh &&
@@ -108,4 +180,4 @@ ifeq ($(CHECKPOINT),random)
 endif
 
 clean:
-	rm -rf build install log out .cache
+	rm -rf build install build-jazzy install-jazzy log out .cache

@@ -2,6 +2,10 @@
 # Build the ROS 2 package at the repository root with colcon into build/ and install/.
 # Quiet: the build's output goes to log/build_ros.log and is shown only when the build fails.
 #
+# MOBILESAM_ROS_BUILD_BASE and MOBILESAM_ROS_INSTALL_BASE (relative to the repository root or
+# absolute) put the build elsewhere, e.g. build-jazzy/ and install-jazzy/ for a second ROS 2
+# distribution's wheels in another virtual environment; test/ros_test_env.py reads the same names.
+#
 # Builds against the ROS 2 wheels of a virtual environment ($VIRTUAL_ENV, else .venv at the
 # repository root) when it holds them; otherwise against a sourced ROS 2 install
 # (source /opt/ros/<distro>/setup.bash first). Safe to run again: an unchanged tree only
@@ -12,6 +16,8 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
+build_base="${MOBILESAM_ROS_BUILD_BASE:-build}"
+install_base="${MOBILESAM_ROS_INSTALL_BASE:-install}"
 
 log() { printf '[build_ros] %s\n' "$*"; }
 die() {
@@ -57,8 +63,9 @@ link_missing_wheel_include_dirs() {
 
 # CMake packages this build finds in a wheels prefix; each comes from the wheel ros-<name with
 # dashes>. Checked first so that a missing one is named instead of failing deep inside CMake.
+# (The same list holds for Jazzy's and Kilted's wheels.)
 required_wheel_packages=(
-  ament_cmake ament_cmake_python ament_cmake_ros_core python_cmake_module
+  ament_cmake ament_cmake_python ament_cmake_ros python_cmake_module
   rosidl_default_generators rosidl_core_generators rosidl_default_runtime
   std_msgs sensor_msgs geometry_msgs
 )
@@ -128,8 +135,8 @@ build_log="log/build_ros.log"
 start_s=$SECONDS
 if ! "$colcon" --log-base log build \
   --base-paths "$repo_root" \
-  --build-base build \
-  --install-base install \
+  --build-base "$build_base" \
+  --install-base "$install_base" \
   "$@" \
   --cmake-args "-DPython3_EXECUTABLE=$python" -DBUILD_TESTING=OFF \
   ${cmake_args[@]+"${cmake_args[@]}"} >"$build_log" 2>&1; then
@@ -138,4 +145,4 @@ if ! "$colcon" --log-base log build \
   die "colcon build failed; full output in $build_log"
 fi
 grep -E '^(Finished|Summary)' "$build_log" || true
-log "done in $((SECONDS - start_s)) s (output in $build_log); use it with: source install/setup.sh"
+log "done in $((SECONDS - start_s)) s (output in $build_log); use it with: source $install_base/setup.sh"

@@ -1,8 +1,8 @@
 """Environments for tests that run ROS 2 code from colcon install spaces in subprocesses.
 
 - `ros_env()`: a full environment for running the main package's install space (`install/` at the
-  repository root, built by scripts/build_ros.sh) plus other install spaces, with DDS traffic kept
-  on loopback and a ROS domain of its own per pytest process.
+  repository root, or $MOBILESAM_ROS_INSTALL_BASE, built by scripts/build_ros.sh) plus other
+  install spaces, with DDS traffic kept on loopback and a ROS domain of its own per pytest process.
 - `build_test_vision_msgs()`: builds the TEST-ONLY vision_msgs subset in test/vision_msgs_subset
   with colcon (through scripts/build_ros.sh, so with the same environment and CMake arguments as
   the main package) and caches the result.
@@ -20,11 +20,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MAIN_INSTALL = REPO_ROOT / "install"
+# build/ and install/ unless scripts/build_ros.sh was told otherwise by the same variables (a
+# second ROS 2 distribution's build, e.g. build-jazzy/ and install-jazzy/).
+MAIN_BUILD = REPO_ROOT / os.environ.get("MOBILESAM_ROS_BUILD_BASE", "build")
+MAIN_INSTALL = REPO_ROOT / os.environ.get("MOBILESAM_ROS_INSTALL_BASE", "install")
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build_ros.sh"
 VISION_MSGS_SOURCE = REPO_ROOT / "test" / "vision_msgs_subset"
 # Where the test fixtures build it (build/ is ignored by git).
-VISION_MSGS_BUILD_ROOT = REPO_ROOT / "build" / "test_vision_msgs"
+VISION_MSGS_BUILD_ROOT = MAIN_BUILD / "test_vision_msgs"
 
 # Written into the install base after a successful build; names the hash of the sources it holds.
 _STAMP_NAME = ".vision_msgs_subset.sha256"
@@ -96,7 +99,7 @@ def _is_repository_source(entry: str) -> bool:
         return False
     return not any(
         folder == path or folder in path.parents
-        for folder in (REPO_ROOT / "install", REPO_ROOT / "build", REPO_ROOT / ".venv")
+        for folder in (MAIN_INSTALL, MAIN_BUILD, REPO_ROOT / ".venv")
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
+import pytest
 from helpers import photo
 
 from mobilesam_ros.cli import main
@@ -48,6 +51,7 @@ def test_export_prints_graph_paths(segmenters, random_checkpoint, cache_dir, cap
 
 
 def test_errors_exit_with_a_message(tmp_path, capsys):
+    pytest.importorskip("torch")  # telling a web page from a checkpoint reads it with PyTorch
     not_a_checkpoint = tmp_path / "mobile_sam.pt"
     not_a_checkpoint.write_text("<!DOCTYPE html><html>404</html>")
     code = main(
@@ -69,6 +73,18 @@ def test_errors_exit_with_a_message(tmp_path, capsys):
     assert "HTML page" in capsys.readouterr().err
     assert main(["segment", "skimage:coffee", "--checkpoint", str(not_a_checkpoint)]) == 2
     assert "at least one --box or --point" in capsys.readouterr().err
+
+
+def test_export_without_pytorch_says_what_to_install(tmp_path, capsys, monkeypatch):
+    # Machines that run only cached graphs (ONNX Runtime) have no PyTorch to export new ones.
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    checkpoint = tmp_path / "mobile_sam.pt"
+    checkpoint.write_bytes(b"weights whose graphs are not cached")
+    args = ["segment", "skimage:coffee", "--box", "1", "1", "9", "9"]
+    args += ["--checkpoint", str(checkpoint), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--backend", "onnxruntime"]) == 2
+    error = capsys.readouterr().err
+    assert "exporting them needs torch" in error and "pip install torch" in error
 
 
 def test_eval_tracking_needs_images_and_boxes_together(random_checkpoint, capsys):

@@ -143,9 +143,16 @@ def _say(enabled: bool, message: str) -> None:
 
 
 def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
-    import torch
+    try:
+        import torch
 
-    from mobilesam_ros.core.model.modules import load_modules
+        from mobilesam_ros.core.model.modules import load_modules
+    except ImportError as exc:  # machines that only run cached graphs have no PyTorch
+        raise errors.BackendUnavailableError(
+            f"the ONNX graphs of {checkpoint} are not in {models.directory}, and exporting them "
+            f"needs {exc.name or 'PyTorch'} (pip install torch torchvision "
+            "segment-anything==1.0 onnx), or copy graphs exported elsewhere into that folder"
+        ) from exc
 
     _say(progress, f"exporting ONNX graphs of {checkpoint.name} to {models.directory}")
     modules = load_modules(checkpoint)
