@@ -245,6 +245,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Fast DDS profile file for both processes; 'none' removes the one this shell "
         "names; default: this shell's environment",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print the counts as one JSON object instead"
+    )
     parser.add_argument("--discovery-timeout", type=float, default=20.0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--role", choices=("check", "publisher"), default="check", help=argparse.SUPPRESS
@@ -265,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         return run_publisher(args)
     results = run_check(args)
     profile = profile_in_effect()
+    lost = any(received < sent for sent, received in results.values())
+    if args.json:
+        counts = {
+            size: {"sent": sent, "received": received} for size, (sent, received) in results.items()
+        }
+        print(json.dumps({"profile": profile, "reliability": args.reliability, "counts": counts}))
+        return 1 if lost else 0
     print(
         f"middleware: {os.environ.get('RMW_IMPLEMENTATION', 'default (rmw_fastrtps_cpp)')}, "
         f"profile: {profile or 'none'}, {args.reliability}, {args.rate:g} Hz"
@@ -272,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'size':>10} {'sent':>6} {'received':>9}")
     for size, (sent, received) in results.items():
         print(f"{size:>10} {sent:>6} {received:>9}  {100.0 * received / sent:5.1f}%")
-    lost = any(received < sent for sent, received in results.values())
     if lost:
         print("frames were lost: see 'Camera frames lost?' in the README of mobilesam_ros")
     return 1 if lost else 0
