@@ -7,6 +7,7 @@ TensorRT engines later). Finding a cached export needs no PyTorch; exporting doe
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mobilesam_ros.core.errors import BackendUnavailableError
 from mobilesam_ros.core.files import exclusive_lock, write_atomically
 from mobilesam_ros.core.model.checkpoint import file_sha256
 
@@ -82,12 +84,40 @@ def export_onnx(
     return models
 
 
+# Modules the one-time export imports, and the pip requirement that brings each (as in
+# requirements/ros.txt). Inference from the exported graphs needs none of them.
+EXPORT_DEPENDENCIES = (
+    ("torch", "torch"),
+    ("torchvision", "torchvision"),
+    ("segment_anything", "segment-anything==1.0"),
+    ("onnx", "onnx"),
+)
+
+
+def check_export_dependencies() -> None:
+    """Raises BackendUnavailableError naming what to pip install when the export cannot run."""
+    missing = [
+        requirement
+        for module, requirement in EXPORT_DEPENDENCIES
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise BackendUnavailableError(
+            "exporting the checkpoint's ONNX graphs (once, then cached) needs "
+            f"{', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install {' '.join(repr(r) if '=' in r else r for r in missing)} "
+            "(or pip install -r requirements/ros.txt); later starts load the cached graphs "
+            "without them"
+        )
+
+
 def _say(enabled: bool, message: str) -> None:
     if enabled:
         print(message, file=sys.stderr, flush=True)
 
 
 def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
+    check_export_dependencies()
     import torch
 
     from mobilesam_ros.core.model.modules import load_modules
