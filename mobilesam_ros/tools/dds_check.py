@@ -157,18 +157,26 @@ def run_publisher(args: argparse.Namespace) -> int:
         rclpy.try_shutdown()
 
 
+def requested_profile(args: argparse.Namespace) -> str | None:
+    """The profile file the check runs with: --profile, else the one this shell names."""
+    if args.profile == "none":
+        return None
+    if args.profile:
+        return str(Path(args.profile).resolve())
+    return profile_in_effect()
+
+
 def run_check(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
     """Starts the publisher process and counts frames per size: {size: (sent, received)}."""
     import rclpy
     from sensor_msgs.msg import Image
 
-    env = dict(os.environ)
-    if args.profile == "none":
-        env = with_profile(env, None)
-    elif args.profile:
-        env = with_profile(env, Path(args.profile).resolve())
+    env = with_profile(dict(os.environ), requested_profile(args))
+    # --profile-for shows which side needs it: the other side runs with no profile.
+    publisher_env = env if args.profile_for != "subscriber" else with_profile(env, None)
+    subscriber_env = env if args.profile_for != "publisher" else with_profile(env, None)
     os.environ.clear()
-    os.environ.update(env)  # this process too: the middleware reads it at rclpy.init()
+    os.environ.update(subscriber_env)  # the middleware reads it at rclpy.init()
 
     received: dict[str, int] = {str(size): 0 for size in args.sizes}
 
@@ -188,7 +196,7 @@ def run_check(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
         "publisher",
         *_forwarded(args),
     ]
-    publisher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    publisher = subprocess.Popen(command, env=publisher_env, stdout=subprocess.PIPE, text=True)
     try:
         while publisher.poll() is None:
             rclpy.spin_once(node, timeout_sec=0.05)
@@ -246,6 +254,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "names; default: this shell's environment",
     )
     parser.add_argument(
+        "--profile-for",
+        choices=("both", "publisher", "subscriber"),
+        default="both",
+        help="which process gets the profile; the other runs with none (default both)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print the counts as one JSON object instead"
     )
     parser.add_argument("--discovery-timeout", type=float, default=20.0, help=argparse.SUPPRESS)
@@ -266,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role == "publisher":
         return run_publisher(args)
+    profile = requested_profile(args)
     results = run_check(args)
-    profile = profile_in_effect()
     lost = any(received < sent for sent, received in results.values())
     if args.json:
         counts = {
@@ -277,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if lost else 0
     print(
         f"middleware: {os.environ.get('RMW_IMPLEMENTATION', 'default (rmw_fastrtps_cpp)')}, "
-        f"profile: {profile or 'none'}, {args.reliability}, {args.rate:g} Hz"
+        f"profile: {profile or 'none'} ({args.profile_for}), {args.reliability}, {args.rate:g} Hz"
     )
     print(f"{'size':>10} {'sent':>6} {'received':>9}")
     for size, (sent, received) in results.items():
