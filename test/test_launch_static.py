@@ -542,3 +542,11 @@ def test_cmake_installs_launch_and_config() -> None:
     assert {"launch", "config"} <= installed, (
         "CMakeLists.txt must install launch/ and config/ to share/${PROJECT_NAME}"
     )
+
+
+def test_readme_lists_every_launch_argument(declared) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Launch arguments") :]
+    section = section[: section.index("\n### ", 1)]
+    missing = [name for name in declared if f"`{name}`" not in section]
+    assert not missing, f"launch arguments missing from the README's table: {missing}"
