@@ -210,12 +210,19 @@ def run(args: argparse.Namespace) -> int:
             f"{args.seconds:.0f} s",
             flush=True,
         )
-        client.start()
         started = time.monotonic()
-        end = started + args.seconds + 3.0  # let the last answers arrive
-        while time.monotonic() < end:
+        client.start()
+        while client.index < client.frames_total:
             rclpy.spin_once(client, timeout_sec=0.05)
-        elapsed = args.seconds
+        # Let the last answers and a diagnostics message arrive: until the last frame is answered
+        # (a busy CPU may need several inference times), at least 3 s, at most --drain-seconds.
+        sent_all = time.monotonic()
+        last_stamp = max(client.published, default=None)
+        while time.monotonic() < sent_all + args.drain_seconds and (
+            time.monotonic() < sent_all + 3.0 or last_stamp not in client.answered
+        ):
+            rclpy.spin_once(client, timeout_sec=0.05)
+        elapsed = sent_all - started  # longer than --seconds when the camera fell behind
         drops = {
             k: v
             for k, v in client.diagnostics.items()
@@ -311,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="send the boxes as a detector at this rate would (Hz); 0: with every frame",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=20.0,
+        help="after the last frame, wait at most this long for its answer (default 20)",
     )
     parser.add_argument("--output", default="", help="folder for overlay frames")
     parser.add_argument("--max-images", type=int, default=30)
