@@ -2,7 +2,8 @@
 
 - `ros_env()`: a full environment for running the main package's install space (`install/` at the
   repository root, or $MOBILESAM_ROS_INSTALL_BASE, built by scripts/build_ros.sh) plus other
-  install spaces, with DDS traffic kept on loopback and a ROS domain of its own per pytest process.
+  install spaces, with DDS traffic kept on loopback, a ROS domain of its own per pytest process,
+  and the installed Fast DDS profile (config/fastdds.xml) named the way the README tells users to.
 - `build_test_vision_msgs()`: builds the TEST-ONLY vision_msgs subset in test/vision_msgs_subset
   with colcon (through scripts/build_ros.sh, so with the same environment and CMake arguments as
   the main package) and caches the result.
@@ -18,6 +19,8 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from mobilesam_ros.tools.dds_check import with_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # build/ and install/ unless scripts/build_ros.sh was told otherwise by the same variables (a
@@ -120,6 +123,20 @@ def _venv_prefix() -> Path | None:
     return None
 
 
+def installed_dds_profile() -> Path | None:
+    """config/fastdds.xml of the main install space; None when nothing is installed yet."""
+    profiles = [
+        prefix / "share" / "mobilesam_ros" / "config" / "fastdds.xml"
+        for prefix in _prefixes(MAIN_INSTALL)
+        if (prefix / "share" / "mobilesam_ros").is_dir()
+    ]
+    if not profiles:
+        return None
+    if not profiles[0].is_file():
+        raise RuntimeError(f"{profiles[0]} is missing: rebuild with scripts/build_ros.sh")
+    return profiles[0]
+
+
 def ros_env(extra_installs: list[Path]) -> dict[str, str]:
     """Environment for running nodes and scripts of install/ and extra_installs in a subprocess.
 
@@ -148,7 +165,9 @@ def ros_env(extra_installs: list[Path]) -> dict[str, str]:
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_LOCALHOST_ONLY"] = "1"
     env.pop("ROS_STATIC_PEERS", None)
-    return env
+    # Every process gets the installed profile through the variable its Fast DDS reads, as the
+    # README's "Camera frames lost?" tells users; one set in the calling shell is replaced.
+    return with_profile(env, installed_dds_profile())
 
 
 def _source_hash(source: Path) -> str:

@@ -12,6 +12,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
+from mobilesam_ros.core.errors import BackendUnavailableError  # noqa: E402
 from mobilesam_ros.core.model import export  # noqa: E402
 
 
@@ -180,3 +181,20 @@ def test_onnxruntime_path_does_not_import_torch(models, random_checkpoint, cache
         assert not loaded, loaded
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+def test_missing_export_dependencies_are_named(random_checkpoint, tmp_path, monkeypatch):
+    """Without PyTorch or segment_anything the first start says what to install."""
+    real_find_spec = export.importlib.util.find_spec
+    absent = {"torch", "segment_anything"}
+    monkeypatch.setattr(
+        export.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name in absent else real_find_spec(name, *args),
+    )
+    with pytest.raises(BackendUnavailableError) as raised:
+        export.export_onnx(random_checkpoint, tmp_path, progress=False)
+    message = str(raised.value)
+    assert "pip install torch 'segment-anything==1.0'" in message
+    assert "requirements/ros.txt" in message
+    assert not list(tmp_path.rglob("*.onnx"))

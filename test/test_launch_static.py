@@ -1,15 +1,20 @@
-"""Static checks of launch/seg.launch.py, config/seg.yaml and config/seg.rviz.
+"""Static checks of launch/seg.launch.py, config/seg.yaml, config/seg.rviz and the DDS profiles.
 
-`launch` and `launch_ros` are not importable here, so the launch file is read as Python source
-with `ast` and never run. The parameter file and the launch defaults are compared with
+`launch` and `launch_ros` are not importable here, so the launch file is loaded with small
+stand-ins for the classes it uses, which record their arguments: the tests run its
+generate_launch_description() and the function that builds the nodes from the launch arguments,
+and check what the nodes would be started with. The parameter file is compared with
 mobilesam_ros/ros/parameters.py, the single source of the node's parameters: a parameter added
 there without config/seg.yaml, or a default changed in one place only, fails these tests.
 """
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import re
+import sys
+import types
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
 
@@ -17,339 +22,375 @@ import pytest
 import yaml
 
 from mobilesam_ros.ros.parameters import NODE_NAME, PARAMETERS, ParameterSpec
+from mobilesam_ros.tools.dds_check import profile_variable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO_ROOT / "launch" / "seg.launch.py"
 PARAMS_FILE = REPO_ROOT / "config" / "seg.yaml"
 RVIZ_FILE = REPO_ROOT / "config" / "seg.rviz"
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds.xml"
+CYCLONEDDS_CONFIG = REPO_ROOT / "config" / "cyclonedds.xml"
 CMAKE_FILE = REPO_ROOT / "CMakeLists.txt"
 
 PACKAGE = "mobilesam_ros"
 EXECUTABLE = "seg_node"
 # The node's relative subscription names, which the launch file remaps.
-SUBSCRIPTIONS = ("image", "image/compressed", "detections", "prompts", "clicked_point")
-# Publications shown by the rviz configuration.
-RVIZ_IMAGE_TOPICS = ("/overlay", "/mask_image")
+SUBSCRIPTIONS = (
+    "image",
+    "image/compressed",
+    "detections",
+    "prompts",
+    "clicked_point",
+    "clicked_pixel",
+)
+# Publications shown by the rviz configuration: relative, so that rviz2 started in the node's
+# namespace shows that node's images.
+RVIZ_IMAGE_TOPICS = ("overlay", "mask_image")
 # A node named NODE_NAME in any namespace: the launch file has a namespace argument, and a plain
 # NODE_NAME key would only match the node in the root namespace.
 PARAMS_FILE_NODE_KEY = f"/**/{NODE_NAME}"
 # Entries of ros__parameters that are not node parameters of PARAMETERS.
 NON_SPEC_PARAMETER_GROUPS = ("qos_overrides",)
+# Launch arguments that set the node parameter of the same name only when given.
+PARAMETER_ARGUMENTS = ("backend", "checkpoint", "device", "use_compressed", "use_sim_time")
+# Parameters every ROS 2 node has, not declared in PARAMETERS.
+BUILTIN_PARAMETERS = ("use_sim_time",)
 LAUNCH_ARGUMENTS = (
     "image_topic",
     "detections_topic",
     "prompts_topic",
     "clicked_point_topic",
+    "clicked_pixel_topic",
     "namespace",
+    "node_name",
     "params_file",
-    "backend",
-    "checkpoint",
+    "dds_profile",
     "log_level",
     "rviz",
+    "rviz_config",
+    *PARAMETER_ARGUMENTS,
 )
 
 SPECS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 
 
-# --- Reading the launch file ----------------------------------------------------------------
+# --- Stand-ins for launch and launch_ros ----------------------------------------------------
 
 
-def call_name(node: ast.AST) -> str | None:
-    """`Node` for both `Node(...)` and `launch_ros.actions.Node(...)`; None if not a call."""
-    if not isinstance(node, ast.Call):
-        return None
-    if isinstance(node.func, ast.Name):
-        return node.func.id
-    if isinstance(node.func, ast.Attribute):
-        return node.func.attr
-    return None
+class Recorded:
+    """A launch class stand-in: keeps its positional and keyword arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
 
 
-def keyword(call: ast.Call, name: str) -> ast.expr | None:
-    for item in call.keywords:
-        if item.arg == name:
-            return item.value
-    return None
+class DeclareLaunchArgument(Recorded):
+    @property
+    def name(self) -> str:
+        return self.args[0]
 
 
-def string_constant(node: ast.expr | None) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    return None
+class OpaqueFunction(Recorded):
+    pass
 
 
-class LaunchSource:
-    """The parsed launch file, with local names resolved to the expression assigned to them."""
+class IfCondition(Recorded):
+    pass
 
-    def __init__(self, path: Path) -> None:
-        self.text = path.read_text(encoding="utf-8")
-        self.tree = ast.parse(self.text, filename=str(path))
-        self.assignments: dict[str, ast.expr] = {}
-        reassigned: set[str] = set()
-        for node in ast.walk(self.tree):
-            if (
-                isinstance(node, ast.Assign)
-                and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)
-            ):
-                name = node.targets[0].id
-                if name in self.assignments:
-                    reassigned.add(name)
-                self.assignments[name] = node.value
-        # A name bound twice cannot be resolved statically.
-        for name in reassigned:
-            del self.assignments[name]
 
-    def resolve(self, node: ast.expr | None) -> ast.expr | None:
-        seen: set[str] = set()
-        while isinstance(node, ast.Name) and node.id in self.assignments and node.id not in seen:
-            seen.add(node.id)
-            node = self.assignments[node.id]
-        return node
+class LaunchDescription(Recorded):
+    pass
 
-    def calls(self, name: str) -> list[ast.Call]:
-        return [node for node in ast.walk(self.tree) if call_name(node) == name]
 
-    def launch_configuration(self, node: ast.expr | None) -> str | None:
-        """The argument name of `LaunchConfiguration("name")`, else None."""
-        node = self.resolve(node)
-        if call_name(node) != "LaunchConfiguration":
-            return None
-        assert isinstance(node, ast.Call)
-        return string_constant(self.resolve(node.args[0])) if node.args else None
+class LaunchContext(Recorded):
+    pass
 
-    def string(self, node: ast.expr | None) -> str | None:
-        return string_constant(self.resolve(node))
+
+class PathJoinSubstitution(Recorded):
+    pass
+
+
+class FindPackageShare(Recorded):
+    pass
+
+
+class Node(Recorded):
+    pass
+
+
+class ParameterValue(Recorded):
+    pass
+
+
+STAND_INS = {
+    "launch": {},
+    "launch.actions": {
+        "DeclareLaunchArgument": DeclareLaunchArgument,
+        "OpaqueFunction": OpaqueFunction,
+    },
+    "launch.conditions": {"IfCondition": IfCondition},
+    "launch.launch_context": {"LaunchContext": LaunchContext},
+    "launch.launch_description": {"LaunchDescription": LaunchDescription},
+    "launch.substitutions": {"PathJoinSubstitution": PathJoinSubstitution},
+    "launch_ros": {},
+    "launch_ros.actions": {"Node": Node},
+    "launch_ros.parameter_descriptions": {"ParameterValue": ParameterValue},
+    "launch_ros.substitutions": {"FindPackageShare": FindPackageShare},
+}
 
 
 @pytest.fixture(scope="module")
-def launch_source() -> LaunchSource:
-    return LaunchSource(LAUNCH_FILE)
+def launch_module() -> types.ModuleType:
+    """launch/seg.launch.py, imported with the stand-ins in place of launch and launch_ros."""
+    saved = {name: sys.modules.get(name) for name in STAND_INS}
+    try:
+        for name, members in STAND_INS.items():
+            module = types.ModuleType(name)
+            module.__dict__.update(members)
+            sys.modules[name] = module
+        spec = importlib.util.spec_from_file_location("seg_launch", LAUNCH_FILE)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
 
 
 @pytest.fixture(scope="module")
-def declared_arguments(launch_source: LaunchSource) -> dict[str, ast.Call]:
-    arguments: dict[str, ast.Call] = {}
-    for call in launch_source.calls("DeclareLaunchArgument"):
-        name_node = call.args[0] if call.args else keyword(call, "name")
-        name = launch_source.string(name_node)
-        assert name, f"line {call.lineno}: DeclareLaunchArgument without a literal name"
-        assert name not in arguments, f"launch argument {name!r} declared twice"
-        arguments[name] = call
+def description(launch_module: types.ModuleType) -> LaunchDescription:
+    return launch_module.generate_launch_description()
+
+
+@pytest.fixture(scope="module")
+def declared(description: LaunchDescription) -> dict[str, DeclareLaunchArgument]:
+    arguments: dict[str, DeclareLaunchArgument] = {}
+    for entity in description.args[0]:
+        if isinstance(entity, DeclareLaunchArgument):
+            assert entity.name not in arguments, f"launch argument {entity.name!r} declared twice"
+            arguments[entity.name] = entity
     return arguments
 
 
-@pytest.fixture(scope="module")
-def segmentation_node(launch_source: LaunchSource) -> ast.Call:
-    nodes = [
-        call
-        for call in launch_source.calls("Node")
-        if launch_source.string(keyword(call, "package")) == PACKAGE
-    ]
-    assert len(nodes) == 1, f"expected one Node of package {PACKAGE}, found {len(nodes)}"
-    return nodes[0]
-
-
-def argument_default(
-    launch_source: LaunchSource, declared_arguments: dict[str, ast.Call], name: str
-) -> str:
-    """The literal default_value of a declared launch argument."""
-    assert name in declared_arguments, f"launch argument {name!r} is not declared"
-    default = launch_source.string(keyword(declared_arguments[name], "default_value"))
-    assert default is not None, f"launch argument {name!r} has no literal string default"
-    return default
-
-
-def default_text(
-    launch_source: LaunchSource, declared_arguments: dict[str, ast.Call], node: ast.expr
-) -> str:
-    """What a substitution (or a list of them) gives when every argument keeps its default."""
-    node = launch_source.resolve(node)
-    if isinstance(node, ast.List | ast.Tuple):
-        return "".join(default_text(launch_source, declared_arguments, item) for item in node.elts)
-    text = string_constant(node)
-    if text is not None:
-        return text
-    argument = launch_source.launch_configuration(node)
-    assert argument is not None, f"line {node.lineno}: cannot evaluate {ast.unparse(node)}"
-    return argument_default(launch_source, declared_arguments, argument)
-
-
-def launch_text(value: bool | int | float | str) -> str:
-    """A parameter default written as a launch argument (launch arguments are strings)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def is_installed_share_path(
-    launch_source: LaunchSource, node: ast.expr | None, *parts: str
-) -> bool:
+def is_installed_share_path(value: Any, *parts: str) -> bool:
     """True for PathJoinSubstitution([FindPackageShare(PACKAGE), *parts])."""
-    node = launch_source.resolve(node)
-    if call_name(node) != "PathJoinSubstitution":
+    if not isinstance(value, PathJoinSubstitution):
         return False
-    assert isinstance(node, ast.Call)
-    elements = launch_source.resolve(node.args[0]) if node.args else None
-    if not isinstance(elements, ast.List | ast.Tuple) or not elements.elts:
-        return False
-    package = launch_source.resolve(elements.elts[0])
-    if call_name(package) != "FindPackageShare":
-        return False
-    assert isinstance(package, ast.Call)
-    if not package.args or launch_source.string(package.args[0]) != PACKAGE:
-        return False
-    return [launch_source.string(item) for item in elements.elts[1:]] == list(parts)
+    first, *rest = value.args[0]
+    return isinstance(first, FindPackageShare) and first.args == (PACKAGE,) and rest == list(parts)
+
+
+def default_configurations(declared: dict[str, DeclareLaunchArgument]) -> dict[str, str]:
+    """The launch configurations when no argument is given: share paths point into the sources."""
+    configurations = {}
+    for name, argument in declared.items():
+        default = argument.kwargs["default_value"]
+        if isinstance(default, PathJoinSubstitution):
+            default = str(REPO_ROOT.joinpath(*default.args[0][1:]))
+        configurations[name] = default
+    return configurations
+
+
+def launch_nodes(
+    launch_module: types.ModuleType,
+    description: LaunchDescription,
+    declared: dict[str, DeclareLaunchArgument],
+    **given: str,
+) -> tuple[Node, Node]:
+    """Runs the launch file's node-building function with these arguments given."""
+    functions = [e for e in description.args[0] if isinstance(e, OpaqueFunction)]
+    assert len(functions) == 1
+    unknown = set(given) - set(declared)
+    assert not unknown, f"not launch arguments: {unknown}"
+    context = types.SimpleNamespace(
+        launch_configurations={**default_configurations(declared), **given}
+    )
+    nodes = functions[0].kwargs["function"](context)
+    by_package = {node.kwargs["package"]: node for node in nodes}
+    assert set(by_package) == {PACKAGE, "rviz2"}
+    return by_package[PACKAGE], by_package["rviz2"]
+
+
+@pytest.fixture()
+def start(launch_module, description, declared, monkeypatch):
+    """start(**arguments) -> (segmentation node, rviz node), as `ros2 launch` would build them."""
+    monkeypatch.delenv("ROS_DISTRO", raising=False)
+    return lambda **given: launch_nodes(launch_module, description, declared, **given)
 
 
 # --- Launch file ----------------------------------------------------------------------------
 
 
-def test_launch_file_compiles(launch_source: LaunchSource) -> None:
-    compile(launch_source.text, str(LAUNCH_FILE), "exec")
-    functions = {node.name for node in launch_source.tree.body if isinstance(node, ast.FunctionDef)}
-    assert "generate_launch_description" in functions
-
-
-def test_launch_arguments_are_declared_with_descriptions(
-    launch_source: LaunchSource, declared_arguments: dict[str, ast.Call]
-) -> None:
-    missing = sorted(set(LAUNCH_ARGUMENTS) - set(declared_arguments))
+def test_launch_arguments_are_declared_with_descriptions(declared) -> None:
+    missing = sorted(set(LAUNCH_ARGUMENTS) - set(declared))
     assert not missing, f"launch arguments not declared: {missing}"
-    for name, call in declared_arguments.items():
-        description = launch_source.string(keyword(call, "description"))
-        assert description and description.strip(), f"launch argument {name!r}: no description"
-        assert keyword(call, "default_value") is not None, f"launch argument {name!r}: no default"
+    for name, argument in declared.items():
+        description = argument.kwargs.get("description", "")
+        assert description.strip(), f"launch argument {name!r}: no description"
+        assert "default_value" in argument.kwargs, f"launch argument {name!r}: no default"
 
 
-def test_every_launch_configuration_is_declared(
-    launch_source: LaunchSource, declared_arguments: dict[str, ast.Call]
-) -> None:
-    used = {
-        launch_source.launch_configuration(call)
-        for call in launch_source.calls("LaunchConfiguration")
-    }
-    assert None not in used, "LaunchConfiguration without a literal argument name"
-    undeclared = sorted(used - set(declared_arguments))
-    assert not undeclared, f"LaunchConfiguration of undeclared arguments: {undeclared}"
-
-
-def test_launch_argument_defaults(
-    launch_source: LaunchSource, declared_arguments: dict[str, ast.Call]
-) -> None:
-    def default(name: str) -> str:
-        return argument_default(launch_source, declared_arguments, name)
+def test_launch_argument_defaults(declared) -> None:
+    def default(name: str) -> Any:
+        return declared[name].kwargs["default_value"]
 
     assert default("namespace") == ""
+    assert default("node_name") == NODE_NAME
     assert default("log_level") == "info"
     assert default("rviz") == "false"
-    params_file_default = keyword(declared_arguments["params_file"], "default_value")
-    assert is_installed_share_path(launch_source, params_file_default, "config", "seg.yaml"), (
-        "params_file must default to the installed config/seg.yaml"
-    )
+    assert default("clicked_pixel_topic") == ""
+    for name in PARAMETER_ARGUMENTS:
+        assert default(name) == "", f"{name} must default to empty: not passed, params_file holds"
+    assert is_installed_share_path(default("params_file"), "config", "seg.yaml")
+    assert is_installed_share_path(default("dds_profile"), "config", "fastdds.xml")
+    assert is_installed_share_path(default("rviz_config"), "config", "seg.rviz")
 
 
-def test_node_executable_name_and_namespace(
-    launch_source: LaunchSource, segmentation_node: ast.Call
-) -> None:
-    assert launch_source.string(keyword(segmentation_node, "executable")) == EXECUTABLE
-    assert launch_source.string(keyword(segmentation_node, "name")) == NODE_NAME
-    namespace = keyword(segmentation_node, "namespace")
-    assert launch_source.launch_configuration(namespace) == "namespace"
-    assert launch_source.string(keyword(segmentation_node, "output")) == "screen"
+def test_parameter_arguments_name_node_parameters() -> None:
+    for name in PARAMETER_ARGUMENTS:
+        assert name in SPECS_BY_NAME or name in BUILTIN_PARAMETERS, f"{name}: no such parameter"
 
 
-def test_node_log_level_argument(launch_source: LaunchSource, segmentation_node: ast.Call) -> None:
-    arguments = launch_source.resolve(keyword(segmentation_node, "arguments"))
-    assert isinstance(arguments, ast.List | ast.Tuple), "Node arguments must be a literal list"
-    items = arguments.elts
-    texts = [launch_source.string(item) for item in items]
-    assert "--ros-args" in texts
-    level_flag = texts.index("--log-level")
-    assert texts.index("--ros-args") < level_flag
-    assert launch_source.launch_configuration(items[level_flag + 1]) == "log_level"
+def test_parameter_file_alone_when_no_parameter_argument_is_given(start) -> None:
+    node, _ = start()
+    assert node.kwargs["parameters"] == [str(PARAMS_FILE)]
 
 
-def test_node_parameters_follow_parameter_specs(
-    launch_source: LaunchSource,
-    declared_arguments: dict[str, ast.Call],
-    segmentation_node: ast.Call,
-) -> None:
-    parameters = launch_source.resolve(keyword(segmentation_node, "parameters"))
-    assert isinstance(parameters, ast.List | ast.Tuple), "Node parameters must be a literal list"
-    entries = [launch_source.resolve(item) for item in parameters.elts]
-    assert launch_source.launch_configuration(entries[0]) == "params_file", (
-        "the parameter file must come first, so that the launch arguments override it"
-    )
-    overrides: dict[str, ast.expr] = {}
-    for entry in entries[1:]:
-        assert isinstance(entry, ast.Dict), f"line {entry.lineno}: expected a literal dict"
-        for key, value in zip(entry.keys, entry.values, strict=True):
-            name = launch_source.string(key)
-            assert name is not None, f"line {entry.lineno}: parameter names must be literals"
-            overrides[name] = value
-    assert {"backend", "checkpoint"} <= set(overrides)
+def test_given_parameter_arguments_override_the_parameter_file(start) -> None:
+    node, _ = start(backend="onnxruntime", checkpoint="/weights/0123", use_sim_time="true")
+    params_file, overrides = node.kwargs["parameters"]
+    assert params_file == str(PARAMS_FILE)  # first, so that the arguments win
+    assert set(overrides) == {"backend", "checkpoint", "use_sim_time"}
+    # Strings stay strings (a path of digits must not become a number).
+    for name, expected in (("backend", "onnxruntime"), ("checkpoint", "/weights/0123")):
+        assert isinstance(overrides[name], ParameterValue)
+        assert overrides[name].args == (expected,)
+        assert overrides[name].kwargs == {"value_type": str}
+    assert overrides["use_sim_time"] is True
 
-    for name, value in overrides.items():
-        assert name in SPECS_BY_NAME, f"launch file sets unknown parameter {name!r}"
-        spec = SPECS_BY_NAME[name]
-        value = launch_source.resolve(value)
-        if call_name(value) == "ParameterValue":
-            assert isinstance(value, ast.Call)
-            value_type = keyword(value, "value_type")
-            assert isinstance(value_type, ast.Name), f"{name}: ParameterValue without value_type"
-            assert value_type.id == type(spec.default).__name__, (
-                f"{name}: value_type {value_type.id} but the parameter is "
-                f"{type(spec.default).__name__}"
-            )
-            value = value.args[0]
-        argument = launch_source.launch_configuration(value)
-        assert argument is not None, f"{name}: expected a LaunchConfiguration"
-        default = argument_default(launch_source, declared_arguments, argument)
-        assert default == launch_text(spec.default), (
-            f"launch argument {argument!r} defaults to {default!r}, but parameter {name!r} "
-            f"defaults to {spec.default!r} in parameters.py"
+
+@pytest.mark.parametrize("name", PARAMETER_ARGUMENTS)
+def test_each_parameter_argument_overrides_only_itself(start, name: str) -> None:
+    value = {"backend": "onnxruntime", "checkpoint": "/weights/mobile_sam.pt", "device": "cpu"}
+    node, _ = start(**{name: value.get(name, "true")})
+    _, overrides = node.kwargs["parameters"]
+    assert list(overrides) == [name]
+    spec = SPECS_BY_NAME.get(name)
+    if spec is not None:
+        passed = (
+            overrides[name].args[0]
+            if isinstance(overrides[name], ParameterValue)
+            else overrides[name]
         )
-        if spec.choices:
-            assert default in spec.choices
+        assert type(passed) is type(spec.default), f"{name}: passed as {type(passed).__name__}"
 
 
-def test_remappings_cover_the_subscriptions(
-    launch_source: LaunchSource,
-    declared_arguments: dict[str, ast.Call],
-    segmentation_node: ast.Call,
-) -> None:
-    remappings = launch_source.resolve(keyword(segmentation_node, "remappings"))
-    assert isinstance(remappings, ast.List | ast.Tuple), "Node remappings must be a literal list"
-    sources: list[str] = []
-    for rule in remappings.elts:
-        rule = launch_source.resolve(rule)
-        assert isinstance(rule, ast.Tuple) and len(rule.elts) == 2, "expected (from, to) pairs"
-        source = launch_source.string(rule.elts[0])
-        assert source is not None, f"line {rule.lineno}: remapping source must be a literal"
-        sources.append(source)
-        # With every argument at its default, each remapping is the identity.
-        target = default_text(launch_source, declared_arguments, rule.elts[1])
-        assert target == source, f"{source!r} is remapped to {target!r} by default"
-    assert sorted(sources) == sorted(SUBSCRIPTIONS)
+def test_bad_boolean_argument_is_refused(start) -> None:
+    with pytest.raises(ValueError, match="use_compressed"):
+        start(use_compressed="yes please")
 
 
-def test_rviz_starts_only_when_requested(launch_source: LaunchSource) -> None:
-    rviz_nodes = [
-        call
-        for call in launch_source.calls("Node")
-        if launch_source.string(keyword(call, "package")) == "rviz2"
-    ]
-    assert len(rviz_nodes) == 1
-    rviz = rviz_nodes[0]
-    condition = launch_source.resolve(keyword(rviz, "condition"))
-    assert call_name(condition) == "IfCondition"
-    assert isinstance(condition, ast.Call)
-    assert launch_source.launch_configuration(condition.args[0]) == "rviz"
-    arguments = launch_source.resolve(keyword(rviz, "arguments"))
-    assert isinstance(arguments, ast.List | ast.Tuple)
-    assert launch_source.string(arguments.elts[0]) == "-d"
-    assert is_installed_share_path(launch_source, arguments.elts[1], "config", "seg.rviz")
+def test_remappings_follow_the_topic_arguments(start) -> None:
+    node, _ = start()
+    remappings = dict(node.kwargs["remappings"])
+    assert sorted(remappings) == sorted(SUBSCRIPTIONS)
+    assert remappings == {
+        "image": "image",
+        "image/compressed": "image/compressed",
+        "detections": "detections",
+        "prompts": "prompts",
+        "clicked_point": "clicked_point",
+        # rqt_image_view publishes clicks (geometry_msgs/Point) on <image topic>_mouse_left.
+        "clicked_pixel": "image_mouse_left",
+    }
+    node, _ = start(image_topic="/camera/image_raw", detections_topic="/yolo/detections")
+    remappings = dict(node.kwargs["remappings"])
+    assert remappings["image"] == "/camera/image_raw"
+    assert remappings["image/compressed"] == "/camera/image_raw/compressed"
+    assert remappings["clicked_pixel"] == "/camera/image_raw_mouse_left"
+    assert remappings["detections"] == "/yolo/detections"
+    node, _ = start(clicked_pixel_topic="/viewer/click")
+    assert dict(node.kwargs["remappings"])["clicked_pixel"] == "/viewer/click"
+
+
+def test_node_name_namespace_log_level(start) -> None:
+    node, rviz = start()
+    assert node.kwargs["executable"] == EXECUTABLE
+    assert node.kwargs["name"] == NODE_NAME
+    assert node.kwargs["namespace"] == ""
+    assert node.kwargs["output"] == "screen"
+    assert node.kwargs["arguments"] == ["--ros-args", "--log-level", "info"]
+    node, rviz = start(namespace="cam1", log_level="debug")
+    assert node.kwargs["namespace"] == "cam1"
+    assert node.kwargs["arguments"][-1] == "debug"
+    # rviz2 in the same namespace resolves the configuration's relative topics to cam1's.
+    assert rviz.kwargs["namespace"] == "cam1"
+
+
+def test_another_node_name_needs_a_matching_parameter_file(start, tmp_path) -> None:
+    # The shipped file names the node mobilesam: its values would silently not apply.
+    with pytest.raises(ValueError, match="no block for node 'cam_seg'"):
+        start(node_name="cam_seg")
+    wildcard = tmp_path / "all.yaml"
+    wildcard.write_text("/**:\n  ros__parameters:\n    backend: onnxruntime\n")
+    node, _ = start(node_name="cam_seg", params_file=str(wildcard))
+    assert node.kwargs["name"] == "cam_seg"
+    assert node.kwargs["parameters"] == [str(wildcard)]
+
+
+@pytest.mark.parametrize(
+    ("key", "namespace", "matches"),
+    [
+        ("/**/mobilesam", "", True),
+        ("/**/mobilesam", "cam1", True),
+        ("/**/mobilesam", "robot/cam1", True),
+        ("/**", "cam1", True),
+        ("mobilesam", "", True),
+        ("/mobilesam", "cam1", False),
+        ("/cam1/mobilesam", "cam1", True),
+        ("/cam*/mobilesam", "cam2", True),
+        ("/cam*/mobilesam", "robot/cam2", False),
+        ("/**/other", "", False),
+    ],
+)
+def test_parameter_file_node_keys(launch_module, key, namespace, matches) -> None:
+    assert launch_module.node_key_matches(key, namespace, "mobilesam") is matches
+
+
+def test_dds_profile_reaches_the_node_and_rviz(start, monkeypatch) -> None:
+    node, rviz = start()
+    # As the README tells users: the variable their Fast DDS reads, naming the installed file.
+    expected = {profile_variable(None): str(FASTDDS_PROFILE)}
+    assert node.kwargs["additional_env"] == expected
+    assert rviz.kwargs["additional_env"] == expected
+    for distro, variable in (
+        ("humble", "FASTRTPS_DEFAULT_PROFILES_FILE"),
+        ("jazzy", "FASTRTPS_DEFAULT_PROFILES_FILE"),
+        ("kilted", "FASTDDS_DEFAULT_PROFILES_FILE"),
+        ("rolling", "FASTDDS_DEFAULT_PROFILES_FILE"),
+    ):
+        monkeypatch.setenv("ROS_DISTRO", distro)
+        node, _ = start()
+        assert node.kwargs["additional_env"] == {variable: str(FASTDDS_PROFILE)}, distro
+        assert profile_variable(distro) == variable
+    node, rviz = start(dds_profile="")
+    assert node.kwargs["additional_env"] == {} and rviz.kwargs["additional_env"] == {}
+    with pytest.raises(FileNotFoundError, match="dds_profile"):
+        start(dds_profile="/nonexistent/fastdds.xml")
+
+
+def test_rviz_starts_only_when_requested(start) -> None:
+    _, rviz = start()
+    assert isinstance(rviz.kwargs["condition"], IfCondition)
+    assert rviz.kwargs["condition"].args == ("false",)
+    _, rviz = start(rviz="true")
+    assert rviz.kwargs["condition"].args == ("true",)
+    assert rviz.kwargs["arguments"] == ["-d", str(RVIZ_FILE)]
 
 
 # --- Parameter file -------------------------------------------------------------------------
@@ -427,13 +468,61 @@ def test_rviz_config_shows_overlay_and_mask_image() -> None:
         if display["Class"] == "rviz_default_plugins/Image"
     }
     for topic in RVIZ_IMAGE_TOPICS:
-        assert topic in images, f"no Image display on {topic}"
+        assert topic in images, (
+            f"no Image display on {topic} (relative: rviz2 runs in the node's namespace)"
+        )
         display = images[topic]
         assert display["Enabled"] is True
         assert display["Name"]
         # Either policy matches the node's reliable image publishers.
         assert display["Topic"]["Reliability Policy"] in ("Reliable", "Best Effort")
         assert display["Topic"]["Depth"] >= 1
+
+
+# --- DDS profiles ---------------------------------------------------------------------------
+
+
+def test_fastdds_profile_holds_the_large_image_transports() -> None:
+    root = ElementTree.parse(FASTDDS_PROFILE).getroot()
+    namespace = {"p": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    descriptors = {
+        d.findtext("p:transport_id", namespaces=namespace): d
+        for d in root.iterfind("p:transport_descriptors/p:transport_descriptor", namespace)
+    }
+    types_by_id = {
+        name: d.findtext("p:type", namespaces=namespace) for name, d in descriptors.items()
+    }
+    assert sorted(types_by_id.values()) == ["SHM", "UDPv4"]
+    shm = next(
+        d for d in descriptors.values() if d.findtext("p:type", namespaces=namespace) == "SHM"
+    )
+    udp = next(
+        d for d in descriptors.values() if d.findtext("p:type", namespaces=namespace) == "UDPv4"
+    )
+    # Two 1920x1080 bgr8 frames fit one segment.
+    assert int(shm.findtext("p:segment_size", namespaces=namespace)) >= 2 * 1920 * 1080 * 3
+    for name in ("sendBufferSize", "receiveBufferSize"):
+        assert int(udp.findtext(f"p:{name}", namespaces=namespace)) == 4 * 1024 * 1024
+    participants = root.findall("p:participant", namespace)
+    assert len(participants) == 1
+    participant = participants[0]
+    assert participant.get("is_default_profile") == "true"  # what rmw_fastrtps loads
+    rtps = participant.find("p:rtps", namespace)
+    assert rtps.findtext("p:useBuiltinTransports", namespaces=namespace) == "false"
+    used = [e.text for e in rtps.iterfind("p:userTransports/p:transport_id", namespace)]
+    assert sorted(used) == sorted(descriptors)
+
+
+def test_cyclonedds_config_holds_buffer_and_fragment_sizes() -> None:
+    root = ElementTree.parse(CYCLONEDDS_CONFIG).getroot()
+    namespace = {"c": "https://cdds.io/config"}
+    assert root.tag == "{https://cdds.io/config}CycloneDDS"
+    domain = root.find("c:Domain", namespace)
+    assert domain.get("Id") == "any"
+    buffer = domain.find("c:Internal/c:SocketReceiveBufferSize", namespace)
+    assert buffer.get("min") == "4MiB"
+    assert domain.findtext("c:General/c:MaxMessageSize", namespaces=namespace) == "65500B"
+    assert domain.findtext("c:General/c:FragmentSize", namespaces=namespace) == "65000B"
 
 
 # --- Installation ---------------------------------------------------------------------------
@@ -453,3 +542,11 @@ def test_cmake_installs_launch_and_config() -> None:
     assert {"launch", "config"} <= installed, (
         "CMakeLists.txt must install launch/ and config/ to share/${PROJECT_NAME}"
     )
+
+
+def test_readme_lists_every_launch_argument(declared) -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Launch arguments") :]
+    section = section[: section.index("\n### ", 1)]
+    missing = [name for name in declared if f"`{name}`" not in section]
+    assert not missing, f"launch arguments missing from the README's table: {missing}"

@@ -169,3 +169,28 @@ def test_every_message_file_is_generated() -> None:
     cmake_lists = (REPO_ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     for name in MESSAGES:
         assert f'"msg/{name}.msg"' in cmake_lists, f"msg/{name}.msg is not generated"
+
+
+def test_rosdep_keys_leave_pip_packages_to_the_requirements_file() -> None:
+    """rosdep pip keys fail on Ubuntu 24.04 (PEP 668): pip-only needs go in requirements/ros.txt"""
+    catkin_package = pytest.importorskip("catkin_pkg.package")
+    from mobilesam_ros.core.model.export import EXPORT_DEPENDENCIES
+
+    package = catkin_package.parse_package(str(REPO_ROOT / "package.xml"))
+    keys = [
+        dependency.name
+        for dependencies in (
+            package.buildtool_depends,
+            package.build_depends,
+            package.exec_depends,
+            package.test_depends,
+        )
+        for dependency in dependencies
+    ]
+    assert not [key for key in keys if key.endswith("-pip")]
+    lines = (REPO_ROOT / "requirements" / "ros.txt").read_text(encoding="utf-8").splitlines()
+    requirements = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    names = {re.split(r"[<>=!~\[ ]", line, maxsplit=1)[0].lower() for line in requirements}
+    assert "onnxruntime" in names
+    for _, requirement in EXPORT_DEPENDENCIES:
+        assert requirement in requirements or requirement in names, requirement

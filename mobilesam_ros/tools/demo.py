@@ -4,12 +4,19 @@ Starts the installed `seg_node` as a process, publishes a moving view over a rea
 objects' boxes as prompts (one PromptArray per frame, stamped like the frame), collects masks and
 overlays over real DDS, writes overlay frames and prints a latency summary.
 
+The camera publishes as camera drivers do (best effort, depth 1). When this shell names no Fast
+DDS profile, the demo names the installed config/fastdds.xml the way the README's "Camera frames
+lost?" tells users to, for its camera and for the node it starts (--dds-profile none: neither).
+The summary gives the frames the camera sent and, from the node's diagnostics, the images the
+node received; --summary-json writes the same figures to a file.
+
   ros2 run mobilesam_ros seg_demo [--checkpoint F] [--seconds S] [--prompts N] [--output DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +29,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -31,6 +38,14 @@ from mobilesam_ros.core.model.checkpoint import resolve_checkpoint
 from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray
 from mobilesam_ros.tools.bench_memory import rss_mib
 from mobilesam_ros.tools.camera_sim import astronaut_camera
+from mobilesam_ros.tools.dds_check import installed_profile, profile_in_effect, with_profile
+
+# Counters of the node's diagnostics that the summary reports (reported by releases that have them).
+NODE_IMAGE_COUNTERS = (
+    "images received (total)",
+    "images encoded (total)",
+    "images skipped (total)",
+)
 
 
 def _seg_node_executable() -> Path:
@@ -60,7 +75,8 @@ class DemoClient(Node):
         self.overlays: list[Image] = []
         self.diagnostics: dict[str, str] = {}
         qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        self.image_pub = self.create_publisher(Image, "image", qos)
+        # As camera drivers publish: best effort, newest frame only.
+        self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
         self.prompts_pub = self.create_publisher(PromptArray, "prompts", qos)
         self.create_subscription(InstanceMaskArray, "masks", self._on_masks, qos)
         self.create_subscription(Image, "overlay", self.overlays.append, qos)
@@ -157,6 +173,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        profile = _use_dds_profile(args.dds_profile)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Fast DDS profile: {profile or 'none (middleware defaults)'}", flush=True)
     node_args = [
         sys.executable,
         str(_seg_node_executable()),
@@ -190,22 +212,33 @@ def run(args: argparse.Namespace) -> int:
             f"{args.seconds:.0f} s",
             flush=True,
         )
-        client.start()
         started = time.monotonic()
-        end = started + args.seconds + 3.0  # let the last answers arrive
+        client.start()
         node_rss: list[float] = []  # MiB, sampled once a second with --sample-rss
-        while time.monotonic() < end:
+
+        def spin_once() -> None:
             rclpy.spin_once(client, timeout_sec=0.05)
             if args.sample_rss and time.monotonic() - started >= len(node_rss):
                 node_rss.append(rss_mib(process.pid))
-        elapsed = args.seconds
+
+        while client.index < client.frames_total:
+            spin_once()
+        # Let the last answers and a diagnostics message arrive: until the last frame is answered
+        # (a busy CPU may need several inference times), at least 3 s, at most --drain-seconds.
+        sent_all = time.monotonic()
+        last_stamp = max(client.published, default=None)
+        while time.monotonic() < sent_all + args.drain_seconds and (
+            time.monotonic() < sent_all + 3.0 or last_stamp not in client.answered
+        ):
+            spin_once()
+        elapsed = sent_all - started  # longer than --seconds when the camera fell behind
         drops = {
             k: v
             for k, v in client.diagnostics.items()
             if k.startswith(("prompts_", "images_")) and "rate" not in k
         }
         summary = {
-            "frames published": client.index,
+            "frames sent by the camera": client.index,
             "frames answered": len(client.answered),
             "answered per second": len(client.answered) / elapsed,
             "latency p50 (ms)": _percentile(client.latencies_ms, 50),
@@ -216,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         print("summary (latency: image stamp to masks received here):")
         for key, value in summary.items():
             print(
-                f"  {key:<22} {value:.1f}" if isinstance(value, float) else f"  {key:<22} {value}"
+                f"  {key:<26} {value:.1f}" if isinstance(value, float) else f"  {key:<26} {value}"
             )
         for key, value in sorted(drops.items()):
             print(f"  node: {key:<40} {value}")
@@ -226,6 +259,21 @@ def run(args: argparse.Namespace) -> int:
                 f"  node RSS (MiB, {len(node_rss)} samples): first {node_rss[0]:.0f}, "
                 f"steady median {_percentile(second_half, 50):.0f}, max {max(node_rss):.0f}"
             )
+        node_counts = {
+            key: int(client.diagnostics[key])
+            for key in NODE_IMAGE_COUNTERS
+            if client.diagnostics.get(key, "").isdigit()
+        }
+        for key, value in node_counts.items():
+            print(f"  node: {key:<40} {value}")
+        if args.summary_json:
+            record = {
+                "frames_sent": client.index,
+                "frames_answered": len(client.answered),
+                "dds_profile": profile,
+                "node": node_counts,
+            }
+            Path(args.summary_json).write_text(json.dumps(record, indent=2) + "\n")
         if args.output:
             out = Path(args.output)
             out.mkdir(parents=True, exist_ok=True)
@@ -250,6 +298,26 @@ def run(args: argparse.Namespace) -> int:
             process.kill()
 
 
+def _use_dds_profile(choice: str) -> str | None:
+    """Names the Fast DDS profile for this process and the node it starts; returns its path.
+
+    choice: '' keeps the shell's profile, else the installed one; 'none' removes any; a path.
+    The middleware reads the variable at rclpy.init(), so this runs before it.
+    """
+    if choice == "none":
+        profile = None
+    elif choice:
+        if not Path(choice).is_file():
+            raise LookupError(f"--dds-profile {choice}: no such file")
+        profile = str(Path(choice).resolve())
+    else:
+        profile = profile_in_effect() or str(installed_profile())
+    environment = with_profile(dict(os.environ), profile)
+    os.environ.clear()
+    os.environ.update(environment)
+    return profile
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="seg_demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -266,11 +334,24 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="send the boxes as a detector at this rate would (Hz); 0: with every frame",
     )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=20.0,
+        help="after the last frame, wait at most this long for its answer (default 20)",
+    )
     parser.add_argument("--output", default="", help="folder for overlay frames")
     parser.add_argument("--max-images", type=int, default=30)
     parser.add_argument(
         "--sample-rss", action="store_true", help="print the node's RSS (sampled once a second)"
     )
+    parser.add_argument(
+        "--dds-profile",
+        default="",
+        help="Fast DDS profile file for the camera and the node; 'none': middleware defaults; "
+        "default: the one this shell names, else the installed config/fastdds.xml",
+    )
+    parser.add_argument("--summary-json", default="", help="also write the summary to this file")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return run(args)

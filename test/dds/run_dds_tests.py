@@ -3,7 +3,8 @@
 The node's messages are generated into install/, not the source tree, and the compiled message
 libraries load only with the install's lib folders on LD_LIBRARY_PATH, which must be set when a
 process starts. So this builds the test-only vision_msgs subset (cached), prepares that
-environment and replaces itself with pytest. Extra arguments go to pytest.
+environment (which names the installed Fast DDS profile, see ros_test_env.ros_env) and replaces
+itself with pytest. Extra arguments go to pytest.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ros_test_env import (
     REPO_ROOT,
     VISION_MSGS_BUILD_ROOT,
     build_test_vision_msgs,
+    installed_dds_profile,
     ros_env,
     vision_msgs_install,
 )
@@ -28,6 +30,8 @@ def main() -> None:
     package_prefix = MAIN_INSTALL / "mobilesam_ros"
     if not (package_prefix / "lib" / "mobilesam_ros" / "seg_node").is_file():
         sys.exit(f"{package_prefix} has no seg_node: run scripts/build_ros.sh (make setup) first")
+    if installed_dds_profile() is None:
+        sys.exit(f"{package_prefix} has no config/fastdds.xml: rebuild with scripts/build_ros.sh")
     build_test_vision_msgs(VISION_MSGS_BUILD_ROOT)
     env = ros_env([vision_msgs_install(VISION_MSGS_BUILD_ROOT)])
     env["MOBILESAM_ROS_INSTALL_PREFIX"] = str(package_prefix)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -137,22 +138,43 @@ def _export_in_child_process(checkpoint: Path, models: OnnxModels, progress: boo
     raise error_type(f"ONNX export of {checkpoint.name} failed: {message}")
 
 
+# Modules the one-time export imports, and the pip requirement that brings each (as in
+# requirements/ros.txt). Inference from the exported graphs needs none of them.
+EXPORT_DEPENDENCIES = (
+    ("torch", "torch"),
+    ("torchvision", "torchvision"),
+    ("segment_anything", "segment-anything==1.0"),
+    ("onnx", "onnx"),
+)
+
+
+def check_export_dependencies() -> None:
+    """Raises BackendUnavailableError naming what to pip install when the export cannot run."""
+    missing = [
+        requirement
+        for module, requirement in EXPORT_DEPENDENCIES
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise errors.BackendUnavailableError(
+            "exporting the checkpoint's ONNX graphs (once, then cached) needs "
+            f"{', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            f"pip install {' '.join(repr(r) if '=' in r else r for r in missing)} "
+            "(or pip install -r requirements/ros.txt); later starts load the cached graphs "
+            "without them"
+        )
+
+
 def _say(enabled: bool, message: str) -> None:
     if enabled:
         print(message, file=sys.stderr, flush=True)
 
 
 def _export_all(checkpoint: Path, models: OnnxModels, progress: bool) -> None:
-    try:
-        import torch
+    check_export_dependencies()  # machines that only run cached graphs have no PyTorch
+    import torch
 
-        from mobilesam_ros.core.model.modules import load_modules
-    except ImportError as exc:  # machines that only run cached graphs have no PyTorch
-        raise errors.BackendUnavailableError(
-            f"the ONNX graphs of {checkpoint} are not in {models.directory}, and exporting them "
-            f"needs {exc.name or 'PyTorch'} (pip install torch torchvision "
-            "segment-anything==1.0 onnx), or copy graphs exported elsewhere into that folder"
-        ) from exc
+    from mobilesam_ros.core.model.modules import load_modules
 
     _say(progress, f"exporting ONNX graphs of {checkpoint.name} to {models.directory}")
     modules = load_modules(checkpoint)
