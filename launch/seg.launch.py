@@ -141,6 +141,8 @@ def _launch_nodes(context: LaunchContext) -> list[Node]:
             ("prompts", arguments["prompts_topic"]),
             ("clicked_point", arguments["clicked_point_topic"]),
             ("clicked_pixel", arguments["clicked_pixel_topic"] or f"{image_topic}_mouse_left"),
+            ("depth", arguments["depth_topic"]),
+            ("camera_info", arguments["camera_info_topic"]),
         ],
         arguments=["--ros-args", "--log-level", arguments["log_level"]],
         additional_env=environment,
@@ -192,6 +194,17 @@ def generate_launch_description() -> LaunchDescription:
             default_value="",
             description="Topic of clicked pixels (geometry_msgs/Point, as rqt_image_view "
             "publishes them); empty: <image_topic>_mouse_left, rqt_image_view's topic.",
+        ),
+        DeclareLaunchArgument(
+            "depth_topic",
+            default_value="depth",
+            description="Depth registered to the color image (sensor_msgs/Image, 16UC1 mm or "
+            "32FC1 m), e.g. /camera/aligned_depth_to_color/image_raw; for the 3D outputs.",
+        ),
+        DeclareLaunchArgument(
+            "camera_info_topic",
+            default_value="camera_info",
+            description="The color camera's sensor_msgs/CameraInfo; for the 3D outputs.",
         ),
         DeclareLaunchArgument(
             "namespace",

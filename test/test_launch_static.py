@@ -42,10 +42,17 @@ SUBSCRIPTIONS = (
     "prompts",
     "clicked_point",
     "clicked_pixel",
+    "depth",
+    "camera_info",
 )
 # Publications shown by the rviz configuration: relative, so that rviz2 started in the node's
 # namespace shows that node's images.
-RVIZ_IMAGE_TOPICS = ("overlay", "mask_image")
+RVIZ_DISPLAYS = {
+    "overlay": "rviz_default_plugins/Image",
+    "mask_image": "rviz_default_plugins/Image",
+    "instances_cloud": "rviz_default_plugins/PointCloud2",
+    "markers": "rviz_default_plugins/MarkerArray",
+}
 # A node named NODE_NAME in any namespace: the launch file has a namespace argument, and a plain
 # NODE_NAME key would only match the node in the root namespace.
 PARAMS_FILE_NODE_KEY = f"/**/{NODE_NAME}"
@@ -58,6 +65,8 @@ BUILTIN_PARAMETERS = ("use_sim_time",)
 LAUNCH_ARGUMENTS = (
     "image_topic",
     "detections_topic",
+    "depth_topic",
+    "camera_info_topic",
     "prompts_topic",
     "clicked_point_topic",
     "clicked_pixel_topic",
@@ -307,6 +316,8 @@ def test_remappings_follow_the_topic_arguments(start) -> None:
         "clicked_point": "clicked_point",
         # rqt_image_view publishes clicks (geometry_msgs/Point) on <image topic>_mouse_left.
         "clicked_pixel": "image_mouse_left",
+        "depth": "depth",
+        "camera_info": "camera_info",
     }
     node, _ = start(image_topic="/camera/image_raw", detections_topic="/yolo/detections")
     remappings = dict(node.kwargs["remappings"])
@@ -457,21 +468,18 @@ def test_parameter_file_value_is_the_default(
 # --- rviz configuration ---------------------------------------------------------------------
 
 
-def test_rviz_config_shows_overlay_and_mask_image() -> None:
+def test_rviz_config_shows_the_images_cloud_and_markers() -> None:
     config = yaml.safe_load(RVIZ_FILE.read_text(encoding="utf-8"))
     manager = config["Visualization Manager"]
     fixed_frame = manager["Global Options"]["Fixed Frame"]
     assert isinstance(fixed_frame, str) and fixed_frame
-    images = {
-        display["Topic"]["Value"]: display
-        for display in manager["Displays"]
-        if display["Class"] == "rviz_default_plugins/Image"
-    }
-    for topic in RVIZ_IMAGE_TOPICS:
-        assert topic in images, (
-            f"no Image display on {topic} (relative: rviz2 runs in the node's namespace)"
+    displays = {display["Topic"]["Value"]: display for display in manager["Displays"]}
+    for topic, display_class in RVIZ_DISPLAYS.items():
+        assert topic in displays, (
+            f"no display on {topic} (relative: rviz2 runs in the node's namespace)"
         )
-        display = images[topic]
+        display = displays[topic]
+        assert display["Class"] == display_class
         assert display["Enabled"] is True
         assert display["Name"]
         # Either policy matches the node's reliable image publishers.

@@ -48,12 +48,10 @@ def model(tmp_path_factory):
     return checkpoint, folder / "cache", segmenter
 
 
-def start_node(model, *parameters: str, namespace: str = "", image_topic: str = "/image"):
+def start_node(model, *parameters: str, namespace: str = ""):
     checkpoint, cache, _ = model
     args = [sys.executable, str(SEG_NODE), "--ros-args"]
     for parameter in (
-        # Large images sent best-effort lose fragments under load; the tests need every one.
-        f"qos_overrides.{image_topic}.subscription.reliability:=reliable",
         f"checkpoint:={checkpoint}",
         f"cache_dir:={cache}",
         "backend:=onnxruntime",
@@ -87,9 +85,12 @@ class Client:
         self.node = node
         prefix = f"{namespace}/" if namespace else ""
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.image_pub = node.create_publisher(Image, prefix + "image", qos)
+        # Images as camera drivers publish them: best effort, through the Fast DDS profile that
+        # run_dds_tests.py names as the README tells users to (no reliable override here).
+        camera_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.image_pub = node.create_publisher(Image, prefix + "image", camera_qos)
         self.compressed_pub = node.create_publisher(
-            CompressedImage, prefix + "image/compressed", qos
+            CompressedImage, prefix + "image/compressed", camera_qos
         )
         self.prompts_pub = node.create_publisher(PromptArray, prefix + "prompts", qos)
         self.click_pub = node.create_publisher(PointStamped, prefix + "clicked_point", qos)
@@ -464,9 +465,7 @@ def test_diagnostics_report_latency_and_rates(running):
 
 
 def test_compressed_input_in_a_namespace(model, ros):
-    process = start_node(
-        model, "use_compressed:=true", namespace="/robot", image_topic="/robot/image/compressed"
-    )
+    process = start_node(model, "use_compressed:=true", namespace="/robot")
     client = Client(ros, namespace="/robot")
     try:
 
@@ -533,7 +532,6 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros)
         "tracking.max_age:=0.5",
         "tracking.min_iou:=0.0",
         namespace="/tracked",
-        image_topic="/tracked/image",
     )
     client = Client(ros, namespace="/tracked")
     camera = astronaut_camera()
@@ -610,7 +608,7 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros)
 def test_parameters_are_validated_at_run_time_and_at_start(model, ros):
     from rcl_interfaces.srv import SetParameters
 
-    node = start_node(model, namespace="/params", image_topic="/params/image")
+    node = start_node(model, namespace="/params")
     client = ros.create_client(SetParameters, "/params/mobilesam/set_parameters")
     try:
         assert client.wait_for_service(timeout_sec=30)
@@ -686,9 +684,7 @@ def test_demo_runs_the_node_and_writes_overlays(model, tmp_path):
 def test_diagnostics_report_loading_then_ready_and_count_early_frames(model, ros, tmp_path):
     """A first start (export to a fresh cache): topics and diagnostics exist at once."""
     checkpoint, _, _ = model
-    process = start_node(
-        (checkpoint, tmp_path / "fresh_cache", None), namespace="/first", image_topic="/first/image"
-    )
+    process = start_node((checkpoint, tmp_path / "fresh_cache", None), namespace="/first")
     client = Client(ros, namespace="/first")
     try:
 
@@ -783,7 +779,6 @@ def test_nobody_listening_with_live_tracks_costs_no_cpu(model, ros):
         "tracking.enabled:=true",
         "tracking.max_age:=30.0",
         namespace="/idle",
-        image_topic="/idle/image",
     )
     viewer = rclpy.create_node("idle_viewer")
     client = Client(viewer, namespace="/idle")
