@@ -44,6 +44,7 @@ class DepthInputs:
         self._lock = threading.Lock()
         self._depth = StampCache(DEPTH_CACHE_SIZE)
         self._camera: CameraModel | None = None
+        self.seen = False  # any depth image or camera_info so far: a depth camera is wired
         self._subscriptions = [
             node.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data),
             node.create_subscription(
@@ -52,10 +53,12 @@ class DepthInputs:
         ]
 
     def _on_depth(self, message: Image) -> None:
+        self.seen = True
         with self._lock:
             self._depth.add(conversions.stamp_to_ns(message.header.stamp), message)
 
     def _on_camera_info(self, message: CameraInfo) -> None:
+        self.seen = True
         try:
             camera = camera_from_info(message)
         except InvalidInputError as exc:
@@ -97,6 +100,7 @@ class Outputs3D:
         self._failures = failures
         self._types = vision_msgs_3d()
         self._markers = MarkerTracker()
+        self._said_no_depth = False
         self.cloud = node.create_publisher(PointCloud2, "instances_cloud", 2)
         self.markers = node.create_publisher(MarkerArray, "markers", 2)
         self.detections = None
@@ -113,6 +117,16 @@ class Outputs3D:
 
     def publish(self, result: FrameResult, header: Any, captions: Sequence[str]) -> int:
         if not self.anyone_listening():
+            return 0
+        if not self._inputs.seen:
+            # No depth camera wired (rviz shows the 3D displays by default): nothing to lift,
+            # nothing lost; said once.
+            if not self._said_no_depth:
+                self._said_no_depth = True
+                self._node.get_logger().info(
+                    "3D outputs are subscribed, but no depth image or camera_info has arrived "
+                    "(topics depth and camera_info): no 3D results until they do"
+                )
             return 0
         value = self._value_of
         depth, camera = self._inputs.for_frame(

@@ -809,3 +809,77 @@ def test_nobody_listening_with_live_tracks_costs_no_cpu(model, ros):
     # A busy loop would burn about 5 s of CPU here; the node's timers cost milliseconds.
     assert used < 0.5, f"{used:.2f} s of CPU in 5 s with nobody listening"
     assert code == 0, output
+
+
+def test_depth_and_camera_info_give_3d_outputs_and_missing_depth_is_counted(model, ros):
+    from rgbd_scenes import rgbd_frame
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+    from visualization_msgs.msg import MarkerArray
+
+    process = start_node(model, namespace="/rgbd")
+    client = Client(ros, namespace="/rgbd")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    depth_pub = ros.create_publisher(Image, "/rgbd/depth", qos)
+    info_pub = ros.create_publisher(CameraInfo, "/rgbd/camera_info", qos)
+    outputs: dict[str, list] = {"detections_3d": [], "instances_cloud": [], "markers": []}
+    for topic, message_type in (
+        ("detections_3d", vision_msgs.Detection3DArray),
+        ("instances_cloud", PointCloud2),
+        ("markers", MarkerArray),
+    ):
+        ros.create_subscription(message_type, f"/rgbd/{topic}", outputs[topic].append, qos)
+    scene = rgbd_frame("16UC1")
+    try:
+        client.spin_until(
+            lambda: depth_pub.get_subscription_count() and info_pub.get_subscription_count()
+        )
+        client.spin_until(lambda: client.image_pub.get_subscription_count())
+        stamp = header(900, "camera_color_optical_frame")
+        info = CameraInfo(**scene.camera_info)
+        info.header = stamp
+        info_pub.publish(info)
+        depth = Image(
+            header=stamp,
+            height=scene.depth.shape[0],
+            width=scene.depth.shape[1],
+            encoding="16UC1",
+            step=scene.depth.shape[1] * 2,
+        )
+        depth.data = np.ascontiguousarray(scene.depth).tobytes()
+        depth_pub.publish(depth)
+        client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+        client.publish_image(stamp, scene.color_rgb8)
+        prompts = [box_prompt(n, b) for n, b in zip(scene.names, scene.pixel_boxes, strict=True)]
+        client.prompts_pub.publish(PromptArray(header=stamp, prompts=prompts))
+        answer = client.masks_for(stamp)[0]
+        assert [i.id for i in answer.instances] == scene.names
+        detections = client.spin_until(
+            lambda: [m for m in outputs["detections_3d"] if m.header == stamp]
+        )[0]
+        # Random weights: the masks do not follow the boxes, so the 3D poses mean nothing here
+        # (tests/test_core_depth.py checks the geometry); ids, header and outputs do.
+        assert detections.detections and {d.id for d in detections.detections} <= set(scene.names)
+        cloud = client.spin_until(
+            lambda: [m for m in outputs["instances_cloud"] if m.header == stamp]
+        )[0]
+        assert cloud.width > 0 and [f.name for f in cloud.fields][:4] == ["x", "y", "z", "label"]
+        client.spin_until(lambda: [m for m in outputs["markers"] if m.markers])
+
+        later = header(901, "camera_color_optical_frame")  # no depth for this frame
+        client.publish_image(later, scene.color_rgb8)
+        client.prompts_pub.publish(PromptArray(header=later, prompts=prompts))
+        assert len(client.masks_for(later)[0].instances) == len(prompts)  # 2D goes on
+
+        def depth_missing_counted():
+            """the node's diagnostics counting the instances without depth"""
+            for array in reversed(client.received["diagnostics"]):
+                for status in array.status:
+                    if status.name.startswith("/rgbd/"):
+                        values = {kv.key: kv.value for kv in status.values}
+                        return int(values.get("depth_missing", 0)) >= len(prompts)
+            return False
+
+        client.spin_until(depth_missing_counted, timeout=10)
+    finally:
+        code, _, output = stop_node(process)
+    assert code == 0, output
