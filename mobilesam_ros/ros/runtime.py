@@ -95,6 +95,7 @@ class SegmentationRuntime:
         self.inputs: InputSubscriptions | None = None
         self.depth_inputs: DepthInputs | None = None
         self._threads: list[threading.Thread] = []
+        self._loader: threading.Thread | None = None  # background model load
         self._stopping = threading.Event()
         self._handoff: queue.Queue[FrameResult] = queue.Queue(maxsize=1)
         self._previous_counters: Counter[str] | None = None
@@ -137,7 +138,8 @@ class SegmentationRuntime:
                 self.node.get_logger().error(f"cannot load the model: {self.loading_error}")
                 on_failure()
 
-        threading.Thread(target=load, name="mobilesam-load", daemon=True).start()
+        self._loader = threading.Thread(target=load, name="mobilesam-load", daemon=True)
+        self._loader.start()
 
     def unload_model(self) -> None:
         self.pipeline.segmenter = None
@@ -173,7 +175,10 @@ class SegmentationRuntime:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
-        finished = not any(thread.is_alive() for thread in self._threads)
+        # A model still loading (native code: ONNX Runtime, an export) cannot be interrupted
+        # either: the process must then leave without tearing it down under its feet.
+        busy = [*self._threads, *([self._loader] if self._loader is not None else [])]
+        finished = not any(thread.is_alive() for thread in busy)
         if self.inputs is not None:
             self.inputs.destroy()
             self.depth_inputs.destroy()
