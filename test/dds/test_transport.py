@@ -53,7 +53,7 @@ def test_best_effort_frames_all_arrive_with_the_profile(size: str, tmp_path: Pat
     )
     assert result.stdout.strip(), result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["counts"] == {size: {"sent": FRAMES, "received": FRAMES}}, result.stderr
     assert report["profile"] == str(INSTALLED_PROFILE)
     assert report["reliability"] == "best_effort"
-    assert report["counts"] == {size: {"sent": FRAMES, "received": FRAMES}}, result.stderr
     assert result.returncode == 0
