@@ -6,6 +6,7 @@ so `mobilesam_ros.msg` and the test-only `vision_msgs` import here.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -682,14 +683,21 @@ def test_demo_runs_the_node_and_writes_overlays(model, tmp_path):
             "4",
             "--output",
             str(tmp_path),
+            "--summary-json",
+            str(tmp_path / "summary.json"),
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         env={**os.environ, "ROS_DOMAIN_ID": str(domain)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "frames answered" in result.stdout and "latency p50 (ms)" in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # Best-effort 640x480 frames through the profile, as on a robot: the node gets them all.
+    received = summary["node"]["images received (total)"]
+    assert received >= 0.99 * summary["frames_sent"], result.stdout
+    assert summary["frames_answered"] >= 1, result.stdout
     overlays = sorted(tmp_path.glob("overlay_*.jpg"))
     assert overlays
     assert cv2.imread(str(overlays[0])).shape == (480, 640, 3)
