@@ -85,6 +85,7 @@ def export_onnx(
     models = OnnxModels.in_directory(Path(cache_dir) / "onnx" / export_key(file_sha256(checkpoint)))
     if models.all_present() and not force:
         return models
+    check_export_dependencies()  # here too: a clear error without starting the export process
     models.directory.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(models.directory / ".lock"):
         if models.all_present() and not force:  # another process finished it meanwhile
@@ -153,7 +154,8 @@ def check_export_dependencies() -> None:
     missing = [
         requirement
         for module, requirement in EXPORT_DEPENDENCIES
-        if importlib.util.find_spec(module) is None
+        # sys.modules[name] = None marks a module as unimportable.
+        if sys.modules.get(module, False) is None or importlib.util.find_spec(module) is None
     ]
     if missing:
         raise errors.BackendUnavailableError(
