@@ -856,38 +856,51 @@ def test_depth_and_camera_info_give_3d_outputs_and_missing_depth_is_counted(mode
             lambda: depth_pub.get_subscription_count() and info_pub.get_subscription_count()
         )
         client.spin_until(lambda: client.image_pub.get_subscription_count())
-        stamp = header(900, "camera_color_optical_frame")
-        info = CameraInfo(**scene.camera_info)
-        info.header = stamp
-        info_pub.publish(info)
+        prompts = [box_prompt(n, b) for n, b in zip(scene.names, scene.pixel_boxes, strict=True)]
         depth = Image(
-            header=stamp,
             height=scene.depth.shape[0],
             width=scene.depth.shape[1],
             encoding="16UC1",
             step=scene.depth.shape[1] * 2,
         )
         depth.data = np.ascontiguousarray(scene.depth).tobytes()
-        depth_pub.publish(depth)
-        client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
-        client.publish_image(stamp, scene.color_rgb8)
-        prompts = [box_prompt(n, b) for n, b in zip(scene.names, scene.pixel_boxes, strict=True)]
-        client.prompts_pub.publish(PromptArray(header=stamp, prompts=prompts))
+        info = CameraInfo(**scene.camera_info)
+        sent: list[Header] = []
+
+        def with_3d():
+            """detections_3d with instances for one of the frames sent"""
+            return [m for m in outputs["detections_3d"] if m.header in sent and m.detections]
+
+        # Like an RGB-D camera: depth, camera_info and color every second until answered (a
+        # best-effort message sent before the node's subscription matched is lost, by design).
+        for second in range(900, 930):
+            stamp = header(second, "camera_color_optical_frame")
+            sent.append(stamp)
+            info.header = depth.header = stamp
+            info_pub.publish(info)
+            depth_pub.publish(depth)
+            client.publish_image(stamp, scene.color_rgb8)
+            client.prompts_pub.publish(PromptArray(header=stamp, prompts=prompts))
+            try:
+                detections = client.spin_until(with_3d, timeout=2.0)[0]
+                break
+            except AssertionError:
+                continue
+        else:
+            raise AssertionError("no detections_3d with instances for 30 RGB-D frames")
+        stamp = detections.header
         answer = client.masks_for(stamp)[0]
         assert [i.id for i in answer.instances] == scene.names
-        detections = client.spin_until(
-            lambda: [m for m in outputs["detections_3d"] if m.header == stamp]
-        )[0]
         # Random weights: the masks do not follow the boxes, so the 3D poses mean nothing here
         # (tests/test_core_depth.py checks the geometry); ids, header and outputs do.
-        assert detections.detections and {d.id for d in detections.detections} <= set(scene.names)
+        assert {d.id for d in detections.detections} <= set(scene.names)
         cloud = client.spin_until(
             lambda: [m for m in outputs["instances_cloud"] if m.header == stamp]
         )[0]
         assert cloud.width > 0 and [f.name for f in cloud.fields][:4] == ["x", "y", "z", "label"]
         client.spin_until(lambda: [m for m in outputs["markers"] if m.markers])
 
-        later = header(901, "camera_color_optical_frame")  # no depth for this frame
+        later = header(999, "camera_color_optical_frame")  # no depth for this frame
         client.publish_image(later, scene.color_rgb8)
         client.prompts_pub.publish(PromptArray(header=later, prompts=prompts))
         assert len(client.masks_for(later)[0].instances) == len(prompts)  # 2D goes on
