@@ -20,33 +20,44 @@ from mobilesam_ros.core.processing.preprocess import (
     resized_shape,
 )
 
-torch = pytest.importorskip("torch")
-segment_anything = pytest.importorskip("segment_anything")
-F = torch.nn.functional
-from segment_anything.utils.transforms import ResizeLongestSide  # noqa: E402
+
+@pytest.fixture
+def torch():
+    """PyTorch, the reference of SAM's transforms (tests using it skip without it)."""
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def resize_longest_side(torch):
+    pytest.importorskip("segment_anything")
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    return ResizeLongestSide
+
 
 GEOMETRIES = [(480, 640), (640, 480), (300, 451), (1024, 1024), (1080, 1920), (17, 5), (1, 1)]
 
 
-def _sam_upscale(logits: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+def _sam_upscale(logits: np.ndarray, geometry: FrameGeometry, torch) -> np.ndarray:
     """SAM's postprocess_masks: 256 -> 1024, crop the padding, resize to the original size."""
     x = torch.from_numpy(logits)[None]
-    x = F.interpolate(x, (1024, 1024), mode="bilinear", align_corners=False)
+    x = torch.nn.functional.interpolate(x, (1024, 1024), mode="bilinear", align_corners=False)
     nh, nw = geometry.input_size
-    x = F.interpolate(
+    x = torch.nn.functional.interpolate(
         x[..., :nh, :nw], geometry.original_size, mode="bilinear", align_corners=False
     )
     return x[0].numpy()
 
 
 @pytest.mark.parametrize("size", GEOMETRIES)
-def test_masks_match_sam_postprocessing(size):
+def test_masks_match_sam_postprocessing(size, torch):
     rng = np.random.default_rng(1)
     geometry = FrameGeometry.for_image(*size)
     # Smooth logits with sign changes everywhere, like real mask logits.
     logits = rng.standard_normal((3, 32, 32)).astype(np.float32)
-    logits = F.interpolate(torch.from_numpy(logits)[None], (256, 256), mode="bilinear")[0].numpy()
-    reference = _sam_upscale(logits, geometry)
+    upscale = torch.nn.functional.interpolate
+    logits = upscale(torch.from_numpy(logits)[None], (256, 256), mode="bilinear")[0].numpy()
+    reference = _sam_upscale(logits, geometry, torch)
     masks = masks_from_logits(logits, geometry, threshold=0.0)
     assert masks.shape == (3, *size) and masks.dtype == bool
     differ = masks != (reference > 0)
@@ -57,12 +68,12 @@ def test_masks_match_sam_postprocessing(size):
 
 
 @pytest.mark.parametrize("size", GEOMETRIES)
-def test_resized_shape_matches_sam(size):
-    assert resized_shape(*size) == ResizeLongestSide.get_preprocess_shape(*size, 1024)
+def test_resized_shape_matches_sam(size, resize_longest_side):
+    assert resized_shape(*size) == resize_longest_side.get_preprocess_shape(*size, 1024)
 
 
-def test_prompt_scale_matches_sam():
-    transform = ResizeLongestSide(1024)
+def test_prompt_scale_matches_sam(resize_longest_side):
+    transform = resize_longest_side(1024)
     coords = np.array([[10.0, 20.0], [639.0, 479.0]])
     geometry = FrameGeometry.for_image(480, 640)
     np.testing.assert_allclose(
@@ -74,8 +85,8 @@ def test_prompt_scale_matches_sam():
 FRAME_SIZES = [(720, 1280), (1080, 1920), (1080, 810), (960, 1280), (480, 640)]
 
 
-def _official_resize(image: np.ndarray) -> np.ndarray:
-    return ResizeLongestSide(1024).apply_image(image)
+def _official_resize(image: np.ndarray, resize_longest_side) -> np.ndarray:
+    return resize_longest_side(1024).apply_image(image)
 
 
 @pytest.mark.parametrize("size", FRAME_SIZES)
@@ -102,14 +113,14 @@ def test_resize_matches_pillow_in_every_channel_order(size, order):
     [photo("astronaut"), photo("coffee"), *(camera_frame(*s) for s in FRAME_SIZES)],
     ids=["astronaut", "coffee", *(f"{w}x{h}" for h, w in FRAME_SIZES)],
 )
-def test_preprocessing_matches_sam(image):
+def test_preprocessing_matches_sam(image, torch, resize_longest_side):
     ours, geometry = ImagePreprocessor()(image)
-    resized = _official_resize(image)
+    resized = _official_resize(image, resize_longest_side)
     assert resized.shape[:2] == geometry.input_size
     mean = torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)
     x = (torch.from_numpy(resized).permute(2, 0, 1).float() - mean) / std
-    x = F.pad(x, (0, 1024 - x.shape[2], 0, 1024 - x.shape[1]))[None].numpy()
+    x = torch.nn.functional.pad(x, (0, 1024 - x.shape[2], 0, 1024 - x.shape[1]))[None].numpy()
     assert ours.shape == x.shape == (1, 3, 1024, 1024)
     nh, nw = geometry.input_size
     assert not ours[..., nh:, :].any() and not ours[..., nw:].any()  # padding is exactly zero
@@ -137,11 +148,10 @@ CROP_GEOMETRIES = [*GEOMETRIES, (720, 1280), (1000, 999), (1500, 2000)]
 def _crop_test_logits(rng: np.random.Generator) -> np.ndarray:
     """Mask logits of every kind: large, small blobs, empty, full, touching the borders."""
     rows, cols = np.mgrid[0:256, 0:256]
-    smooth = [
-        F.interpolate(torch.from_numpy(rng.standard_normal((1, 1, n, n), np.float32)), (256, 256))
-        for n in (4, 16, 32)
-    ]
-    logits = [s[0, 0].numpy() for s in smooth]
+    logits = []
+    for n in (4, 16, 32):  # blocky noise: nearest-neighbour upscaling of an n x n grid
+        cells = (np.arange(256) * n) // 256
+        logits.append(rng.standard_normal((n, n)).astype(np.float32)[np.ix_(cells, cells)])
     for cy, cx, radius in ((128, 128, 3.0), (40, 200, 12.0), (0, 0, 20.0), (255, 255, 9.0)):
         logits.append((radius - np.hypot(rows - cy, cols - cx)).astype(np.float32))
     logits.append(np.full((256, 256), -4.0, np.float32))  # empty
