@@ -13,9 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# test/ for ros_test_env; the repository root for the package's ROS-free modules, which an
+# environment without the package installed (the Jazzy venv) does not otherwise find.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
-from ros_test_env import (
+from ros_test_env import (  # noqa: E402
     MAIN_INSTALL,
     REPO_ROOT,
     VISION_MSGS_BUILD_ROOT,
