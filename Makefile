@@ -62,8 +62,10 @@ test:
 JAZZY_VENV := .venv-jazzy
 JAZZY_PY := $(JAZZY_VENV)/bin/python
 JAZZY_STAMP := $(JAZZY_VENV)/.setup-$(shell cat requirements/jazzy.lock | cksum | cut -d' ' -f1)
+# ROS_DISTRO as a Jazzy install's setup.bash sets it (the wheels set none): it decides which
+# variable names the Fast DDS profile (Fast DDS 2.14 reads FASTRTPS_DEFAULT_PROFILES_FILE).
 JAZZY_ENV := VIRTUAL_ENV=$(CURDIR)/$(JAZZY_VENV) MOBILESAM_ROS_BUILD_BASE=build-jazzy \
-	MOBILESAM_ROS_INSTALL_BASE=install-jazzy
+	MOBILESAM_ROS_INSTALL_BASE=install-jazzy ROS_DISTRO=jazzy
 
 $(JAZZY_STAMP): requirements/jazzy.lock
 	@echo "[setup] creating $(JAZZY_VENV) with ROS 2 Jazzy's wheels (a few minutes the first time)"
