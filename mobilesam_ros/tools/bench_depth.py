@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         crops = []
         for mask in scene.masks:
             x0, y0, x1, y1 = mask_box(mask)  # type: ignore[misc]
-            crops.append(MaskCrop(mask[y0 : y1 + 1, x0 : x1 + 1], x0, y0))
+            crops.append(MaskCrop(x0, y0, mask[y0 : y1 + 1, x0 : x1 + 1], mask.shape))
         pixels = sum(int(mask.sum()) for mask in scene.masks)
         print(f"\n{label}: masks cover {pixels} pixels ({pixels / (size[0] * size[1]):.0%})")
         for encoding, depth in (

@@ -161,6 +161,24 @@ class Client:
                 if time.monotonic() > deadline:
                     raise
 
+    def wait_until_the_node_receives_images(self, node_namespace: str) -> None:
+        """Discovery done: small frames, as a camera sends them, until the node (diagnostics of
+        `<node_namespace>/...`) counts one received. A best-effort frame sent before the node's
+        subscription matched this publisher is lost, by design, so a single frame may be."""
+
+        def received():
+            """the node to count a received image"""
+            for array in self.received["diagnostics"]:
+                for status in array.status:
+                    if status.name.startswith(f"{node_namespace}/"):
+                        values = {kv.key: kv.value for kv in status.values}
+                        if int(values.get("images received (total)", 0)) > 0:
+                            return True
+            self.publish_image(header(40, "warm_up"), np.zeros((48, 64, 3), np.uint8))
+            return False
+
+        self.spin_until(received)
+
     def publish_image(self, header: Header, rgb: np.ndarray, encoding: str = "rgb8") -> None:
         pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1]}[encoding]
         message = Image(
@@ -560,12 +578,8 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros)
         return [(i.id, i.track_id, i.origin) for i in answer.instances]
 
     try:
-        client.spin_until(
-            lambda: (
-                client.image_pub.get_subscription_count()
-                and client.detections_pub.get_subscription_count()
-            )
-        )
+        client.spin_until(lambda: client.detections_pub.get_subscription_count())
+        client.wait_until_the_node_receives_images("/tracked")
         prompted, propagated = InstanceMask.PROMPTED, InstanceMask.PROPAGATED
         stamps = [
             Header(stamp=Time(sec=400, nanosec=k * 100_000_000), frame_id="cam") for k in range(4)
@@ -722,8 +736,7 @@ def test_diagnostics_report_loading_then_ready_and_count_early_frames(model, ros
 
         first = client.spin_until(own_status, timeout=15)[0]
         assert first.message == "loading model"
-        client.spin_until(lambda: client.image_pub.get_subscription_count())
-        client.publish_image(header(700), np.zeros((48, 64, 3), np.uint8))
+        client.wait_until_the_node_receives_images("/first")
         ready = client.spin_until(
             lambda: [s for s in own_status() if s.message != "loading model"], timeout=120
         )[-1]
@@ -805,28 +818,30 @@ def test_nobody_listening_with_live_tracks_costs_no_cpu(model, ros):
     viewer = rclpy.create_node("idle_viewer")
     client = Client(viewer, namespace="/idle")
     try:
-        client.spin_until(lambda: client.image_pub.get_subscription_count())
-        stamp = header(800)
-        client.publish_image(stamp, PHOTOS["coffee"])
-        client.prompts_pub.publish(
-            PromptArray(header=stamp, prompts=[box_prompt("cup", (40, 30, 300, 380))])
-        )
-        client.masks_for(stamp)
-        client.publish_image(header(801), PHOTOS["coffee"])  # a frame for the live track
-    finally:
-        viewer.destroy_node()  # every subscriber gone
-    # The frame in flight may still be encoded (it was taken while the viewer listened): wait
-    # for a quiet second first. A busy loop never has one.
-    deadline = time.monotonic() + 60.0
-    while True:
+        try:
+            client.wait_until_the_node_receives_images("/idle")
+            stamp = header(800)
+            client.publish_image(stamp, PHOTOS["coffee"])
+            client.prompts_pub.publish(
+                PromptArray(header=stamp, prompts=[box_prompt("cup", (40, 30, 300, 380))])
+            )
+            client.masks_for(stamp)
+            client.publish_image(header(801), PHOTOS["coffee"])  # a frame for the live track
+        finally:
+            viewer.destroy_node()  # every subscriber gone
+        # The frame in flight may still be encoded (it was taken while the viewer listened):
+        # wait for a quiet second first. A busy loop never has one.
+        deadline = time.monotonic() + 60.0
+        while True:
+            before = process_cpu_seconds(process.pid)
+            time.sleep(1.0)
+            if process_cpu_seconds(process.pid) - before < 0.1 or time.monotonic() > deadline:
+                break
         before = process_cpu_seconds(process.pid)
-        time.sleep(1.0)
-        if process_cpu_seconds(process.pid) - before < 0.1 or time.monotonic() > deadline:
-            break
-    before = process_cpu_seconds(process.pid)
-    time.sleep(5.0)
-    used = process_cpu_seconds(process.pid) - before
-    code, _, output = stop_node(process)
+        time.sleep(5.0)
+        used = process_cpu_seconds(process.pid) - before
+    finally:
+        code, _, output = stop_node(process)
     print(f"idle node with a live track: {used / 5.0:.1%} of a core over 5 s")
     # A busy loop would burn about 5 s of CPU here; the node's timers cost milliseconds.
     assert used < 0.5, f"{used:.2f} s of CPU in 5 s with nobody listening"
