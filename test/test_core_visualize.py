@@ -219,3 +219,34 @@ def test_fast_path_equals_full_frame_path_on_a_photo(segmenters):
     index_order = label_image_from_crops(cropped.mask_crops)
     overlay = draw_label_overlay(bgr, index_order, outlines=False)
     assert np.array_equal(overlay, _reference_blend(bgr, full.masks, 0.5))
+
+
+def _reference_outlines(overlay, labels):
+    """Pixels whose in-frame 3x3 neighbourhood holds two labels take the higher label's color."""
+    padded = np.pad(labels, 1, mode="edge")  # repeated border values change no max or min
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3))
+    highest, lowest = windows.max(axis=(2, 3)), windows.min(axis=(2, 3))
+    out = overlay.copy()
+    edges = highest != lowest
+    out[edges] = instance_palette(int(labels.max()))[highest[edges]]
+    return out
+
+
+@pytest.mark.parametrize("size", [(480, 640), (721, 1283)])
+def test_overlay_and_label_image_in_row_bands_equal_one_pass(size):
+    """Frames large enough to be drawn in row bands on two threads: the label image equals
+    label_image, the overlay the full-frame blend plus label-edge outlines."""
+    rng = np.random.default_rng(size[0])
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    masks = _random_masks(rng, 12, size)
+    for first, last in ((0, size[0] // 2), (size[0] // 2 + 1, size[0])):  # edges at the bands'
+        masks.append(np.zeros(size, bool))
+        masks[-1][first:last, size[1] // 3 :] = True
+    scores = rng.uniform(size=len(masks))
+    crops = [MaskCrop.from_mask(m) for m in masks]
+    assert np.array_equal(label_image_from_crops(crops, scores), label_image(masks, scores))
+    labels = label_image_from_crops(crops)  # later wins, as draw_overlay paints
+    plain = draw_label_overlay(image, labels, outlines=False)
+    assert np.array_equal(plain, _reference_blend(image, masks, 0.5))
+    outlined = draw_label_overlay(image, labels, mask_boxes=[c.box for c in crops])
+    assert np.array_equal(outlined, _reference_outlines(plain, labels))

@@ -411,11 +411,13 @@ def _lift_one(
     low, high = _percentiles(core_depths, params.clip_percentile)
     low, high = _extend_through(valid_depths, low, high, params.depth_gap)
     valid &= (z >= low) & (z <= high)
-    rows, cols = np.nonzero(valid)
-    if rows.size < params.min_points:
+    # flatnonzero + divmod: numpy's 2-D nonzero is several times slower.
+    kept = np.flatnonzero(valid)
+    if kept.size < params.min_points:
         return None
-    xyz = np.empty((3, rows.size), dtype=np.float32)
-    xyz[2] = z[valid]  # row-major order, as np.nonzero
+    rows, cols = np.divmod(kept, w)
+    xyz = np.empty((3, kept.size), dtype=np.float32)
+    np.take(z, kept, out=xyz[2])  # row-major order
     # Normalized ray coordinates of the crop's columns and rows, gathered per point.
     ray_x = (np.arange(x0, x0 + w, dtype=np.float32) - np.float32(camera.cx)) / np.float32(
         camera.fx

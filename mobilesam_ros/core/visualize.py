@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.processing.bands import map_row_bands
 from mobilesam_ros.core.processing.postprocess import MaskCrop, mask_box
 
 __all__ = [
@@ -140,8 +141,9 @@ def label_image_from_crops(
 ) -> np.ndarray:
     """`label_image` of the full masks that `crops` stand for, pixel for pixel, from the crops.
 
-    Each crop is painted into its box only (a masked copy, no full-frame mask). `size` (H, W)
-    defaults to the crops' image size; `out` is an optional (H, W) uint8/uint16 buffer to reuse.
+    Each crop is painted into its box only (a masked copy, no full-frame mask), in row bands on
+    two threads. `size` (H, W) defaults to the crops' image size; `out` is an optional (H, W)
+    uint8/uint16 buffer to reuse.
     """
     num = len(crops)
     if size is None:
@@ -161,7 +163,7 @@ def label_image_from_crops(
     if scores is not None and len(scores) != num:
         raise InvalidInputError(f"{len(scores)} scores for {num} crops")
     order = np.argsort(scores, kind="stable") if scores is not None else range(num)
-    fill = None
+    painted = []
     for index in order:
         crop = crops[index]
         if crop.empty:
@@ -170,13 +172,24 @@ def label_image_from_crops(
             raise InvalidInputError(
                 f"crop {index} belongs to a {crop.image_size} image, not {tuple(size)}"
             )
-        height, width = crop.mask.shape
-        if fill is None or fill.shape[0] < height or fill.shape[1] < width:
-            fill = np.empty(size, dtype=dtype)
-        value = fill[:height, :width]
-        value.fill(index + 1)
-        # OpenCV's masked copy is several times faster than numpy's boolean assignment.
-        cv2.copyTo(value, crop.mask.view(np.uint8), labels[crop.slices])
+        painted.append((index + 1, crop))
+
+    def paint_rows(y0: int, y1: int) -> None:
+        fill = np.empty(0, dtype=dtype)
+        for label, crop in painted:
+            height, width = crop.mask.shape
+            first, last = max(crop.y0, y0), min(crop.y0 + height, y1)
+            if first >= last:
+                continue
+            if fill.size < (last - first) * width:
+                fill = np.empty((y1 - y0) * size[1], dtype=dtype)
+            value = fill[: (last - first) * width].reshape(last - first, width)
+            value.fill(label)
+            # OpenCV's masked copy is several times faster than numpy's boolean assignment.
+            mask = crop.mask[first - crop.y0 : last - crop.y0].view(np.uint8)
+            cv2.copyTo(value, mask, labels[first:last, crop.x0 : crop.x0 + width])
+
+    map_row_bands(paint_rows, size[0], size[1])
     return labels
 
 
@@ -221,15 +234,30 @@ def draw_label_overlay(
         bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
     if out is None:
-        out = bgr.copy()
+        out = np.empty_like(bgr)
     elif out.shape != bgr.shape or out.dtype != np.uint8:
         raise InvalidInputError(
             f"out must be a {bgr.shape} uint8 image, got {out.shape} {out.dtype}"
         )
-    elif out is not bgr:
-        np.copyto(out, bgr)
+    if out is not bgr:
+        map_row_bands(lambda y0, y1: np.copyto(out[y0:y1], bgr[y0:y1]), *labels.shape)
+    regions = _overlay_regions(labels, mask_boxes, scale)
     count = 0
-    for (y0, y1, x0, x1), label in _overlay_regions(labels, mask_boxes, scale):
+    if len(regions) == 1 and regions[0][1] is None and labels.dtype == np.uint8:
+        (y0, y1, x0, x1), _ = regions[0]
+        count = int(labels[y0:y1, x0:x1].max())
+    if count and count < _OUTLINE_CODE:
+        # The union of the masks, in row bands: color, blend and outline in one look-up.
+        region = regions[0][0]
+        map_row_bands(
+            lambda r0, r1: _draw_union_rows(
+                out, bgr, labels, region, region[0] + r0, region[0] + r1, alpha, outlines
+            ),
+            region[1] - region[0],
+            region[3] - region[2],
+        )
+        regions = []
+    for (y0, y1, x0, x1), label in regions:
         region_labels = labels[y0:y1, x0:x1]
         if label is None:  # every instance in this region: one color look-up
             count = max(count, int(region_labels.max()))
@@ -243,8 +271,8 @@ def draw_label_overlay(
         # The same per-pixel blend as draw_overlay's, written only where the instance is.
         blended = cv2.addWeighted(bgr[y0:y1, x0:x1], 1.0 - alpha, colors, alpha, 0.0)
         cv2.copyTo(blended, drawn.view(np.uint8), out[y0:y1, x0:x1])
-    if outlines:
-        for (y0, y1, x0, x1), _ in _overlay_regions(labels, mask_boxes, scale):
+    if outlines:  # after every blend: boxes of instances overlap
+        for (y0, y1, x0, x1), _ in regions:
             _draw_label_edges(out[y0:y1, x0:x1], labels[y0:y1, x0:x1], count)
     num = max(count, len(boxes) if boxes is not None else 0, len(captions or ()))
     palette = instance_palette(num)
@@ -317,6 +345,51 @@ def _colorize(labels: np.ndarray, count: int) -> np.ndarray:
         # A 256-entry color map applied by OpenCV: a table look-up, no numpy gather.
         return cv2.applyColorMap(labels, instance_palette(255)[:, None])
     return np.take(instance_palette(count), labels, axis=0)
+
+
+# Outline pixels are colored through the label look-up as code _OUTLINE_CODE + label.
+_OUTLINE_CODE = 128
+
+
+def _outline_palette() -> np.ndarray:
+    """(256, 1, 3) color map: codes 0-127 and 128-255 both give instance_palette(127)."""
+    palette = instance_palette(_OUTLINE_CODE - 1)
+    return np.concatenate([palette, palette])[:, None]
+
+
+def _draw_union_rows(
+    out: np.ndarray,
+    bgr: np.ndarray,
+    labels: np.ndarray,
+    region: tuple[int, int, int, int],
+    r0: int,
+    r1: int,
+    alpha: float,
+    outlines: bool,
+) -> None:
+    """Rows [r0, r1) of the region (y0, y1, x0, x1) that holds every instance: blend each
+    label's color and, with `outlines`, color the pixels whose 3x3 neighbourhood (within the
+    region) holds two labels with the higher one. Labels must be below _OUTLINE_CODE.
+    """
+    y0, y1, x0, x1 = region
+    band_labels = labels[r0:r1, x0:x1]
+    codes = band_labels
+    edges = None
+    if outlines:
+        # One row either side (inside the region) so the 3x3 tests match the whole region's.
+        halo_top, halo_bottom = max(r0 - 1, y0), min(r1 + 1, y1)
+        halo = labels[halo_top:halo_bottom, x0:x1]
+        inner = slice(r0 - halo_top, r1 - halo_top)
+        highest = cv2.dilate(halo, _NEIGHBOURHOOD)[inner]
+        edges = cv2.compare(highest, cv2.erode(halo, _NEIGHBOURHOOD)[inner], cv2.CMP_NE)
+        codes = band_labels.copy()
+        cv2.copyTo(cv2.add(highest, _OUTLINE_CODE), edges, codes)
+    colors = cv2.applyColorMap(codes, _outline_palette())
+    target = out[r0:r1, x0:x1]
+    blended = cv2.addWeighted(bgr[r0:r1, x0:x1], 1.0 - alpha, colors, alpha, 0.0)
+    cv2.copyTo(blended, np.not_equal(band_labels, 0).view(np.uint8), target)
+    if edges is not None:
+        cv2.copyTo(colors, edges, target)
 
 
 def _draw_label_edges(region: np.ndarray, labels: np.ndarray, count: int) -> None:
