@@ -158,13 +158,18 @@ bench-tracking: setup
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
 
 # Memory on the CPU with ONNX Runtime: the core's RSS after load, encode and decoding 1, 10 and
-# 100 boxes, then the node for 60 s under a 10 Hz 640x480 camera with 10 boxes per frame.
+# 100 boxes, then the node for 60 s under a 10 Hz 640x480 camera with 10 boxes per frame, then
+# another 60 s with 100 boxes per frame (the visible objects' boxes and sub-boxes of them), one
+# run after the other.
 bench-memory: setup
 	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
 	$(PY) -m mobilesam_ros.tools.bench_memory \
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))
 	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
 		--seconds 60 --rate 10 --prompts 10 --backend onnxruntime --sample-rss \
+		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
+	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
+		--seconds 60 --rate 10 --prompts 100 --backend onnxruntime --sample-rss \
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
 
 RANDOM_CHECKPOINT := .cache/random-weights-seed0.pt

@@ -1,7 +1,8 @@
 """A simulated camera: a moving, slightly zooming view over a real photo, with known object boxes.
 
 Used by the demo and the benchmarks (and usable in tests): frame k and its boxes are a pure
-function of k, so every run sees the same sequence.
+function of k, so every run sees the same sequence. `prompt_boxes` turns a frame's boxes into any
+number of box prompts (sub-boxes of the objects when more are asked than objects are visible).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max in pixels
+
 # Objects of scikit-image's astronaut photo (512x512): name -> box in photo pixels.
-ASTRONAUT_OBJECTS: dict[str, tuple[float, float, float, float]] = {
+ASTRONAUT_OBJECTS: dict[str, Box] = {
     "person": (15, 15, 365, 512),
     "shuttle": (355, 0, 470, 290),
     "helmet": (275, 340, 512, 512),
@@ -31,7 +34,7 @@ ASTRONAUT_OBJECTS: dict[str, tuple[float, float, float, float]] = {
 class SimulatedFrame:
     index: int
     bgr: np.ndarray  # HxWx3 uint8
-    boxes: dict[str, tuple[float, float, float, float]]  # visible objects, frame pixels
+    boxes: dict[str, Box]  # visible objects, frame pixels
     transform: np.ndarray  # 2x3 affine map from photo pixels to frame pixels
 
 
@@ -42,7 +45,7 @@ class MovingViewCamera:
     def __init__(
         self,
         photo_rgb: np.ndarray,
-        objects: dict[str, tuple[float, float, float, float]],
+        objects: dict[str, Box],
         size: tuple[int, int] = (640, 480),
         period_frames: int = 150,
         pan_pixels: float = 40.0,
@@ -93,6 +96,57 @@ class MovingViewCamera:
             ):
                 boxes[name] = clipped
         return SimulatedFrame(index, bgr, boxes, matrix)
+
+
+# Where the sub-boxes of an object sit in its box: (x, y) as fractions of the room left beside
+# the sub-box, a 3x3 grid with the centre first.
+_SUB_BOX_ANCHORS = (
+    (0.5, 0.5),
+    (0.0, 0.0),
+    (0.5, 0.0),
+    (1.0, 0.0),
+    (0.0, 0.5),
+    (1.0, 0.5),
+    (0.0, 1.0),
+    (0.5, 1.0),
+    (1.0, 1.0),
+)
+
+
+def sub_box(box: Box, k: int) -> Box:
+    """The k-th sub-box (k >= 1) of `box`: 9 anchors per size, each size 0.8 times the last
+    (0.8, 0.64, ... of the box's width and height), so that every k gives another box."""
+    if k < 1:
+        raise ValueError(f"sub-box index must be at least 1, got {k}")
+    level, anchor = divmod(k - 1, len(_SUB_BOX_ANCHORS))
+    fraction = 0.8 ** (level + 1)
+    ax, ay = _SUB_BOX_ANCHORS[anchor]
+    x0, y0, x1, y1 = box
+    width, height = (x1 - x0) * fraction, (y1 - y0) * fraction
+    left = x0 + ax * (x1 - x0 - width)
+    top = y0 + ay * (y1 - y0 - height)
+    return (left, top, left + width, top + height)
+
+
+def prompt_boxes(boxes: dict[str, Box], count: int) -> dict[str, Box]:
+    """`count` box prompts for a frame whose visible objects have `boxes` (name -> box).
+
+    The first `count` objects' own boxes when that many are visible. Otherwise every object's box,
+    then sub-boxes of the objects in turn, named `<name>#k` (`sub_box(box, k)`): all objects'
+    first sub-box, then all second ones, and so on. A name always means the same part of its
+    object, so prompts keep their ids from frame to frame while the object stays in view.
+    """
+    if count < 0:
+        raise ValueError(f"prompt count must be at least 0, got {count}")
+    prompts = dict(list(boxes.items())[:count])
+    k = 1
+    while boxes and len(prompts) < count:
+        for name, box in boxes.items():
+            if len(prompts) == count:
+                break
+            prompts[f"{name}#{k}"] = sub_box(box, k)
+        k += 1
+    return prompts
 
 
 def astronaut_camera(size: tuple[int, int] = (640, 480)) -> MovingViewCamera:

@@ -2,7 +2,9 @@
 
 Starts the installed `seg_node` as a process, publishes a moving view over a real photo with the
 objects' boxes as prompts (one PromptArray per frame, stamped like the frame), collects masks and
-overlays over real DDS, writes overlay frames and prints a latency summary.
+overlays over real DDS, writes overlay frames and prints a latency summary. The camera sees 6 to 8
+objects; --prompts beyond those adds sub-boxes of them (`<name>#k`), so every frame carries N boxes,
+and the summary's "answers with every object" then counts every box sent as an object.
 
 The camera publishes as camera drivers do (best effort, depth 1). When this shell names no Fast
 DDS profile, the demo names the installed config/fastdds.xml the way the README's "Camera frames
@@ -37,7 +39,7 @@ from mobilesam_ros.core import MobileSamError
 from mobilesam_ros.core.model.checkpoint import resolve_checkpoint
 from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray
 from mobilesam_ros.tools.bench_memory import rss_mib
-from mobilesam_ros.tools.camera_sim import astronaut_camera
+from mobilesam_ros.tools.camera_sim import astronaut_camera, prompt_boxes
 from mobilesam_ros.tools.dds_check import installed_profile, profile_in_effect, with_profile
 
 # Counters of the node's diagnostics that the summary reports (reported by releases that have them).
@@ -102,7 +104,9 @@ class DemoClient(Node):
             step=frame.bgr.shape[1] * 3,
         )
         image.data = frame.bgr.tobytes()
-        objects = dict(list(frame.boxes.items())[: self.num_prompts])
+        # The visible objects' boxes, completed with sub-boxes of them up to num_prompts; the
+        # scoring below treats each sub-box as an object of its own, matched by its own box.
+        objects = prompt_boxes(frame.boxes, self.num_prompts)
         stamp = header.stamp.sec * 10**9 + header.stamp.nanosec
         self.frame_boxes[stamp] = objects
         self.image_pub.publish(image)
@@ -318,6 +322,17 @@ def _use_dds_profile(choice: str) -> str | None:
     return profile
 
 
+def _prompt_count(text: str) -> int:
+    """--prompts: 1 to 100, as many as the node answers per message by default (max_prompts)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1 to 100, got {count}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="seg_demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -327,7 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
-    parser.add_argument("--prompts", type=int, default=4, help="box prompts per frame (max 10)")
+    parser.add_argument(
+        "--prompts",
+        type=_prompt_count,
+        default=4,
+        help="box prompts per frame, 1 to 100 (the node's max_prompts; default 4): the visible "
+        "objects' boxes (6 to 8), then sub-boxes of them named <name>#k up to this many",
+    )
     parser.add_argument(
         "--detector-rate",
         type=float,
