@@ -293,6 +293,11 @@ def lift_instances(
     if not same_aspect(camera.width, camera.height, width, height):
         return none_for_all(CAMERA_INFO_SIZE_MISMATCH)
     camera = camera.scaled_to(width, height)
+    # Normalized ray coordinates of every image column and row, gathered per point.
+    rays = (
+        (np.arange(width, dtype=np.float32) - np.float32(camera.cx)) / np.float32(camera.fx),
+        (np.arange(height, dtype=np.float32) - np.float32(camera.cy)) / np.float32(camera.fy),
+    )
 
     result = LiftResult([])
     for mask in masks:
@@ -301,7 +306,7 @@ def lift_instances(
             result.instances.append(None)
             result.counts[EMPTY_MASK] += 1
             continue
-        instance = _lift_one(crop, depth, camera, params, (height, width))
+        instance = _lift_one(crop, depth, rays, params, (height, width))
         if instance is None:
             result.counts[TOO_FEW_DEPTH_POINTS] += 1
         result.instances.append(instance)
@@ -339,12 +344,13 @@ def _square_kernel(radius: int) -> np.ndarray:
     return np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
 
 
-def _flying_pixels(z: np.ndarray, in_range: np.ndarray, threshold: float, reach: int) -> np.ndarray:
-    """Pixels with a neighbour (within `reach`) nearer and one farther by more than threshold."""
+def _not_flying(z: np.ndarray, in_range: np.ndarray, threshold: float, reach: int) -> np.ndarray:
+    """False at flying pixels: a neighbour (within `reach`) nearer and one farther by more than
+    threshold. (Also False at NaN depths, which `in_range` already drops.)"""
     kernel = _square_kernel(reach)
     nearer = cv2.erode(np.where(in_range, z, np.float32(np.inf)), kernel)
     farther = cv2.dilate(np.where(in_range, z, np.float32(0.0)), kernel)
-    return (z - nearer > threshold) & (farther - z > threshold)
+    return (z - nearer <= threshold) | (farther - z <= threshold)
 
 
 def _percentiles(values: np.ndarray, percent: float) -> tuple[float, float]:
@@ -374,7 +380,7 @@ def _reach(beyond: np.ndarray, start: float, gap: float) -> float:
 def _lift_one(
     crop: MaskCrop,
     depth: DepthImage,
-    camera: CameraModel,
+    rays: tuple[np.ndarray, np.ndarray],
     params: LiftParams,
     image_size: tuple[int, int],
 ) -> Instance3D | None:
@@ -393,7 +399,7 @@ def _lift_one(
     if params.flying_threshold > 0:
         # Upsampled depth repeats each value: look as far as one depth pixel reaches.
         reach = max(1, -(-image_size[1] // depth.width), -(-image_size[0] // depth.height))
-        valid &= ~_flying_pixels(z, in_range, params.flying_threshold, reach)
+        valid &= _not_flying(z, in_range, params.flying_threshold, reach)
     valid_depths = z[valid]
     core_depths = valid_depths
     if params.erode_px > 0:
@@ -416,25 +422,18 @@ def _lift_one(
     if kept.size < params.min_points:
         return None
     rows, cols = np.divmod(kept, w)
-    xyz = np.empty((3, kept.size), dtype=np.float32)
-    np.take(z, kept, out=xyz[2])  # row-major order
-    # Normalized ray coordinates of the crop's columns and rows, gathered per point.
-    ray_x = (np.arange(x0, x0 + w, dtype=np.float32) - np.float32(camera.cx)) / np.float32(
-        camera.fx
-    )
-    ray_y = (np.arange(y0, y0 + h, dtype=np.float32) - np.float32(camera.cy)) / np.float32(
-        camera.fy
-    )
-    np.multiply(ray_x[cols], xyz[2], out=xyz[0])
-    np.multiply(ray_y[rows], xyz[2], out=xyz[1])
     cols += x0
     rows += y0
+    xyz = np.empty((3, kept.size), dtype=np.float32)
+    np.take(z, kept, out=xyz[2])  # row-major order
+    np.multiply(rays[0][cols], xyz[2], out=xyz[0])
+    np.multiply(rays[1][rows], xyz[2], out=xyz[1])
     return _describe(xyz, cols, rows)
 
 
 def _describe(xyz: np.ndarray, u: np.ndarray, v: np.ndarray) -> Instance3D:
     # Rows of a (3, N) array: each reduction runs over contiguous memory.
-    centroid = xyz.mean(axis=1).astype(np.float64)  # numpy sums float32 pairwise
+    centroid = xyz.sum(axis=1, dtype=np.float64) / xyz.shape[1]
     low, high = xyz.min(axis=1).astype(np.float64), xyz.max(axis=1).astype(np.float64)
     obb_center, obb_size, obb_axes = oriented_box(xyz)
     return Instance3D(
@@ -458,11 +457,11 @@ def oriented_box(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     step = -(-xyz.shape[1] // OBB_SAMPLE_POINTS)  # ceil division
     sample = xyz[:, ::step].astype(np.float64)
-    sample -= sample.mean(axis=1, keepdims=True)
+    sample -= sample.sum(axis=1, keepdims=True) / sample.shape[1]
     # cv2.eigen: rows are eigenvectors, eigenvalues descending (cheaper than np.linalg.eigh).
     eigenvectors = cv2.eigen(sample @ sample.T)[-1]
     in_plane = eigenvectors[:2].T  # the two axes of most variance, as columns
-    planar = np.ascontiguousarray((in_plane.T @ sample).T, dtype=np.float32)
+    planar = (sample.T @ in_plane).astype(np.float32)  # (n, 2), contiguous
     _, _, angle = cv2.minAreaRect(planar)
     cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     axes = np.empty((3, 3))
