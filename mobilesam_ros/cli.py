@@ -65,7 +65,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     import cv2
 
-    from mobilesam_ros.core.visualize import draw_overlay, label_image
+    from mobilesam_ros.core.visualize import MaskCrop, draw_label_overlay, label_image_from_crops
 
     rgb = read_rgb(args.image)
     boxes = np.array(args.box, dtype=np.float64).reshape(-1, 4) if args.box else None
@@ -98,13 +98,18 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     ).stem
     mask_path = out_dir / f"{stem}_mask.png"
     overlay_path = out_dir / f"{stem}_overlay.png"
-    labels_img = label_image(result.masks, result.scores)
+    # The node's drawing: the label image from each mask's crop, the overlay from the labels.
+    crops = [MaskCrop.from_mask(mask) for mask in result.masks]
+    labels_img = label_image_from_crops(crops, result.scores, rgb.shape[:2])
     # Label i + 1 per prompt; scaled so a plain image viewer shows the instances.
     scale = max(1, 255 // max(1, len(result)))
     cv2.imwrite(str(mask_path), (labels_img * scale).astype(np.uint8))
     captions = [f"{i}: iou {s:.2f}" for i, s in enumerate(result.scores)]
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    cv2.imwrite(str(overlay_path), draw_overlay(bgr, result.masks, boxes, captions))
+    overlay = draw_label_overlay(
+        bgr, labels_img, boxes, captions, mask_boxes=[crop.box for crop in crops], out=bgr
+    )
+    cv2.imwrite(str(overlay_path), overlay)
     for i, (mask, score) in enumerate(zip(result.masks, result.scores, strict=True)):
         print(f"prompt {i}: {int(mask.sum())} pixels, predicted IoU {score:.3f}")
     print(f"wrote {mask_path} and {overlay_path}")
