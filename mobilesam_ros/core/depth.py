@@ -323,8 +323,7 @@ def _crop_of(mask: np.ndarray, image_size: tuple[int, int]) -> MaskCrop | None:
 def _depth_crop(
     depth: DepthImage, x0: int, y0: int, w: int, h: int, image_size: tuple[int, int]
 ) -> np.ndarray:
-    """Depth in metres (float32) at the color pixels of the crop (h x w; a read-only use: a
-    view of the depth image where no conversion is needed)."""
+    """Depth in metres (float32) at the color pixels of the crop (a new h x w array)."""
     height, width = image_size
     if (depth.height, depth.width) == image_size:
         raw = depth.raw[y0 : y0 + h, x0 : x0 + w]
@@ -334,10 +333,9 @@ def _depth_crop(
         np.minimum(rows, depth.height - 1, out=rows)
         np.minimum(cols, depth.width - 1, out=cols)
         raw = depth.raw[rows[:, None], cols[None, :]]
-    if depth.scale == 1.0:  # float32 in metres: a view unless the byte order must change
-        return raw.astype(np.float32, copy=False)
-    metres = raw.astype(np.float32)
-    metres *= np.float32(depth.scale)
+    metres = raw.astype(np.float32)  # also native byte order for big-endian buffers
+    if depth.scale != 1.0:
+        metres *= np.float32(depth.scale)
     return metres
 
 
@@ -365,17 +363,18 @@ def _percentiles(values: np.ndarray, percent: float) -> tuple[float, float]:
 
 def _extend_through(depths: np.ndarray, low: float, high: float, gap: float) -> tuple[float, float]:
     """[low, high] widened over the depths beyond it that continue without a gap over `gap`."""
-    below = depths[depths < low]
-    if below.size and low - float(below.max()) <= gap:
-        below.sort()
-        jumps = np.flatnonzero(np.diff(below) > gap)  # below[i + 1] - below[i] > gap
-        low = float(below[jumps[-1] + 1] if jumps.size else below[0])
-    above = depths[depths > high]
-    if above.size and float(above.min()) - high <= gap:
-        above.sort()
-        jumps = np.flatnonzero(np.diff(above) > gap)
-        high = float(above[jumps[0]] if jumps.size else above[-1])
-    return low, high
+    return (
+        _reach(-np.sort(-depths[depths < low]), low, gap),
+        _reach(np.sort(depths[depths > high]), high, gap),
+    )
+
+
+def _reach(beyond: np.ndarray, start: float, gap: float) -> float:
+    """The last of `beyond` (sorted away from start) reached from start in steps of <= gap."""
+    if beyond.size == 0 or abs(float(beyond[0]) - start) > gap:
+        return start
+    jumps = np.flatnonzero(np.abs(beyond[1:] - beyond[:-1]) > gap)
+    return float(beyond[jumps[0]] if jumps.size else beyond[-1])
 
 
 def _lift_one(
@@ -394,10 +393,9 @@ def _lift_one(
             f"{image_size[1]}x{image_size[0]} image"
         )
     z = _depth_crop(depth, x0, y0, w, h, image_size)
-    # NaN is never in range: dropped with zeros and out-of-range values. (OpenCV's range test
-    # is one call where numpy's takes three; 255 & True = 1 keeps `valid` a 0/1 bool array.)
-    in_range = cv2.inRange(z, params.min_depth, params.max_depth)
-    valid = (in_range & mask.view(np.uint8)).view(bool)
+    # NaN compares False: dropped with zeros and out-of-range values.
+    in_range = (z >= params.min_depth) & (z <= params.max_depth)
+    valid = in_range & mask
     if params.flying_threshold > 0:
         # Upsampled depth repeats each value: look as far as one depth pixel reaches.
         reach = max(1, -(-image_size[1] // depth.width), -(-image_size[0] // depth.height))
@@ -418,7 +416,7 @@ def _lift_one(
         return None
     low, high = _percentiles(core_depths, params.clip_percentile)
     low, high = _extend_through(valid_depths, low, high, params.depth_gap)
-    valid &= cv2.inRange(z, low, high).view(bool)
+    valid &= (z >= low) & (z <= high)
     # flatnonzero + divmod: numpy's 2-D nonzero is several times slower.
     kept = np.flatnonzero(valid)
     if kept.size < params.min_points:
