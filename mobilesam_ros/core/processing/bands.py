@@ -28,6 +28,17 @@ _pool_lock = threading.Lock()
 _inside_band = threading.local()  # set on the pool's thread while it runs a band
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child has none of its parent's threads: it starts its own pool when needed."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _shared_pool() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
