@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.processing.image_codec import check_buffer_layout
 from mobilesam_ros.core.processing.postprocess import MaskCrop
 
 # Counter names (the node adds them to its diagnostics). Per frame: every instance of the frame
@@ -155,17 +156,11 @@ class DepthImage:
                 f"{', '.join(sorted(DEPTH_ENCODINGS))}"
             )
         itemsize = 4 if encoding == "32FC1" else 2
-        if height <= 0 or width <= 0:
-            raise InvalidInputError(f"depth image size must be positive, got {width}x{height}")
-        if step < width * itemsize or step % itemsize:
-            raise InvalidInputError(
-                f"depth step {step} does not fit width {width} of {encoding} ({itemsize} B/pixel)"
-            )
         buffer = np.frombuffer(data, dtype=np.uint8)
-        if buffer.size < step * height:
+        check_buffer_layout(buffer.size, height, width, step, itemsize, "depth image")
+        if step % itemsize:
             raise InvalidInputError(
-                f"depth buffer has {buffer.size} bytes, {step * height} expected "
-                f"({height} rows of {step})"
+                f"depth image step {step} is not a whole number of {encoding} pixels"
             )
         kind = "f4" if encoding == "32FC1" else "u2"
         dtype = np.dtype((">" if is_bigendian else "<") + kind)

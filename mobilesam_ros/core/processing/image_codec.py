@@ -57,6 +57,23 @@ def check_raw_image(data_size: int, height: int, width: int, step: int, encoding
     _layout(data_size, height, width, step, encoding)
 
 
+def check_buffer_layout(
+    data_size: int, height: int, width: int, step: int, bytes_per_pixel: int, what: str = "image"
+) -> None:
+    """Size, row step and buffer length of a sensor_msgs/Image-like buffer; InvalidInputError
+    naming `what` and the field that is wrong."""
+    if height <= 0 or width <= 0:
+        raise InvalidInputError(f"{what} is empty: {width}x{height}")
+    if step < width * bytes_per_pixel:
+        raise InvalidInputError(
+            f"{what} step {step} is smaller than width {width} x {bytes_per_pixel} bytes per pixel"
+        )
+    if data_size < step * height:
+        raise InvalidInputError(
+            f"{what} data has {data_size} bytes, fewer than step x height = {step * height}"
+        )
+
+
 def _layout(data_size: int, height: int, width: int, step: int, encoding: str) -> tuple[str, int]:
     name = encoding.lower()
     if name in _DIRECT:
@@ -67,16 +84,7 @@ def _layout(data_size: int, height: int, width: int, step: int, encoding: str) -
         raise InvalidInputError(
             f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
         )
-    if height <= 0 or width <= 0:
-        raise InvalidInputError(f"image is empty: {width}x{height}")
-    if step < width * bytes_per_pixel:
-        raise InvalidInputError(
-            f"step {step} is smaller than width {width} x {bytes_per_pixel} bytes per pixel"
-        )
-    if data_size < step * height:
-        raise InvalidInputError(
-            f"image data has {data_size} bytes, fewer than step x height = {step * height}"
-        )
+    check_buffer_layout(data_size, height, width, step, bytes_per_pixel)
     if bytes_per_pixel == 2 and name not in ("mono16", "16uc1") and width % 2:
         raise InvalidInputError(f"{encoding} images need an even width, got {width}")
     return name, bytes_per_pixel
