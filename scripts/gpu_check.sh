@@ -28,7 +28,6 @@ print('GPU:', torch.cuda.get_device_name(0), '| devices:', torch.cuda.device_cou
 """PyTorch CUDA path: encoder alone (SDPA and explicit attention), stages, end to end, accuracy."""
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -38,7 +37,7 @@ import torch
 from mobilesam_ros.core import Segmenter
 from mobilesam_ros.core.backends.torch_device import DevicePipeline
 from mobilesam_ros.core.model.modules import load_modules, write_random_checkpoint
-from mobilesam_ros.tools.bench import benchmark_boxes, benchmark_frame
+from mobilesam_ros.tools.bench import _median_ms, _time, benchmark_boxes, benchmark_frame
 
 cache = Path(sys.argv[1])
 checkpoint = write_random_checkpoint(cache / "random-weights-seed0.pt", seed=0)
@@ -46,14 +45,7 @@ modules = load_modules(checkpoint)
 
 
 def median_ms(fn, iterations=100, warmup=10):
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1e3
+    return _median_ms(_time(fn, iterations, warmup))
 
 
 for fused in (True, False):
