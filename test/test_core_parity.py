@@ -125,22 +125,18 @@ def test_matches_official_predictor_at_camera_sizes(segmenters, official_predict
     ]
     for segmenter in segmenters.values():
         embedding = segmenter.encode(image)
-        result = segmenter.decode(embedding, boxes=boxes)
-        for i, expected in enumerate(expected_boxes):
-            _assert_matches(
-                [a[0] for a in expected],
-                result.masks[i],
-                result.scores[i],
-                result.low_res_logits[i],
-            )
-        result = segmenter.decode(embedding, points=points)
-        for i, expected in enumerate(expected_points):
-            _assert_matches(
-                [a[0] for a in expected],
-                result.masks[i],
-                result.scores[i],
-                result.low_res_logits[i],
-            )
+        for prompts, expected_all in (
+            ({"boxes": boxes}, expected_boxes),
+            ({"points": points}, expected_points),
+        ):
+            result = segmenter.decode(embedding, **prompts)
+            for i, expected in enumerate(expected_all):
+                _assert_matches(
+                    [a[0] for a in expected],
+                    result.masks[i],
+                    result.scores[i],
+                    result.low_res_logits[i],
+                )
 
 
 def test_random_checkpoint_has_official_layout(random_checkpoint):
