@@ -38,6 +38,7 @@ from std_msgs.msg import Header
 from mobilesam_ros.core import MobileSamError
 from mobilesam_ros.core.model.checkpoint import resolve_checkpoint
 from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray
+from mobilesam_ros.ros.parameters import parameter
 from mobilesam_ros.tools.bench_memory import rss_mib
 from mobilesam_ros.tools.camera_sim import astronaut_camera, prompt_boxes
 from mobilesam_ros.tools.dds_check import installed_profile, profile_in_effect, with_profile
@@ -322,14 +323,18 @@ def _use_dds_profile(choice: str) -> str | None:
     return profile
 
 
+# --prompts: at most as many as the node answers per message by default.
+MAX_PROMPTS = int(parameter("max_prompts").default)
+
+
 def _prompt_count(text: str) -> int:
-    """--prompts: 1 to 100, as many as the node answers per message by default (max_prompts)."""
+    """--prompts: 1 to MAX_PROMPTS."""
     try:
         count = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= count <= 100:
-        raise argparse.ArgumentTypeError(f"must be 1 to 100, got {count}")
+    if not 1 <= count <= MAX_PROMPTS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_PROMPTS}, got {count}")
     return count
 
 
@@ -346,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         "--prompts",
         type=_prompt_count,
         default=4,
-        help="box prompts per frame, 1 to 100 (the node's max_prompts; default 4): the visible "
-        "objects' boxes (6 to 8), then sub-boxes of them named <name>#k up to this many",
+        help=f"box prompts per frame, 1 to {MAX_PROMPTS} (the node's max_prompts; default 4): the "
+        "visible objects' boxes (6 to 8), then sub-boxes of them named <name>#k up to this many",
     )
     parser.add_argument(
         "--detector-rate",
