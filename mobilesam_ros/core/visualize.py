@@ -7,6 +7,7 @@ but not the number of mask pixels drawn (`label_image_from_crops`, `draw_label_o
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 
@@ -358,10 +359,14 @@ def _colorize(labels: np.ndarray, count: int) -> np.ndarray:
 _OUTLINE_CODE = 128
 
 
+@functools.cache
 def _outline_palette() -> np.ndarray:
-    """(256, 1, 3) color map: codes 0-127 and 128-255 both give instance_palette(127)."""
+    """(256, 1, 3) color map: codes 0-127 and 128-255 both give instance_palette(127).
+    Built once (the instance colors never change), read-only."""
     palette = instance_palette(_OUTLINE_CODE - 1)
-    return np.concatenate([palette, palette])[:, None]
+    table = np.concatenate([palette, palette])[:, None]
+    table.flags.writeable = False
+    return table
 
 
 def _draw_union_rows(
