@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mobilesam_ros.core.errors import CheckpointError, DownloadError
+from mobilesam_ros.core.files import write_atomically
 from mobilesam_ros.core.progress import Progress
 
 _log = logging.getLogger(__name__)
@@ -90,23 +90,20 @@ def resolve_checkpoint(
 def download_checkpoint(source: CheckpointSource, target: Path, progress: bool = True) -> Path:
     """Download `source` to `target`, verify size and digests, then rename it into place.
 
-    The file is written under a temporary name in the target folder, so an interrupted or
-    failed download never leaves a partial file at `target`, and concurrent downloads do not
-    see each other's halves.
+    The file is written under a temporary name in the target folder (`write_atomically`), so an
+    interrupted or failed download never leaves a partial file at `target`, and concurrent
+    downloads do not see each other's halves.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     offline_hint = (
         f"Without network access, download the file on another machine and copy it to "
         f"{target}, or pass the path of a local copy as the `checkpoint` parameter."
     )
     md5 = hashlib.md5()
     git_sha1 = hashlib.sha1(b"blob %d\0" % source.size)
-    received = 0
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{source.filename}.", suffix=".part", dir=target.parent
-    )
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def download_into(part: Path) -> None:  # raising discards the partial file
+        received = 0
+        with open(part, "wb") as out:
             try:
                 response = urllib.request.urlopen(source.url, timeout=30)
             except (urllib.error.URLError, OSError) as exc:
@@ -126,8 +123,6 @@ def download_checkpoint(source: CheckpointSource, target: Path, progress: bool =
                     md5.update(chunk)
                     git_sha1.update(chunk)
                     bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
         if received != source.size:
             raise DownloadError(
                 f"download of {source.url} is truncated: {received} of {source.size} bytes. "
@@ -139,10 +134,8 @@ def download_checkpoint(source: CheckpointSource, target: Path, progress: bool =
                 f"(MD5 {md5.hexdigest()}, expected {source.md5}); the file was discarded. "
                 f"{offline_hint}"
             )
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+
+    write_atomically(target, download_into)
     return target
 
 
