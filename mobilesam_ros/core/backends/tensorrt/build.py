@@ -54,7 +54,7 @@ from mobilesam_ros.core.backends.tensorrt.graph_prep import (
 )
 from mobilesam_ros.core.choices import DEFAULT_PRECISION
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
-from mobilesam_ros.core.files import exclusive_lock, write_bytes_atomically
+from mobilesam_ros.core.files import exclusive_lock, write_atomically, write_bytes_atomically
 from mobilesam_ros.core.model.export import OnnxModels
 from mobilesam_ros.core.progress import say
 
@@ -77,11 +77,6 @@ def onnx_files(models: OnnxModels) -> dict[str, Path]:
 # Graphs and networks
 
 
-def _partial(path: Path) -> Path:
-    """A temp name of this process: builds of other configurations may prepare the same graph."""
-    return path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-
-
 class PreparedGraphs:
     """The graphs TensorRT parses, written once per ONNX file and variant into `folder`."""
 
@@ -98,10 +93,8 @@ class PreparedGraphs:
     def folded(self, graph: str) -> Path:
         path = self._path(graph, "folded")
         if not path.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            partial = _partial(path)
-            fold_constants(self.sources[graph], partial)
-            os.replace(partial, path)
+            # A temporary file of its own: builds of other configurations may prepare it too.
+            write_atomically(path, lambda partial: fold_constants(self.sources[graph], partial))
         return path
 
     def for_build(
@@ -115,9 +108,12 @@ class PreparedGraphs:
         islands = path.with_suffix(".fp32-nodes.json")
         if path.exists() and islands.exists():
             return path, list(json.loads(islands.read_text()))
-        partial = _partial(path)
-        _, kept = mixed_fp16_graph(folded, partial, graph, level)
-        os.replace(partial, path)
+        kept: list[str] = []
+
+        def convert(partial: Path) -> None:
+            kept.extend(mixed_fp16_graph(folded, partial, graph, level)[1])
+
+        write_atomically(path, convert)
         write_bytes_atomically(islands, json.dumps(kept).encode())
         return path, kept
 
