@@ -176,6 +176,36 @@ def test_instances_without_enough_depth_get_no_pose_and_are_counted() -> None:
     assert result.counts == {TOO_FEW_DEPTH_POINTS: 2, EMPTY_MASK: 1}
 
 
+def test_instances_lifted_together_equal_each_lifted_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Instances share per-pixel arrays in groups; an instance whose depth range keeps too few
+    # points in the middle of a group must not hand its points to a neighbour.
+    scene = render_scene(DEFAULT_BOXES, **FAULTS)
+    depth = scene.depth.copy()
+    ramp = scene.masks[1]
+    depth[ramp] = 1.5 + 0.001 * np.arange(np.count_nonzero(ramp))  # 1 mm apart, all different
+    depth_image, camera = DepthImage.from_metres(depth), _camera(scene)
+    # The 49.9th to 50.1st percentiles, not extended over 1 mm steps, keep about 10 points.
+    params = LiftParams(
+        clip_percentile=49.9, depth_gap=0.0005, flying_threshold=0.0, min_points=30
+    )
+    alone = [lift_instances([m], depth_image, camera, params).instances[0] for m in scene.masks]
+    assert alone[1] is None and alone[0] is not None and alone[2] is not None
+    for group_pixels in (1 << 19, 1):  # one group, and a group per instance
+        monkeypatch.setattr("mobilesam_ros.core.depth.LIFT_GROUP_PIXELS", group_pixels)
+        together = lift_instances(scene.masks, depth_image, camera, params)
+        assert together.counts == {TOO_FEW_DEPTH_POINTS: 1}
+        assert together.instances[1] is None
+        for a, b in ((alone[0], together.instances[0]), (alone[2], together.instances[2])):
+            assert b is not None
+            np.testing.assert_array_equal(a.points, b.points)
+            np.testing.assert_array_equal(a.u, b.u)
+            np.testing.assert_array_equal(a.v, b.v)
+            np.testing.assert_array_equal(a.centroid, b.centroid)
+            np.testing.assert_array_equal(a.obb_size, b.obb_size)
+
+
 def test_out_of_range_depth_is_ignored() -> None:
     scene = render_scene(DEFAULT_BOXES)
     near = lift_instances(
