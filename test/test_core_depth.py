@@ -187,9 +187,7 @@ def test_instances_lifted_together_equal_each_lifted_alone(
     depth[ramp] = 1.5 + 0.001 * np.arange(np.count_nonzero(ramp))  # 1 mm apart, all different
     depth_image, camera = DepthImage.from_metres(depth), _camera(scene)
     # The 49.9th to 50.1st percentiles, not extended over 1 mm steps, keep about 10 points.
-    params = LiftParams(
-        clip_percentile=49.9, depth_gap=0.0005, flying_threshold=0.0, min_points=30
-    )
+    params = LiftParams(clip_percentile=49.9, depth_gap=0.0005, flying_threshold=0.0, min_points=30)
     alone = [lift_instances([m], depth_image, camera, params).instances[0] for m in scene.masks]
     assert alone[1] is None and alone[0] is not None and alone[2] is not None
     for group_pixels in (1 << 19, 1):  # one group, and a group per instance
