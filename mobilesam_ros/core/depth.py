@@ -440,15 +440,10 @@ class _CropSpans:
         self.offsets = np.zeros(len(crops) + 1, dtype=np.intp)
         np.cumsum([crop.mask.size for crop in crops], out=self.offsets[1:])
         self.total = int(self.offsets[-1])
-
-    def views(self, flat: np.ndarray) -> list[np.ndarray]:
-        """Each crop's (h, w) view of a per-pixel array."""
-        return [
-            flat[start:end].reshape(crop.mask.shape)
-            for crop, start, end in zip(
-                self.crops, self.offsets[:-1], self.offsets[1:], strict=True
-            )
-        ]
+        # (crop, start, end) of each crop, for the loops that work per crop.
+        self.spans = list(
+            zip(crops, self.offsets[:-1].tolist(), self.offsets[1:].tolist(), strict=True)
+        )
 
 
 def _lift_crops(
@@ -469,19 +464,12 @@ def _lift_crops(
     in_mask = np.empty(spans.total, dtype=bool)
     ray_x = np.empty(spans.total, dtype=np.float32)  # (u - cx) / fx of each pixel
     ray_y = np.empty(spans.total, dtype=np.float32)  # (v - cy) / fy of each pixel
-    for crop, z_view, mask_view, x_view, y_view in zip(
-        crops,
-        spans.views(z),
-        spans.views(in_mask),
-        spans.views(ray_x),
-        spans.views(ray_y),
-        strict=True,
-    ):
-        h, w = crop.mask.shape
-        _depth_crop(depth, crop.x0, crop.y0, z_view, image_size)
-        np.copyto(mask_view, crop.mask)
-        x_view[...] = rays[0][crop.x0 : crop.x0 + w]
-        y_view[...] = rays[1][crop.y0 : crop.y0 + h, None]
+    for crop, start, end in spans.spans:
+        h, w = shape = crop.mask.shape
+        _depth_crop(depth, crop.x0, crop.y0, z[start:end].reshape(shape), image_size)
+        np.copyto(in_mask[start:end].reshape(shape), crop.mask)
+        ray_x[start:end].reshape(shape)[...] = rays[0][crop.x0 : crop.x0 + w]
+        ray_y[start:end].reshape(shape)[...] = rays[1][crop.y0 : crop.y0 + h, None]
 
     # NaN compares False: dropped with zeros and out-of-range values.
     in_range = (z >= params.min_depth) & (z <= params.max_depth)
@@ -499,12 +487,12 @@ def _lift_crops(
     if params.erode_px > 0:
         core = np.empty(spans.total, dtype=np.uint8)
         kernel = _square_kernel(params.erode_px)
-        for mask_view, core_view in zip(spans.views(in_mask), spans.views(core), strict=True):
+        for crop, start, end in spans.spans:
             # The mask's 0/1 bytes eroded stay 0/1.
             cv2.erode(
-                mask_view.view(np.uint8),
+                crop.mask.view(np.uint8),
                 kernel,
-                dst=core_view,
+                dst=core[start:end].reshape(crop.mask.shape),
                 borderType=cv2.BORDER_CONSTANT,
                 borderValue=0,
             )
@@ -574,15 +562,14 @@ def _not_flying(
     farthest_input = cv2.copyTo(z, usable)  # a new array is zero-filled
     nearer = np.empty_like(z)
     farther = np.empty_like(z)
-    for near_in, far_in, near_out, far_out in zip(
-        spans.views(nearest_input),
-        spans.views(farthest_input),
-        spans.views(nearer),
-        spans.views(farther),
-        strict=True,
-    ):
-        cv2.erode(near_in, kernel, dst=near_out)
-        cv2.dilate(far_in, kernel, dst=far_out)
+    for crop, start, end in spans.spans:
+        shape = crop.mask.shape
+        cv2.erode(
+            nearest_input[start:end].reshape(shape), kernel, dst=nearer[start:end].reshape(shape)
+        )
+        cv2.dilate(
+            farthest_input[start:end].reshape(shape), kernel, dst=farther[start:end].reshape(shape)
+        )
     return (z - nearer <= threshold) | (farther - z <= threshold)
 
 
@@ -605,19 +592,41 @@ def _describe_all(
         all_axes.append(axes)
     box_lows = np.minimum.reduceat(in_box, starts, axis=1).astype(np.float64)
     box_highs = np.maximum.reduceat(in_box, starts, axis=1).astype(np.float64)
+    # (K, 3) rows, one per instance, computed for all instances at once.
+    axes_stack = np.array(all_axes)
+    obb_centers = np.einsum("kij,jk->ki", axes_stack, (box_lows + box_highs) / 2.0)
     return [
         Instance3D(
-            centroid=centroids[:, i],
-            aabb_center=(lows[:, i] + highs[:, i]) / 2.0,
-            aabb_size=highs[:, i] - lows[:, i],
-            obb_center=axes @ ((box_lows[:, i] + box_highs[:, i]) / 2.0),
-            obb_size=box_highs[:, i] - box_lows[:, i],
+            centroid=centroid,
+            aabb_center=aabb_center,
+            aabb_size=aabb_size,
+            obb_center=obb_center,
+            obb_size=obb_size,
             obb_axes=axes,
             xyz=xyz[:, start:end],
             pixels=pixels,
         )
-        for i, (start, end, axes, pixels) in enumerate(
-            zip(starts, ends, all_axes, pixel_sets, strict=True)
+        for (
+            centroid,
+            aabb_center,
+            aabb_size,
+            obb_center,
+            obb_size,
+            axes,
+            start,
+            end,
+            pixels,
+        ) in zip(
+            centroids.T,
+            ((lows + highs) / 2.0).T,
+            (highs - lows).T,
+            obb_centers,
+            (box_highs - box_lows).T,
+            all_axes,
+            starts,
+            ends,
+            pixel_sets,
+            strict=True,
         )
     ]
 
