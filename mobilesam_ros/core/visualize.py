@@ -7,7 +7,6 @@ but not the number of mask pixels drawn (`label_image_from_crops`, `draw_label_o
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Sequence
 
@@ -245,7 +244,7 @@ def draw_label_overlay(
     if len(regions) == 1 and regions[0][1] is None and labels.dtype == np.uint8:
         (y0, y1, x0, x1), _ = regions[0]
         count = int(labels[y0:y1, x0:x1].max())
-    if count and count < _OUTLINE_CODE:
+    if count:
         # The union of the masks, in row bands: color, blend and outline in one look-up.
         region = regions[0][0]
         map_row_bands(
@@ -355,20 +354,6 @@ def _colorize(labels: np.ndarray, count: int) -> np.ndarray:
     return np.take(instance_palette(count), labels, axis=0)
 
 
-# Outline pixels are colored through the label look-up as code _OUTLINE_CODE + label.
-_OUTLINE_CODE = 128
-
-
-@functools.cache
-def _outline_palette() -> np.ndarray:
-    """(256, 1, 3) color map: codes 0-127 and 128-255 both give instance_palette(127).
-    Built once (the instance colors never change), read-only."""
-    palette = instance_palette(_OUTLINE_CODE - 1)
-    table = np.concatenate([palette, palette])[:, None]
-    table.flags.writeable = False
-    return table
-
-
 def _draw_union_rows(
     out: np.ndarray,
     bgr: np.ndarray,
@@ -382,7 +367,7 @@ def _draw_union_rows(
     """Frame rows [r0, r1) of the overlay whose instances all lie in `region` (y0, y1, x0, x1):
     the frame outside it, each label's color blended inside it and, with `outlines`, the
     pixels whose 3x3 neighbourhood (within the region) holds two labels in the higher one's
-    color. Labels must be below _OUTLINE_CODE.
+    color. `labels` must be uint8.
     """
     y0, y1, x0, x1 = region
     in_place = out is bgr
@@ -405,9 +390,10 @@ def _draw_union_rows(
         inner = slice(r0 - halo_top, r1 - halo_top)
         highest = cv2.dilate(halo, _NEIGHBOURHOOD)[inner]
         edges = cv2.compare(highest, cv2.erode(halo, _NEIGHBOURHOOD)[inner], cv2.CMP_NE)
-        codes = band_labels.copy()
-        cv2.copyTo(cv2.add(highest, _OUTLINE_CODE), edges, codes)
-    colors = cv2.applyColorMap(codes, _outline_palette())
+        # Off the edges a pixel's 3x3 neighbourhood holds its own label only, so the highest
+        # label is the pixel's: one look-up colors the masks and the outlines alike.
+        codes = highest
+    colors = cv2.applyColorMap(codes, instance_palette(255)[:, None])
     target, frame = out[r0:r1, x0:x1], bgr[r0:r1, x0:x1]
     if in_place:
         blended = cv2.addWeighted(frame, 1.0 - alpha, colors, alpha, 0.0)
