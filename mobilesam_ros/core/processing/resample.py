@@ -1,22 +1,23 @@
 """Pillow's bilinear shrink as a few matrix products, for sizes whose ratio repeats.
 
 `Image.resize(size, Image.BILINEAR)` filters each axis with a triangle as wide as the scale
-(antialiased), horizontal pass first. Where an axis's input and output sizes have a short ratio
-P/Q (1920 -> 1024 is 15/8), every P input pixels give Q outputs with the same weights: a pass
-is one (.., P) @ (P, Q) product over the whole plane, plus a multiply-add for the inputs that
-reach into the neighbouring block and a small product for the blocks at the image borders,
-where Pillow clips and renormalizes the window. numpy's matrix products and ufuncs release the
-GIL, so row bands run in parallel.
+(antialiased). Where an axis's input and output sizes have a short ratio P/Q (1920 -> 1024 is
+15/8), every P input pixels give Q outputs with the same weights: a pass is a product of each
+block with one (P + neighbours, Q) matrix, plus a small product for the blocks at the image
+borders, where Pillow clips and renormalizes the window. numpy's matrix products and ufuncs
+release the GIL, so row bands run in parallel.
 
 The weights are Pillow's own fixed-point ones (`precompute_coeffs` and `normalize_coeffs_8bpc`
-in libImaging/Resample.c), applied in float32. Pillow also rounds the horizontal pass to 8 bits
-before the vertical one; this module does not. The difference before the final rounding is then
-at most half a grey level, so the result is at most 1 grey level from Pillow's, in about 10-18 %
-of the values (tests). Rounding the intermediate would not make it exact: float32 cannot tell
-which way Pillow's exact sum rounds where it lies within 1e-5 of k + 0.5, and the weights'
-rational ratios put 1-3 % of the sums there. Plain rounding then reached 2 grey levels; keeping
-those ties at k + 0.5 holds 1 grey level in 1-3 % of the values but costs four passes more over
-the intermediate, about a quarter of the shrink's time.
+in libImaging/Resample.c), applied in float32. Pillow rounds its horizontal pass to 8 bits
+before the vertical one; this module does not, so the difference before the final rounding is
+at most half a grey level and the result at most 1 grey level from Pillow's, in about 10-18 %
+of the values (tests). Rounding in between would not make it exact: float32 cannot tell which
+way Pillow's exact sum rounds where it lies within 1e-5 of k + 0.5, and the weights' rational
+ratios put 1-3 % of the sums there; plain rounding then reached 2 grey levels. Keeping those
+ties at k + 0.5 holds 1 grey level in 1-3 % of the values, but its four extra passes over the
+intermediate cost about a quarter of the shrink's time. Unrounded, the two passes commute, so
+the vertical one runs first: over contiguous rows it is the cheaper pass per pixel, and the
+horizontal one then has half as many rows.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ def _add_taps(
     taps: _Taps | None, source: np.ndarray, target: np.ndarray, scratch: np.ndarray, reach: int
 ) -> None:
     """Add the taps of each block's neighbour (`reach` -1: the previous block, +1: the next)
-    into `target` (rows, blocks, Q) from `source` (rows, blocks, P), any numeric dtype.
+    into `target` (rows, blocks, Q) from `source` (rows, blocks, P).
     `scratch`: float32 (2, rows, blocks - 1). Two-dimensional operations, one per output and
     input: a column every P (or Q) elements is all they touch."""
     if taps is None:
@@ -227,19 +228,18 @@ def _add_taps(
 
 
 def _horizontal(
-    plan: AxisPlan, pixels: np.ndarray, source: np.ndarray, target: np.ndarray, scratch: np.ndarray
+    plan: AxisPlan, source: np.ndarray, target: np.ndarray, scratch: np.ndarray
 ) -> None:
-    """Filter the rows of `source` (rows, n_in) float32 into `target` (rows, n_out), both
-    contiguous; `pixels` is `source` as uint8 (neighbour taps read it: 4 times fewer bytes).
-    `scratch`: float32 (2, rows, blocks - 1)."""
+    """Filter the rows of `source` (rows, n_in) into `target` (rows, n_out), float32 and
+    contiguous. `scratch`: float32 (2, rows, blocks - 1)."""
     period, outputs, blocks = plan.period, plan.outputs, plan.blocks
     rows = source.shape[0]
     _matmul_rows(source.reshape(-1, period), plan.main, target.reshape(-1, outputs))
     if blocks > 1:
-        pixel_blocks = pixels.reshape(rows, blocks, period)
+        source_blocks = source.reshape(rows, blocks, period)
         target_blocks = target.reshape(rows, blocks, outputs)
-        _add_taps(plan.previous, pixel_blocks, target_blocks, scratch, -1)
-        _add_taps(plan.following, pixel_blocks, target_blocks, scratch, 1)
+        _add_taps(plan.previous, source_blocks, target_blocks, scratch, -1)
+        _add_taps(plan.following, source_blocks, target_blocks, scratch, 1)
     for border in plan.borders:  # last: they replace what the repeating weights gave
         _matmul_rows(
             source[:, border.start : border.stop],
@@ -340,10 +340,9 @@ class PeriodicShrink:
             self._buffers[(b0, b1, image.shape[2])] = buffers
         cv2.split(image[r0:r1], buffers.pixels)
         for channel in channels:
-            pixels = buffers.pixels[channel]
-            np.copyto(buffers.plane, pixels)
-            _horizontal(self.columns, pixels, buffers.plane, buffers.across, buffers.scratch)
-            _vertical(self.rows, buffers.across, r0, buffers.result, b0, b1)
+            np.copyto(buffers.plane, buffers.pixels[channel])
+            _vertical(self.rows, buffers.plane, r0, buffers.down, b0, b1)
+            _horizontal(self.columns, buffers.down, buffers.result, buffers.scratch)
             finish(buffers, channel, buffers.result, y0, y1)
         if after is not None:
             after(buffers, y0, y1)
@@ -415,8 +414,8 @@ class _BandBuffers:
     ) -> None:
         self.pixels = [np.empty((rows, width), np.uint8) for _ in range(channels)]
         self.plane = np.empty((rows, width), np.float32)
-        self.across = np.empty((rows, out_width), np.float32)  # after the horizontal pass
-        self.scratch = np.empty((2, rows, max(blocks - 1, 1)), np.float32)
+        self.down = np.empty((out_rows, width), np.float32)  # after the vertical pass
+        self.scratch = np.empty((2, out_rows, max(blocks - 1, 1)), np.float32)
         self.result = np.empty((out_rows, out_width), np.float32)
         self._out_planes: list[np.ndarray] = []
 
