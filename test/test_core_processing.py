@@ -238,6 +238,8 @@ def test_weights_are_pillows(width):
 def test_block_form_only_for_short_periods():
     assert PeriodicShrink.for_sizes((1079, 1919), resized_shape(1079, 1919)) is None
     assert PeriodicShrink.for_sizes((1080, 810), resized_shape(1080, 810)) is None  # 135/128
+    # 47/32: a short period, but its dense block products are slower than Pillow's filter.
+    assert PeriodicShrink.for_sizes((1128, 1504), resized_shape(1128, 1504)) is None
     assert PeriodicShrink.for_sizes((480, 640), resized_shape(480, 640)) is None  # enlarged
     image = camera_frame(1079, 1919)  # falls back to Pillow itself
     target = resized_shape(1079, 1919)
