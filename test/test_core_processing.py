@@ -104,7 +104,8 @@ def _pillow_resize(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 # A shrink in block form is within 1 grey level of Pillow's (it skips Pillow's rounding between
-# the passes); measured on photos and noise: 9-18 % of the values differ, by 1.
+# the passes); measured on photos and noise: 9-18 % of the values differ, by 1 (so the mean
+# difference in grey levels is that fraction too).
 BLOCK_SHRINK_DIFFERING = 0.2
 
 

@@ -79,7 +79,8 @@ class _Taps:
 
 @dataclass(frozen=True)
 class _BorderBlock:
-    """A block whose weights differ from the repeating ones (clipped at the image border)."""
+    """A block whose weights differ from the repeating ones (at the image borders, where Pillow
+    clips and renormalizes the window)."""
 
     block: int
     start: int  # its inputs [start, stop)
@@ -114,6 +115,7 @@ class AxisPlan:
 
 
 def _taps(rows: np.ndarray, offsets: range) -> _Taps | None:
+    """The weights `rows` (inputs of the neighbouring block at `offsets`, Q) as taps."""
     used = np.flatnonzero(rows.any(axis=0))
     if used.size == 0:
         return None
