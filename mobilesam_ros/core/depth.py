@@ -647,14 +647,14 @@ def _box_axes(xyz: np.ndarray) -> np.ndarray:
     """The oriented box's axes (3, 3 columns, right-handed), fitted to at most
     OBB_SAMPLE_POINTS evenly spread points of (3, N) `xyz`."""
     step = -(-xyz.shape[1] // OBB_SAMPLE_POINTS)  # ceil division
-    sample = np.ascontiguousarray(xyz[:, ::step])
-    # Mean and scatter matrix in one OpenCV call; cv2.eigen: rows are eigenvectors, eigenvalues
-    # descending (both cheaper than numpy's at this size).
-    scatter, _ = cv2.calcCovarMatrix(sample, None, cv2.COVAR_NORMAL | cv2.COVAR_COLS)
-    first, second, _ = cv2.eigen(scatter)[-1].tolist()
+    sample = xyz[:, ::step].astype(np.float64)
+    sample -= sample.sum(axis=1, keepdims=True) / sample.shape[1]
+    # The scatter matrix in numpy: OpenCV's calcCovarMatrix is faster alone but runs on the
+    # thread pool, whose workers then spin through the rest of the lifting (twice the CPU time).
+    # cv2.eigen: rows are eigenvectors, eigenvalues descending (cheaper than np.linalg.eigh).
+    first, second, _ = cv2.eigen(sample @ sample.T)[-1].tolist()
     in_plane = np.array([first, second], dtype=np.float32)
-    # The rectangle's angle does not depend on where the points are: no centering needed.
-    planar = sample.T @ in_plane.T  # (n, 2), contiguous
+    planar = sample.T.astype(np.float32) @ in_plane.T  # (n, 2), contiguous
     _, _, angle = cv2.minAreaRect(planar)
     cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     # Rectangle sides in 3D (the in-plane axes rotated by angle) and their cross product.
