@@ -171,13 +171,7 @@ class ImagePreprocessor:
         sources = [channel_order.index(name) for name in "rgb"]
         shrunk = nh < height or nw < width
         if shrunk and self._shrink is not None:
-
-            def normalize(channel: int, rows: np.ndarray, y0: int, y1: int) -> None:
-                plane = self._input[0, channel, y0:y1, :nw]
-                np.multiply(rows, self._scale[channel], out=plane)
-                plane += self._offset[channel]
-
-            self._shrink.each_channel(image, sources, normalize)
+            self._shrink.each_channel(image, sources, self._normalize)
             return self._input, geometry
         resized = image
         if not shrunk and (nh, nw) != (height, width):  # enlarged into a reused buffer
@@ -187,14 +181,18 @@ class ImagePreprocessor:
 
         def band(y0: int, y1: int) -> None:
             rows = shrink_rows(image, (nh, nw), y0, y1) if shrunk else resized[y0:y1]
-            # (x - mean) / std written straight into each CHW plane: no intermediate image.
             for channel, source in enumerate(sources):
-                plane = self._input[0, channel, y0:y1, :nw]
-                np.multiply(rows[:, :, source], self._scale[channel], out=plane)
-                plane += self._offset[channel]
+                self._normalize(channel, rows[:, :, source], y0, y1)
 
         map_row_bands(band, nh, nw)
         return self._input, geometry
+
+    def _normalize(self, channel: int, rows: np.ndarray, y0: int, y1: int) -> None:
+        """(x - mean) / std of one channel's rows [y0, y1), written straight into that CHW plane
+        of the model input: no intermediate image."""
+        plane = self._input[0, channel, y0:y1, : rows.shape[1]]
+        np.multiply(rows, self._scale[channel], out=plane)
+        plane += self._offset[channel]
 
 
 def to_model_frame(coords: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
