@@ -432,9 +432,11 @@ class _BandBuffers:
 
 
 _idle_lock = threading.Lock()
-# One idle shrink (with its buffers) per size pair, for `shrink_like_pillow`'s next call.
+# Idle shrinks (with their buffers) for `shrink_like_pillow`'s next call, by size pair. The
+# buffers are tens of MiB for HD frames (about 24 MiB at 1920x1080), so only the last size is
+# kept: enough for a stream of frames of one size.
 _idle: dict[tuple[tuple[int, int], tuple[int, int]], PeriodicShrink] = {}
-_IDLE_SIZES = 4
+_IDLE_SIZES = 1
 
 
 def shrink_like_pillow(image: np.ndarray, size_hw: tuple[int, int], out: np.ndarray) -> bool:
