@@ -58,7 +58,7 @@ CAMERA_INFO_SIZE_MISMATCH = "camera_info_size_mismatch"
 TOO_FEW_DEPTH_POINTS = "too_few_depth_points"
 EMPTY_MASK = "empty_mask"
 
-# Points to which oriented_box fits its rectangle.
+# Points to which the oriented box's rectangle is fitted (_box_axes).
 OBB_SAMPLE_POINTS = 512
 
 # Crops lifted together share per-pixel arrays (depth, rays, masks, neighbour tests) of about
@@ -436,7 +436,6 @@ class _CropSpans:
     that look at neighbours (erosion, dilation) run per crop, on its (h, w) view."""
 
     def __init__(self, crops: Sequence[MaskCrop]) -> None:
-        self.crops = crops
         self.offsets = np.zeros(len(crops) + 1, dtype=np.intp)
         np.cumsum([crop.mask.size for crop in crops], out=self.offsets[1:])
         self.total = int(self.offsets[-1])
@@ -631,21 +630,10 @@ def _describe_all(
     ]
 
 
-def oriented_box(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Oriented box of (3, N) points (see the module doc): center, size, axes (3, 3).
-
-    axes: columns, right-handed; size in their order. Extents are measured on all points.
-    """
-    axes = _box_axes(xyz)
-    in_box = axes.T.astype(np.float32) @ xyz
-    low = in_box.min(axis=1).astype(np.float64)
-    high = in_box.max(axis=1).astype(np.float64)
-    return axes @ ((low + high) / 2.0), high - low, axes
-
-
 def _box_axes(xyz: np.ndarray) -> np.ndarray:
-    """The oriented box's axes (3, 3 columns, right-handed), fitted to at most
-    OBB_SAMPLE_POINTS evenly spread points of (3, N) `xyz`."""
+    """The oriented box's axes (3, 3 columns, right-handed; see the module doc), fitted to at
+    most OBB_SAMPLE_POINTS evenly spread points of (3, N) `xyz`. The box's extents along them
+    are measured on all points (`_describe_all`)."""
     step = -(-xyz.shape[1] // OBB_SAMPLE_POINTS)  # ceil division
     sample = xyz[:, ::step].astype(np.float64)
     sample -= sample.sum(axis=1, keepdims=True) / sample.shape[1]

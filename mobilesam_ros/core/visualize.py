@@ -393,7 +393,7 @@ def _draw_union_rows(
         # Off the edges a pixel's 3x3 neighbourhood holds its own label only, so the highest
         # label is the pixel's: one look-up colors the masks and the outlines alike.
         codes = highest
-    colors = cv2.applyColorMap(codes, instance_palette(255)[:, None])
+    colors = _colorize(codes, 255)
     target, frame = out[r0:r1, x0:x1], bgr[r0:r1, x0:x1]
     if in_place:
         blended = cv2.addWeighted(frame, 1.0 - alpha, colors, alpha, 0.0)
