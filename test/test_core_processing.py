@@ -10,6 +10,7 @@ import pytest
 from helpers import camera_frame, photo
 from PIL import Image
 
+from mobilesam_ros.core.processing.image_codec import decode_raw_image
 from mobilesam_ros.core.processing.postprocess import (
     MaskCrop,
     mask_box,
@@ -323,6 +324,13 @@ def test_preprocessor_reads_camera_layouts_in_place_when_shrinking():
         ours, geometry = preprocess(image, order)
         if geometry.original_size == (1080, 1920):
             assert np.array_equal(ours, expected), order
+    # A bgr8 message whose rows are padded (step > width * 3), read in place.
+    step = 1920 * 3 + 64
+    padded = np.zeros((1080, step), np.uint8)
+    padded[:, : 1920 * 3] = rgb[..., ::-1].reshape(1080, -1)
+    pixels = decode_raw_image(padded.tobytes(), 1080, 1920, step, "bgr8").pixels
+    assert pixels.strides[0] == step
+    assert np.array_equal(preprocess(pixels, "bgr")[0], expected)
 
 
 # -- cropped masks: equal to the crops of the full-frame masks, pixel for pixel ----------------
