@@ -51,7 +51,14 @@ class BoxSegmenterDouble:
         return SimpleNamespace(original_size=pixels.shape[:2])
 
     def decode(
-        self, embedding, boxes=None, points=None, point_labels=None, mask_input=None, crops=False
+        self,
+        embedding,
+        boxes=None,
+        points=None,
+        point_labels=None,
+        mask_input=None,
+        crops=False,
+        low_res_logits=True,
     ):
         self.decode_calls += 1
         height, width = embedding.original_size
@@ -64,7 +71,7 @@ class BoxSegmenterDouble:
                 x, y = (int(v) for v in points[row][0])
                 x0, y0, x1, y1 = x - 10, y - 10, x + 10, y + 10
             masks[row, max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
-        logits = np.full((count, 256, 256), -8.0, np.float32)
+        logits = np.full((count, 256, 256), -8.0, np.float32) if low_res_logits else None
         return SegmentationResult(masks, np.full(count, 0.9, np.float32), logits, crops_of(masks))
 
 
@@ -121,6 +128,7 @@ def test_prompts_before_and_after_their_frame_are_answered_on_it():
     (result,) = drain(pipeline)
     assert result.frame.stamp_ns == 5 * SECOND_NS and result.frame.payload is pixels
     assert [r.prompt.id for r in result.instances] == ["p0"]
+    assert result.instances[0].low_res_logits is None  # not copied: only tracking reads them
     pipeline.add_request(request(clock, 4 * SECOND_NS, (1, 1, 9, 9), (20, 20, 30, 30)))
     (late,) = drain(pipeline)
     assert late.frame.stamp_ns == 4 * SECOND_NS and len(late.instances) == 2

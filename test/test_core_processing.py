@@ -436,9 +436,12 @@ def test_segmenter_crops_from_device_masks(segmenters, monkeypatch):
     segmenter = segmenters["onnxruntime"]
     backend = segmenter.backend
 
-    def device_masks(embedding, inputs, multimask, geometry, threshold):
-        low_res, scores = backend.decode(embedding, inputs, multimask)
-        return masks_from_logits(low_res, geometry, threshold), scores, low_res
+    def device_masks(embedding, inputs, multimask, geometry, threshold, low_res=True, crops=False):
+        logits, scores = backend.decode(embedding, inputs, multimask)
+        masks = masks_from_logits(logits, geometry, threshold)
+        if crops:
+            masks = [MaskCrop.from_mask(mask) for mask in masks.reshape(-1, *masks.shape[-2:])]
+        return masks, scores, logits if low_res else None
 
     image = photo("coffee")
     embedding = segmenter.encode(image)
@@ -449,3 +452,12 @@ def test_segmenter_crops_from_device_masks(segmenters, monkeypatch):
     assert device.masks is None and len(device.mask_crops) == 2
     for expected, crop in zip(host.mask_crops, device.mask_crops, strict=True):
         assert crop.box == expected.box and np.array_equal(crop.mask, expected.mask)
+    np.testing.assert_array_equal(device.low_res_logits, host.low_res_logits)
+    # Without tracking nobody reads the logits: neither path returns them.
+    for result in (
+        segmenter.decode(embedding, boxes=boxes, crops=True, low_res_logits=False),
+        segmenter.decode(embedding, boxes=boxes, low_res_logits=False),
+    ):
+        assert result.low_res_logits is None and len(result) == 2
+    monkeypatch.undo()
+    assert segmenter.decode(embedding, boxes=boxes, low_res_logits=False).low_res_logits is None

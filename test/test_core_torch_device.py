@@ -28,7 +28,7 @@ from mobilesam_ros.core.backends.torch_device import (  # noqa: E402
 )
 from mobilesam_ros.core.model.modules import load_modules  # noqa: E402
 from mobilesam_ros.core.model.tiny_vit import LayerNorm2d, TinyViTBlock  # noqa: E402
-from mobilesam_ros.core.processing.postprocess import masks_from_logits  # noqa: E402
+from mobilesam_ros.core.processing.postprocess import MaskCrop, masks_from_logits  # noqa: E402
 from mobilesam_ros.core.processing.preprocess import (  # noqa: E402
     PIXEL_MEAN,
     PIXEL_STD,
@@ -192,6 +192,37 @@ def test_device_path_matches_reference_on_cpu(segmenters, fp32_pipeline):
     masks, _, _ = fp32_pipeline.decode(embedding, inputs, False, geometry, 0.0)
     for got, want in zip(masks[:, 0], expected.masks, strict=True):
         assert _iou(got, want) >= 0.99
+
+
+def test_device_crops_are_the_full_masks_cropped_and_owned(fp32_pipeline):
+    """crops=True: the tight crops of the full masks, copied out of the reused transfer
+    buffer; low_res=False: no logits come back."""
+    image = photo("coffee")
+    embedding, geometry = fp32_pipeline.encode(image)
+    inputs = DecoderInputs(*encode_prompts(geometry, BOXES, None, None))
+    masks, scores, low_res = fp32_pipeline.decode(embedding, inputs, True, geometry, 0.0)
+    crops, crop_scores, no_low_res = fp32_pipeline.decode(
+        embedding, inputs, True, geometry, 0.0, low_res=False, crops=True
+    )
+    assert low_res is not None and no_low_res is None
+    np.testing.assert_array_equal(crop_scores, scores)
+    assert len(crops) == masks.shape[0] * masks.shape[1] == 9  # prompt-major, K = 3 each
+    for crop, mask in zip(crops, masks.reshape(-1, *masks.shape[-2:]), strict=True):
+        want = MaskCrop.from_mask(mask)
+        assert (crop.x0, crop.y0, crop.image_size) == (want.x0, want.y0, want.image_size)
+        np.testing.assert_array_equal(crop.mask, want.mask)
+    # The next frame reuses the host buffer: the crops must not change with it.
+    kept = [c.mask.copy() for c in crops]
+    fp32_pipeline.decode(
+        embedding,
+        DecoderInputs(*encode_prompts(geometry, BOXES[::-1], None, None)),
+        True,
+        geometry,
+        0.0,
+        crops=True,
+    )
+    for crop, before in zip(crops, kept, strict=True):
+        np.testing.assert_array_equal(crop.mask, before)
 
 
 # -- FP16 on the CPU -----------------------------------------------------------------------------

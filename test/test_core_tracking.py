@@ -418,7 +418,14 @@ class RecordingSegmenter:
         self.calls: list[dict] = []
 
     def decode(
-        self, embedding, boxes=None, points=None, point_labels=None, mask_input=None, crops=False
+        self,
+        embedding,
+        boxes=None,
+        points=None,
+        point_labels=None,
+        mask_input=None,
+        crops=False,
+        low_res_logits=True,
     ):
         count = len(boxes) if boxes is not None else len(points)
         self.calls.append({"boxes": boxes, "points": points, "mask_input": mask_input})

@@ -30,6 +30,7 @@ class BoxFillingSegmenter:
         multimask=False,
         mask_input=None,
         crops=False,
+        low_res_logits=True,
     ):
         height, width = geometry.original_size
         boxes = np.asarray(boxes, float).reshape(-1, 4)

@@ -50,7 +50,7 @@ class PromptMask:
     prompt: Prompt
     crop: MaskCrop
     predicted_iou: float
-    low_res_logits: np.ndarray  # (256, 256) float32
+    low_res_logits: np.ndarray | None  # (256, 256) float32; None unless asked (tracking)
     track_id: str = ""
     origin: int = PROMPTED
 
@@ -72,12 +72,14 @@ def decode_prompts(
     embedding: ImageEmbedding,
     prompts: Sequence[Prompt],
     mask_inputs: Sequence[np.ndarray | None] | None = None,
+    low_res_logits: bool = True,
 ) -> list[PromptMask]:
     """Masks for `prompts` in their order; prompts of equal structure go in one batched call.
 
     A detector's boxes all share one structure, so a frame of detections is one call. A prompt
     with neither box nor points raises InvalidInputError, as do bad coordinates. `mask_inputs`
-    gives an optional (256, 256) low-res logit hint per prompt (None: no hint).
+    gives an optional (256, 256) low-res logit hint per prompt (None: no hint). Without
+    `low_res_logits` the results carry none (only tracking needs them).
     """
     groups: dict[tuple[bool, int], list[int]] = defaultdict(list)
     for index, prompt in enumerate(prompts):
@@ -101,13 +103,20 @@ def decode_prompts(
         if mask_inputs is not None and any(mask_inputs[i] is not None for i in indices):
             hints = [mask_inputs[i] for i in indices]
         result = segmenter.decode(
-            embedding, boxes=boxes, points=points, point_labels=labels, mask_input=hints, crops=True
+            embedding,
+            boxes=boxes,
+            points=points,
+            point_labels=labels,
+            mask_input=hints,
+            crops=True,
+            low_res_logits=low_res_logits,
         )
+        logits = result.low_res_logits
         for row, index in enumerate(indices):
             results[index] = PromptMask(
                 prompts[index],
                 result.mask_crops[row],
                 float(result.scores[row]),
-                result.low_res_logits[row],
+                None if logits is None else logits[row],
             )
     return [r for r in results if r is not None]

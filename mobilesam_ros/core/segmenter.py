@@ -57,7 +57,9 @@ class SegmentationResult:
 
     masks: np.ndarray | None  # (N, H, W) or (N, 3, H, W) bool
     scores: np.ndarray  # (N,) or (N, 3) float32 predicted IoU
-    low_res_logits: np.ndarray  # (N, 256, 256) or (N, 3, 256, 256) float32
+    low_res_logits: (
+        np.ndarray | None
+    )  # (N, 256, 256) or (N, 3, 256, 256) float32; None if not asked
     mask_crops: list[MaskCrop] | list[list[MaskCrop]] | None = None  # N, or N lists of 3
 
     def __len__(self) -> int:
@@ -164,6 +166,7 @@ class Segmenter:
         multimask: bool = False,
         mask_input: Any = None,
         crops: bool = False,
+        low_res_logits: bool = True,
     ) -> SegmentationResult:
         """Masks for N prompts on an encoded image, decoded in batched calls of
         `decode_chunk_size` prompts (one call on the GPU backends up to `max_batch`).
@@ -176,6 +179,8 @@ class Segmenter:
         N = 0 (an empty boxes or points array) returns empty arrays.
         crops: return `mask_crops` (tight `MaskCrop`s) instead of full-frame `masks`; on the
           host only the masks' boxes are upscaled, so the cost follows the masks' sizes.
+        low_res_logits: also return the (256, 256) logits (the tracker's mask hints); else
+          `low_res_logits` is None and the GPU path does not copy them off the device.
         """
         if not isinstance(embedding, ImageEmbedding) or embedding.backend is not self.backend:
             raise InvalidInputError("embedding must come from this Segmenter's encode()")
@@ -189,10 +194,16 @@ class Segmenter:
         on_device = None
         if 0 < num_prompts <= self.max_batch:
             on_device = self.backend.decode_masks(
-                embedding.data, inputs, multimask, geometry, self.mask_threshold
+                embedding.data,
+                inputs,
+                multimask,
+                geometry,
+                self.mask_threshold,
+                low_res=low_res_logits,
+                crops=crops,
             )
         if on_device is not None:  # decoded and post-processed on the GPU
-            masks, scores, low_res = on_device
+            masks_or_crops, scores, low_res = on_device
             self._device_stage_timings()
         elif num_prompts == 0:
             outputs = 3 if multimask else 1
@@ -214,16 +225,22 @@ class Segmenter:
                 masks = masks_from_logits(low_res, geometry, self.mask_threshold)
             self.timings.decode_ms = (decoded - started) * 1e3
             self.timings.postprocess_ms = (time.perf_counter() - decoded) * 1e3
-        elif crops:  # the device made full masks: crop them (views, no copy)
-            flat = [MaskCrop.from_mask(mask) for mask in masks.reshape(-1, *masks.shape[-2:])]
+        elif crops:
+            flat = masks_or_crops
+        else:
+            masks = masks_or_crops
+        if not low_res_logits:
+            low_res = None
+        elif not multimask:
+            low_res = low_res[:, 0]
         if crops:
-            outputs = low_res.shape[1]
-            nested = [flat[i * outputs : (i + 1) * outputs] for i in range(len(low_res))]
+            outputs = scores.shape[1]
+            nested = [flat[i * outputs : (i + 1) * outputs] for i in range(len(scores))]
             if not multimask:
-                return SegmentationResult(None, scores[:, 0], low_res[:, 0], [c[0] for c in nested])
+                return SegmentationResult(None, scores[:, 0], low_res, [c[0] for c in nested])
             return SegmentationResult(None, scores, low_res, nested)
         if not multimask:
-            return SegmentationResult(masks[:, 0], scores[:, 0], low_res[:, 0])
+            return SegmentationResult(masks[:, 0], scores[:, 0], low_res)
         return SegmentationResult(masks, scores, low_res)
 
     def _device_stage_timings(self) -> None:

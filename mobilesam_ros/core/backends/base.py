@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 
 # The decoder's "no mask prompt" inputs, shared by every call without mask hints (never written).
 _NO_MASK = np.zeros((1, 1, LOW_RES_SIZE, LOW_RES_SIZE), dtype=np.float32)
@@ -99,9 +100,13 @@ class Backend(ABC):
         multimask: bool,
         geometry: Any,
         threshold: float,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        low_res: bool = True,
+        crops: bool = False,
+    ) -> tuple[np.ndarray | list[MaskCrop], np.ndarray, np.ndarray | None] | None:
         """Decode and post-process on the device: (masks, scores, low-res logits) as numpy, or
-        None when this backend leaves post-processing to the host (the default)."""
+        None when this backend leaves post-processing to the host (the default). The logits
+        come back only when `low_res` (else None); with `crops`, the masks come as a flat list
+        of N x K tight `MaskCrop`s (prompt-major) instead of (N, K, H, W)."""
         return None
 
     @abstractmethod

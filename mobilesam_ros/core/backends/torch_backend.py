@@ -10,6 +10,7 @@ import numpy as np
 from mobilesam_ros.core.backends.base import Backend, DecoderInputs, DecoderOutputs
 from mobilesam_ros.core.choices import check_device, is_cuda
 from mobilesam_ros.core.errors import BackendUnavailableError
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 
 
 def torch_cuda_available() -> bool:
@@ -67,13 +68,13 @@ class TorchBackend(Backend):
         geometry: Any,
         threshold: float,
         low_res: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-        """As Backend.decode_masks; the low-res logits are copied back only when `low_res`
-        (else None)."""
+        crops: bool = False,
+    ) -> tuple[np.ndarray | list[MaskCrop], np.ndarray, np.ndarray | None] | None:
+        """As Backend.decode_masks."""
         if self._device_pipeline is None:
             return None
         return self._device_pipeline.decode(
-            embedding, inputs, multimask, geometry, threshold, low_res=low_res
+            embedding, inputs, multimask, geometry, threshold, low_res=low_res, crops=crops
         )
 
     def stage_timings(self) -> dict[str, float] | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -34,6 +35,7 @@ from mobilesam_ros.core.model.constants import (
 )
 from mobilesam_ros.core.model.modules import PromptDecoder
 from mobilesam_ros.core.model.tiny_vit import Attention, LayerNorm, LayerNorm2d
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.processing.preprocess import (
     PIXEL_MEAN,
     PIXEL_STD,
@@ -453,10 +455,13 @@ class DevicePipeline:
         geometry: FrameGeometry,
         threshold: float,
         low_res: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        crops: bool = False,
+    ) -> tuple[np.ndarray | list[MaskCrop], np.ndarray, np.ndarray | None]:
         """Decode N prompts on an embedding from `encode` and post-process them: (masks
         (N, K, H, W) bool, scores (N, K), low-res logits (N, K, 256, 256) or None unless
-        `low_res`), as numpy arrays the caller owns."""
+        `low_res`), as numpy arrays the caller owns. With `crops`, the masks come as N x K
+        tight `MaskCrop`s (prompt-major): only their boxes are copied out of the transfer
+        buffer, not whole frames."""
         if not self.decoders:
             raise ValueError("this DevicePipeline was built without decoders")
         count = len(inputs)
@@ -481,8 +486,16 @@ class DevicePipeline:
             self._events.wait("done")
             self._events.decoded_last_frame = True
         # The host buffer is reused by the next frame: the caller gets copies.
+        if crops:
+            masks = program.host_masks[:count]
+            views = (MaskCrop.from_mask(mask) for mask in masks.reshape(-1, *masks.shape[-2:]))
+            taken: np.ndarray | list[MaskCrop] = [
+                dataclasses.replace(view, mask=view.mask.copy()) for view in views
+            ]
+        else:
+            taken = program.host_masks[:count].copy()
         return (
-            program.host_masks[:count].copy(),
+            taken,
             program.host_scores[:count].copy(),
             program.host_low_res[:count].copy() if low_res else None,
         )

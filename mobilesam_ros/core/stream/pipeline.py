@@ -350,7 +350,9 @@ class StreamPipeline:
         decode_started = time.perf_counter()
         if self.tracker is None:
             with _stage(STAGE_DECODE_PROMPTS):
-                result.instances = decode_prompts(self.segmenter, frame.embedding, fresh)
+                result.instances = decode_prompts(
+                    self.segmenter, frame.embedding, fresh, low_res_logits=False
+                )
         else:
             with _stage(STAGE_TRACKING):
                 result.instances = self.tracker.step(
