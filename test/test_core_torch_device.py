@@ -349,9 +349,9 @@ def test_hot_path_has_no_hidden_synchronization_or_allocation(modules):
     segments = torch.cuda.memory_stats()["segment.all.allocated"]
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for _ in range(5):
+        for crops in (False, True, True):  # full masks, and crops as the node asks
             embedding, geometry = pipeline.encode(image)
-            pipeline.decode(embedding, inputs, False, geometry, 0.0, low_res=False)
+            pipeline.decode(embedding, inputs, False, geometry, 0.0, low_res=False, crops=crops)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.cuda.memory_reserved() == reserved
@@ -362,14 +362,15 @@ def test_hot_path_has_no_hidden_synchronization_or_allocation(modules):
 
 
 @needs_cuda
+@pytest.mark.parametrize("size", [None, (1080, 1920)])
 @pytest.mark.parametrize("name", ["coffee", "astronaut", "chelsea"])
-def test_fp16_cuda_graph_masks_match_fp32(random_checkpoint, cache_dir, name):
+def test_fp16_cuda_graph_masks_match_fp32(random_checkpoint, cache_dir, name, size):
     from mobilesam_ros.core import Segmenter
 
     fp32 = Segmenter(random_checkpoint, "torch", cache_dir, "cpu", progress=False)
     gpu = Segmenter(random_checkpoint, "torch", cache_dir, "cuda", progress=False)
     assert gpu.backend.name == "torch-fp16"
-    image = photo(name)
+    image = photo(name) if size is None else _photo_at(name, size)
     height, width = image.shape[:2]
     boxes = BOXES * [width / 600, height / 400, width / 600, height / 400]
     for _ in range(2):  # the second call replays the captured graphs

@@ -120,3 +120,12 @@ def decode_prompts(
                 None if logits is None else logits[row],
             )
     return [r for r in results if r is not None]
+
+
+def captions(instances: Sequence[PromptMask]) -> list[str]:
+    """Overlay and marker labels: track id, prompt id, class, predicted IoU."""
+    return [
+        " ".join(x for x in (r.track_id, r.prompt.id, r.prompt.class_id) if x)
+        + f" {r.predicted_iou:.2f}"
+        for r in instances
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from mobilesam_ros.core.prompts import PromptMask
+from mobilesam_ros.core.prompts import captions
 from mobilesam_ros.core.stream.pipeline import FrameResult
 from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
 from mobilesam_ros.msg import InstanceMaskArray
@@ -132,12 +132,3 @@ class OutputPublishers:
             self._node.destroy_publisher(publisher)
         if self._outputs_3d is not None:
             self._outputs_3d.destroy()
-
-
-def captions(instances: Sequence[PromptMask]) -> list[str]:
-    """Overlay and marker labels: track id, prompt id, class, predicted IoU."""
-    return [
-        " ".join(x for x in (r.track_id, r.prompt.id, r.prompt.class_id) if x)
-        + f" {r.predicted_iou:.2f}"
-        for r in instances
-    ]

@@ -92,6 +92,20 @@ def _time(fn: Callable[[], object], iterations: int, warmup: int = 1) -> list[fl
     return samples
 
 
+def checkpoint_or_random_weights(checkpoint: str | None, cache: Path) -> str:
+    """`checkpoint`, or (None) a random-weight one in the official layout written to `cache`:
+    the same compute as the real weights, for timing where the official file is absent."""
+    if checkpoint is not None:
+        return checkpoint
+    from mobilesam_ros.core.model.modules import write_random_checkpoint
+
+    path = str(cache / "random-weights-seed0.pt")
+    if not os.path.isfile(path):
+        write_random_checkpoint(path, seed=0)
+    print("checkpoint: random weights in the official layout (same compute as the real ones)")
+    return path
+
+
 def run_benchmark(
     checkpoint: str | None = None,
     backend: str = "auto",
@@ -102,13 +116,7 @@ def run_benchmark(
     compare_official: bool = True,
 ) -> dict[str, float]:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    if checkpoint is None:
-        from mobilesam_ros.core.model.modules import write_random_checkpoint
-
-        checkpoint = str(cache / "random-weights-seed0.pt")
-        if not os.path.isfile(checkpoint):
-            write_random_checkpoint(checkpoint, seed=0)
-        print("checkpoint: random weights in the official layout (same compute as the real ones)")
+    checkpoint = checkpoint_or_random_weights(checkpoint, cache)
     frame = benchmark_frame()
     boxes = benchmark_boxes(num_boxes)
     segmenter = Segmenter(checkpoint, backend, cache, device)

@@ -338,14 +338,13 @@ class StreamPipeline:
         result = FrameResult(frame, [], tuple(r.source for _, r in job.ready))
         result.started = time.perf_counter()
         self._decoded(frame)
+        encoded_now = frame.embedding is None
         with _stage(STAGE_ENCODE):
-            if frame.embedding is None:
+            if encoded_now:
                 frame.embedding = self.segmenter.encode(
                     frame.decoded.pixels, frame.decoded.channel_order
                 )
                 self._count_total(IMAGES_ENCODED)
-                result.stage_ms["preprocess"] = self.segmenter.timings.preprocess_ms
-                result.stage_ms["encode"] = self.segmenter.timings.encode_ms
         fresh = self._fresh_prompts(frame, job.ready)
         decode_started = time.perf_counter()
         if self.tracker is None:
@@ -359,6 +358,11 @@ class StreamPipeline:
                     self._flow(frame), frame.stamp_ns / 1e9, fresh, self._decode_planned(frame)
                 )
         result.stage_ms["decode"] = (time.perf_counter() - decode_started) * 1e3
+        if encoded_now:
+            # Read after the decode: on a GPU the encoder runs asynchronously and its CUDA-event
+            # times are known only once the frame's transfer has waited for them.
+            result.stage_ms["preprocess"] = self.segmenter.timings.preprocess_ms
+            result.stage_ms["encode"] = self.segmenter.timings.encode_ms
         self._inference_failures_in_a_row = 0
         if job.ready:
             self._count_total(PROMPT_MESSAGES_ANSWERED, len(job.ready))
