@@ -453,6 +453,11 @@ def test_segmenter_crops_from_device_masks(segmenters, monkeypatch):
     for expected, crop in zip(host.mask_crops, device.mask_crops, strict=True):
         assert crop.box == expected.box and np.array_equal(crop.mask, expected.mask)
     np.testing.assert_array_equal(device.low_res_logits, host.low_res_logits)
+    # The device's stage times (CUDA events there) replace the wall-clock launch times.
+    device_times = {"preprocess_ms": 0.5, "encode_ms": 2.5, "decode_ms": 1.5, "postprocess_ms": 0.2}
+    monkeypatch.setattr(backend, "stage_timings", lambda: device_times, raising=False)
+    segmenter.decode(embedding, boxes=boxes, crops=True)
+    assert vars(segmenter.timings) == device_times
     # Without tracking nobody reads the logits: neither path returns them.
     for result in (
         segmenter.decode(embedding, boxes=boxes, crops=True, low_res_logits=False),

@@ -248,8 +248,8 @@ class Segmenter:
         launch times, not work); read after the decode, whose transfer waited for them."""
         read = getattr(self.backend, "stage_timings", None)
         timings = read() if read is not None else None
-        for stage, milliseconds in (timings or {}).items():
-            setattr(self.timings, f"{stage}_ms", float(milliseconds))
+        for field_name, milliseconds in (timings or {}).items():  # e.g. "encode_ms"
+            setattr(self.timings, field_name, float(milliseconds))
 
     def segment(self, rgb: np.ndarray, **prompts: Any) -> SegmentationResult:
         """`encode` then `decode` in one call."""

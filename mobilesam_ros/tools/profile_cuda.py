@@ -1,0 +1,114 @@
+"""Where a GPU frame's time goes: the CUDA path's kernels by device time (PyTorch profiler,
+eager so that each kernel is named), per stage and for a whole 640x480 frame with `--boxes`
+boxes; then the host functions (cProfile) of the stream pipeline with tracking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from mobilesam_ros.core import Segmenter
+from mobilesam_ros.core.backends.base import DecoderInputs
+from mobilesam_ros.core.backends.torch_device import DevicePipeline
+from mobilesam_ros.core.model.checkpoint import default_cache_dir
+from mobilesam_ros.core.model.modules import load_modules
+from mobilesam_ros.core.processing.preprocess import encode_prompts
+from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
+from mobilesam_ros.core.stream.pipeline import StreamPipeline, StreamSettings
+from mobilesam_ros.tools.bench import checkpoint_or_random_weights
+from mobilesam_ros.tools.bench_cuda import frame_and_boxes
+from mobilesam_ros.tools.bench_stream import RawImage, decode_payload, detections
+
+
+def kernel_tables(checkpoint: str, device: str, boxes: int, rows: int) -> None:
+    modules = load_modules(checkpoint)
+    decoders = {m: modules.decoder(m) for m in (False, True)}
+    pipeline = DevicePipeline(modules.encoder, device, decoders, fp16=True, cuda_graph=False)
+    image, box_array = frame_and_boxes(480, 640, boxes)
+    embedding, geometry = pipeline.encode(image)
+    inputs = DecoderInputs(*encode_prompts(geometry, box_array, None, None))
+
+    def encode() -> None:
+        pipeline.encode(image)
+
+    def decode() -> None:
+        pipeline.decode(embedding, inputs, False, geometry, 0.0, low_res=False, crops=True)
+
+    for name, fn in (
+        ("encoder (with pre-processing)", encode),
+        (f"decoder, {boxes} boxes", decode),
+    ):
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                fn()
+            torch.cuda.synchronize()
+        print(f"-- {name}, eager, 10 calls: kernels by device time")
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=rows))
+
+
+def tracking_profile(checkpoint: str, cache: Path, device: str, boxes: int, rows: int) -> None:
+    """The stream pipeline with tracking, driven frame by frame in this thread (so that
+    cProfile sees the worker's calls): `boxes` detections per frame, 30 frames."""
+    segmenter = Segmenter(checkpoint, "torch", cache, device, progress=False)
+    pipeline = StreamPipeline(
+        decode_payload, StreamSettings(max_prompts=boxes), tracking=True, segmenter=segmenter
+    )
+    image, _ = frame_and_boxes(480, 640, boxes)
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    prompts = detections(boxes, 480, 640)
+    profiler = cProfile.Profile()
+    walls, instances = [], []
+    for index in range(30):
+        stamp_ns = 1_000_000_000 + index * 33_333_333
+        raw = RawImage(bgr.tobytes(), 480, 640, 640 * 3)
+        pipeline.add_frame(Frame(stamp_ns, "camera", raw, time.monotonic()))
+        pipeline.add_request(PromptRequest(stamp_ns, "camera", prompts, time.monotonic(), "det"))
+        started = time.perf_counter()
+        if index >= 5:
+            profiler.enable()
+        result = pipeline.process_next(timeout=1.0)
+        profiler.disable()
+        walls.append((time.perf_counter() - started) * 1e3)
+        instances.append(len(result.instances) if result is not None else -1)
+    print(
+        f"-- tracking, 640x480, {boxes} detections per frame: instances per frame {instances}; "
+        f"worker ms per frame after 5: median {np.median(walls[5:]):.1f}, max {max(walls[5:]):.1f}"
+        f"; counters {dict(pipeline.counters())}"
+    )
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(rows)
+    print(text.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="mobile_sam.pt (default: random weights)")
+    parser.add_argument("--cache-dir", help="exported graphs and the random-weight checkpoint")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--boxes", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=25)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("no CUDA GPU visible: nothing to profile")
+        return 2
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    checkpoint = checkpoint_or_random_weights(args.checkpoint, cache)
+    kernel_tables(checkpoint, args.device, args.boxes, args.rows)
+    tracking_profile(checkpoint, cache, args.device, args.boxes, args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
