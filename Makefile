@@ -8,6 +8,8 @@
 #   make demo    segment a real photo; writes mask and overlay PNGs to out/demo/
 #   make bench   latency of this pipeline against the official one on this machine
 #   make bench-host  host-side cost per frame (image buffer, masks, label image, crops, overlay)
+#   make bench-stream  the node's per-frame work at 30 Hz with every output, in one process (on a
+#                GPU when one is visible: BACKEND=torch DEVICE=cuda)
 #   make bench-memory  RSS of the core per stage and of the node under a simulated camera
 
 PYTHON ?= python3
@@ -22,7 +24,7 @@ DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
 .PHONY: setup build-ros test lint demo segment-photo bench bench-host bench-node bench-tracking \
-	bench-depth bench-memory clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
+	bench-depth bench-memory bench-stream clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
 	test-models
 
 setup: $(SETUP_STAMP) build-ros
@@ -138,6 +140,11 @@ bench: setup
 # Host-side stages of one frame, old full-frame path against the cropped path (no model runs).
 bench-host: $(SETUP_STAMP)
 	$(PY) -m mobilesam_ros.tools.bench_host
+
+# The node's per-frame work at 30 Hz (10 detections per frame, every output built), without ROS.
+bench-stream: $(SETUP_STAMP)
+	$(PY) -m mobilesam_ros.tools.bench_stream --backend $(or $(BACKEND),auto) \
+		--device $(or $(DEVICE),auto)
 
 # The node over DDS: 30 Hz camera, 640x480, 10 box prompts per frame (random weights by default).
 bench-node: setup

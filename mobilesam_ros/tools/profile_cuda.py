@@ -1,6 +1,7 @@
 """Where a GPU frame's time goes: the CUDA path's kernels by device time (PyTorch profiler,
-eager so that each kernel is named), per stage and for a whole 640x480 frame with `--boxes`
-boxes; then the host functions (cProfile) of the stream pipeline with tracking.
+eager so that each kernel is named) for the encoder and for the decoder with `--boxes` boxes
+at 640x480; the host functions (cProfile) of the stream pipeline with tracking; and the decoder
+eager against `torch.compile`d, both replayed from CUDA graphs.
 """
 
 from __future__ import annotations
@@ -92,6 +93,41 @@ def tracking_profile(checkpoint: str, cache: Path, device: str, boxes: int, rows
     print(text.getvalue())
 
 
+def compiled_decoder(checkpoint: str, device: str, iterations: int) -> None:
+    """The decoder replayed from CUDA graphs, eager against `torch.compile`d (fused), on the
+    same embedding: device time per call (CUDA events), the first call's time (capture, and
+    compile), and how far their masks agree."""
+    modules = load_modules(checkpoint)
+    image, _ = frame_and_boxes(480, 640, 1)
+    masks_by_variant: dict[tuple[bool, int], np.ndarray] = {}
+    for compiled in (False, True):
+        pipeline = DevicePipeline(
+            modules.encoder, device, {False: modules.decoder(False)}, compile_decoder=compiled
+        )
+        embedding, geometry = pipeline.encode(image)
+        for count in (1, 10):
+            _, boxes = frame_and_boxes(480, 640, count)
+            inputs = DecoderInputs(*encode_prompts(geometry, boxes, None, None))
+            started = time.perf_counter()
+            masks, _, _ = pipeline.decode(embedding, inputs, False, geometry, 0.0, low_res=False)
+            first_s = time.perf_counter() - started
+            times = []
+            for _ in range(iterations):
+                pipeline.decode(embedding, inputs, False, geometry, 0.0, low_res=False)
+                times.append(pipeline.stage_timings()["decode_ms"])
+            masks_by_variant[compiled, count] = masks
+            print(
+                f"decoder {'torch.compile' if compiled else 'eager'}, CUDA graph, {count:2d} "
+                f"boxes: {np.median(times):.3f} ms (CUDA events, median of {iterations}); "
+                f"first call {first_s:.1f} s",
+                flush=True,
+            )
+    for count in (1, 10):
+        pairs = zip(masks_by_variant[False, count], masks_by_variant[True, count], strict=True)
+        ious = [np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1) for a, b in pairs]
+        print(f"compiled vs eager masks, {count} boxes: IoU min {min(ious):.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="mobile_sam.pt (default: random weights)")
@@ -99,14 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--boxes", type=int, default=10)
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument(
+        "--parts", default="kernels,tracking,compile", help="any of kernels, tracking, compile"
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA GPU visible: nothing to profile")
         return 2
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     checkpoint = checkpoint_or_random_weights(args.checkpoint, cache)
-    kernel_tables(checkpoint, args.device, args.boxes, args.rows)
-    tracking_profile(checkpoint, cache, args.device, args.boxes, args.rows)
+    parts = args.parts.split(",")
+    if "kernels" in parts:
+        kernel_tables(checkpoint, args.device, args.boxes, args.rows)
+    if "tracking" in parts:
+        tracking_profile(checkpoint, cache, args.device, args.boxes, args.rows)
+    if "compile" in parts:
+        compiled_decoder(checkpoint, args.device, args.iterations)
     return 0
 
 

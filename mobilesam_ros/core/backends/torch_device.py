@@ -256,7 +256,7 @@ class _DecoderProgram:
             t.numpy() for t in self._sections(self.host_bytes, outputs, height, width)
         )
 
-        decoder = pipeline.decoders[multimask]
+        decoder = pipeline.decoder_calls[multimask]
         self._decoded: Any = None
 
         def decode() -> Any:
@@ -358,6 +358,9 @@ class DevicePipeline:
       fp16: FP16 encoder and decoder (sensitive parts in FP32); on the CPU for tests only.
       cuda_graph: replay CUDA graphs (CUDA only).
       fused_attention: encoder attention through scaled_dot_product_attention (with fp16).
+      compile_decoder: run the decoders through `torch.compile` (fuses their element-wise
+        work; compiles once per prompt bucket, tens of seconds each). Experimental: measured by
+        tools/profile_cuda.py, not used by the backends.
     """
 
     def __init__(
@@ -368,6 +371,7 @@ class DevicePipeline:
         fp16: bool = True,
         cuda_graph: bool = True,
         fused_attention: bool = True,
+        compile_decoder: bool = False,
     ) -> None:
         self.device = torch.device(device)
         on_cuda = self.device.type == "cuda"
@@ -389,6 +393,10 @@ class DevicePipeline:
             self.decoders = {
                 multimask: MixedPrecisionDecoder(decoder.to(self.device), self.dtype)
                 for multimask, decoder in (decoders or {}).items()
+            }
+            self.decoder_calls: dict[bool, Callable[..., Any]] = {
+                multimask: torch.compile(decoder, dynamic=False) if compile_decoder else decoder
+                for multimask, decoder in self.decoders.items()
             }
             shape = (1, 3, IMAGE_SIZE, IMAGE_SIZE)
             self.model_input = torch.zeros(shape, dtype=self.dtype, device=self.device)
