@@ -382,6 +382,20 @@ def test_hot_path_has_no_hidden_synchronization_or_allocation(modules):
 
 
 @needs_cuda
+def test_compiled_decoder_matches_the_eager_one(modules):
+    decoders = {False: modules.decoder(False)}
+    eager = DevicePipeline(modules.encoder, "cuda", decoders, fp16=True)
+    compiled = DevicePipeline(modules.encoder, "cuda", decoders, fp16=True, compile_decoder=True)
+    embedding, geometry = eager.encode(photo("coffee"))
+    inputs = DecoderInputs(*encode_prompts(geometry, BOXES, None, None))
+    want, want_scores, _ = eager.decode(embedding, inputs, False, geometry, 0.0)
+    for _ in range(2):  # the second call replays the captured graph of the compiled decoder
+        got, scores, _ = compiled.decode(embedding, inputs, False, geometry, 0.0)
+    assert min(_iou(a, b) for a, b in zip(got, want, strict=True)) >= 0.99
+    np.testing.assert_allclose(scores, want_scores, atol=1e-2)
+
+
+@needs_cuda
 @pytest.mark.parametrize("size", [None, (1080, 1920)])
 @pytest.mark.parametrize("name", ["coffee", "astronaut", "chelsea"])
 def test_fp16_cuda_graph_masks_match_fp32(random_checkpoint, cache_dir, name, size):

@@ -92,6 +92,9 @@ class Segmenter:
       progress: show download and export progress on stderr.
       precision: "fp16" or "fp32" for the GPU backends (tensorrt engines, torch on CUDA).
       force_rebuild: build TensorRT engines again even when a valid one is cached.
+      compile_decoder: on the PyTorch CUDA path, run the decoder through `torch.compile`
+        (needs Triton; about 2x faster decoder on an H100, 10-20 s of compiling the first time
+        each prompt-count bucket 1, 2, 4, 8, 16, ... is met). Ignored elsewhere.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Segmenter:
         progress: bool = True,
         precision: str = DEFAULT_PRECISION,
         force_rebuild: bool = False,
+        compile_decoder: bool = False,
     ) -> None:
         if max_batch < 1:
             raise InvalidInputError(f"max_batch must be at least 1, got {max_batch}")
@@ -127,6 +131,7 @@ class Segmenter:
             "max_prompts": int(max_batch),
             "force_rebuild": bool(force_rebuild),
             "fp16": precision == "fp16",
+            "compile_decoder": bool(compile_decoder),
         }
         self.backend = create_backend(
             backend, self.checkpoint, cache, device, progress=progress, options=options

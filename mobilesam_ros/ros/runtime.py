@@ -121,6 +121,7 @@ class SegmentationRuntime:
                 mask_threshold=self.value("mask_threshold"),
                 precision=self.value("precision"),
                 force_rebuild=self.value("force_rebuild"),
+                compile_decoder=self.value("compile_decoder"),
                 decoder_memory_mb=self.value("decoder_memory_mb"),
             )
         except MobileSamError as exc:

@@ -6,7 +6,9 @@ masks, or the crops the node publishes) at 640x480 with 1, 10 and 50 boxes and a
 and 1920x1080 with 10, FP16 and FP32, with the device stages of the last frame from CUDA
 events; the official `set_image` + `predict` per box and + one batched `predict_torch`; and
 FP16 against the official FP32 pipeline (mask IoU, low-res logits' relative error).
-Random weights unless `--checkpoint` names the official file. Medians of `--iterations`.
+`--compile-decoder`: only ours in FP16 with the decoder through `torch.compile`, and its
+accuracy. Random weights unless `--checkpoint` names the official file. Medians of
+`--iterations`.
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", help="exported graphs and the random-weight checkpoint")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--compile-decoder", action="store_true", help="see above")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA GPU visible: nothing to measure")
@@ -154,19 +157,22 @@ def main(argv: list[str] | None = None) -> int:
         f"GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}, "
         f"CUDA {torch.version.cuda}; medians of {iterations}"
     )
-    for fused in (True, False):
+    compiled = args.compile_decoder
+    for fused in () if compiled else (True, False):
         label = "scaled_dot_product_attention" if fused else "explicit attention"
         figure = encoder_alone_ms(checkpoint, device, fused, iterations)
         print(f"encoder alone, FP16 CUDA graph, {label}: {figure:.2f} ms (CUDA events)")
 
-    for precision in ("fp16", "fp32"):
-        segmenter = Segmenter(checkpoint, "torch", cache, device, precision=precision)
+    for precision in ("fp16",) if compiled else ("fp16", "fp32"):
+        segmenter = Segmenter(
+            checkpoint, "torch", cache, device, precision=precision, compile_decoder=compiled
+        )
         for height, width, count in CASES if precision == "fp16" else CASES[1:2]:
             image, boxes = frame_and_boxes(height, width, count)
             for crops in (False, True):
                 total, stages = ours(segmenter, image, boxes, crops, iterations)
                 print(
-                    f"ours {precision} {width}x{height} {count:2d} boxes, "
+                    f"ours {segmenter.backend.name} {width}x{height} {count:2d} boxes, "
                     f"{'crops' if crops else 'full masks'}: end to end {total:.2f} ms; "
                     f"device stages of the last frame: {_stages_text(stages)}",
                     flush=True,
@@ -176,12 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                 image, boxes = frame_and_boxes(height, width, 10)
                 iou, error = accuracy(segmenter, checkpoint, device, image, boxes)
                 print(
-                    f"FP16 vs official FP32, {width}x{height}, 10 boxes: mask IoU min "
-                    f"{iou:.4f}, low-res logits relative error max {error:.2e}"
+                    f"{segmenter.backend.name} vs official FP32, {width}x{height}, 10 boxes: "
+                    f"mask IoU min {iou:.4f}, low-res logits relative error max {error:.2e}"
                 )
         del segmenter
         torch.cuda.empty_cache()
-    for height, width in ((480, 640), (1080, 1920)):
+    for height, width in () if compiled else ((480, 640), (1080, 1920)):
         image, boxes = frame_and_boxes(height, width, 10)
         for name, figure in official(checkpoint, device, image, boxes, iterations).items():
             print(f"official {width}x{height} 10 boxes, {name}: {figure:.2f} ms", flush=True)

@@ -230,13 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp16")
     parser.add_argument("--tracking", action="store_true", help="tracking on (default off)")
+    parser.add_argument("--compile-decoder", action="store_true", help="torch on CUDA only")
     parser.add_argument("--checkpoint", help="mobile_sam.pt (default: random weights)")
     parser.add_argument("--cache-dir", help="exported graphs and the random-weight checkpoint")
     args = parser.parse_args(argv)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     checkpoint = checkpoint_or_random_weights(args.checkpoint, cache)
     segmenter = Segmenter(
-        checkpoint, args.backend, cache, args.device, precision=args.precision, progress=False
+        checkpoint,
+        args.backend,
+        cache,
+        args.device,
+        precision=args.precision,
+        progress=False,
+        compile_decoder=args.compile_decoder,
     )
     print(
         f"machine: {_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}; "

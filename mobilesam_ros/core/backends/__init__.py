@@ -33,7 +33,7 @@ def create_backend(
     the CPU, in that order. Why TensorRT was passed over is logged once and kept in the
     returned backend's `fallback_reason`. `tensorrt` asked for by name fails with the reason
     instead. Options: tensorrt: precision, max_prompts, force_rebuild, workspace_mib (defaults
-    in `engine_cache`: FP16, 64 prompts, 2048 MiB); torch: fp16.
+    in `engine_cache`: FP16, 64 prompts, 2048 MiB); torch: fp16, compile_decoder.
     """
     options = dict(options or {})
     check_choice("backend", name, BACKENDS)
@@ -49,7 +49,12 @@ def create_backend(
     if name == "torch":
         from mobilesam_ros.core.backends.torch_backend import TorchBackend
 
-        return TorchBackend(checkpoint, device, fp16=options.get("fp16", True))
+        return TorchBackend(
+            checkpoint,
+            device,
+            fp16=options.get("fp16", True),
+            compile_decoder=options.get("compile_decoder", False),
+        )
     from mobilesam_ros.core.backends.tensorrt.backend import create_tensorrt_backend
 
     trt_options = {k: options[k] for k in TENSORRT_OPTIONS if k in options}

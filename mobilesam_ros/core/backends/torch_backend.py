@@ -25,7 +25,11 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(
-        self, checkpoint: str | os.PathLike[str], device: str = "auto", fp16: bool = True
+        self,
+        checkpoint: str | os.PathLike[str],
+        device: str = "auto",
+        fp16: bool = True,
+        compile_decoder: bool = False,
     ) -> None:
         try:
             import torch
@@ -51,9 +55,15 @@ class TorchBackend(Backend):
             # GPU: pre/post-processing on the device, encoder and decoder (FP16 with the
             # sensitive parts in FP32) replayed from CUDA graphs.
             self._device_pipeline = DevicePipeline(
-                self._encoder, device, decoders=self._decoders, fp16=fp16
+                self._encoder,
+                device,
+                decoders=self._decoders,
+                fp16=fp16,
+                compile_decoder=compile_decoder,
             )
-            self.name = "torch-fp16" if fp16 else "torch"
+            self.name = ("torch-fp16" if fp16 else "torch") + (
+                "-compiled-decoder" if compile_decoder else ""
+            )
 
     def encode_image(self, image: np.ndarray, channel_order: str) -> tuple[Any, Any] | None:
         if self._device_pipeline is None:
