@@ -1,0 +1,33 @@
+"""tools/bench_stream: the node's per-frame work at camera rate, driven with a fast stand-in
+segmenter (no model), so that its bookkeeping is checked, not its timings."""
+
+from __future__ import annotations
+
+from test_core_pipeline import BoxSegmenterDouble
+
+from mobilesam_ros.core.stream.pipeline import FrameResult
+from mobilesam_ros.tools import bench_stream
+
+
+def test_every_frame_is_sent_and_each_answer_is_a_sent_frame_with_its_outputs(monkeypatch):
+    built: list[FrameResult] = []
+    build_outputs = bench_stream.build_outputs
+
+    def recording(result: FrameResult) -> None:
+        build_outputs(result)  # the real work: label image, overlay, payloads
+        built.append(result)
+
+    monkeypatch.setattr(bench_stream, "build_outputs", recording)
+    segmenter = BoxSegmenterDouble()
+    run = bench_stream.run_stream(segmenter, (120, 160), count=3, rate=40.0, seconds=0.5)
+    assert run.sent == 20
+    assert 1 <= run.answered <= run.sent and len(run.latencies_ms) == run.answered
+    assert len(built) == run.answered
+    stamps = [result.frame.stamp_ns for result in built]
+    assert stamps == sorted(set(stamps))  # each frame answered at most once, in order
+    for result in built:
+        assert [r.prompt.id for r in result.instances] == ["d0", "d1", "d2"]
+        assert all(not r.crop.empty for r in result.instances)
+    assert {"encode", "outputs"} <= set(run.stages_ms)
+    text = bench_stream.report((120, 160), 3, 40.0, run)
+    assert f"sent {run.sent}, answered {run.answered}" in text
