@@ -2,7 +2,8 @@
 #   make setup   .venv with every pinned dependency (ROS 2 wheels, colcon, PyTorch, test oracle),
 #                then colcon build into build/ and install/
 #   make test    lint + all tests (what CI runs): the Kilted stack in .venv, the ROS-free core on
-#                Python 3.10 (.venv-py310), the package built and its DDS tests run against ROS 2
+#                Python 3.10 (.venv-py310), the TensorRT backend's CUDA calls against cuda-python
+#                12.2 and 12.9 (.venv-cuda12.*), the package built and its DDS tests run against ROS 2
 #                Jazzy's wheels (.venv-jazzy, build-jazzy/, install-jazzy/). Each step's time is
 #                printed as `[step] NAME: N s` and appended to log/steps.txt.
 #   make demo    segment a real photo; writes mask and overlay PNGs to out/demo/
@@ -25,6 +26,7 @@ DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --
 
 .PHONY: setup build-ros test lint demo segment-photo bench bench-host bench-node bench-tracking \
 	bench-depth bench-memory bench-stream clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
+	test-cuda12 \
 	test-models
 
 setup: $(SETUP_STAMP) build-ros
@@ -56,8 +58,24 @@ test:
 	$(STEP) pytest $(PY) -m pytest -q || failed="$$failed pytest"; \
 	$(STEP) dds $(PY) test/dds/run_dds_tests.py || failed="$$failed dds"; \
 	$(STEP) py310 $(MAKE) --no-print-directory test-py310 || failed="$$failed py310"; \
+	$(STEP) cuda12 $(MAKE) --no-print-directory test-cuda12 || failed="$$failed cuda12"; \
 	$(STEP) jazzy $(MAKE) --no-print-directory test-jazzy || failed="$$failed jazzy"; \
 	if [ -n "$$failed" ]; then echo "[test] failed steps:$$failed" >&2; exit 1; fi
+
+# cuda-python 12.2 (cuda.cudart) and 12.9 (cuda.bindings), the range of the JetPack 6 extra: the
+# TensorRT backend's CUDA calls bound to their signatures, each in a small venv of its own (the
+# main environment has 13.x).
+CUDA12_VERSIONS := 12.2 12.9
+test-cuda12:
+	@for version in $(CUDA12_VERSIONS); do \
+		venv=.venv-cuda$$version; lock=requirements/cuda$$version.lock; \
+		stamp=$$venv/.setup-$$(cksum < $$lock | cut -d' ' -f1); \
+		if [ ! -f $$stamp ]; then rm -rf $$venv && $(PYTHON) -m venv $$venv && \
+			$$venv/bin/pip install -q --disable-pip-version-check -r $$lock && touch $$stamp \
+			|| exit 1; fi; \
+		PYTHONPATH=$(CURDIR) $$venv/bin/python -m pytest -q -p no:cacheprovider \
+			test/test_tensorrt_static.py -k cuda_calls || exit 1; \
+	done
 
 # ROS 2 Jazzy (rclpy 7.1, Fast DDS 2.14): its own venv, build and install folders, so that it
 # never mixes with the Kilted stack of .venv. Same interpreter as .venv.
