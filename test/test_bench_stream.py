@@ -3,6 +3,7 @@ segmenter (no model), so that its bookkeeping is checked, not its timings."""
 
 from __future__ import annotations
 
+import numpy as np
 from test_core_pipeline import BoxSegmenterDouble
 
 from mobilesam_ros.core.stream.pipeline import FrameResult
@@ -10,12 +11,13 @@ from mobilesam_ros.tools import bench_stream
 
 
 def test_every_frame_is_sent_and_each_answer_is_a_sent_frame_with_its_outputs(monkeypatch):
-    built: list[FrameResult] = []
+    built: list[tuple[FrameResult, bench_stream.Outputs]] = []
     build_outputs = bench_stream.build_outputs
 
-    def recording(result: FrameResult) -> None:
-        build_outputs(result)  # the real work: label image, overlay, payloads
-        built.append(result)
+    def recording(result: FrameResult) -> bench_stream.Outputs:
+        outputs = build_outputs(result)  # the real work: label image, overlay, payloads
+        built.append((result, outputs))
+        return outputs
 
     monkeypatch.setattr(bench_stream, "build_outputs", recording)
     segmenter = BoxSegmenterDouble()
@@ -23,11 +25,16 @@ def test_every_frame_is_sent_and_each_answer_is_a_sent_frame_with_its_outputs(mo
     assert run.sent == 20
     assert 1 <= run.answered <= run.sent and len(run.latencies_ms) == run.answered
     assert len(built) == run.answered
-    stamps = [result.frame.stamp_ns for result in built]
+    stamps = [result.frame.stamp_ns for result, _ in built]
     assert stamps == sorted(set(stamps))  # each frame answered at most once, in order
-    for result in built:
+    for result, outputs in built:
         assert [r.prompt.id for r in result.instances] == ["d0", "d1", "d2"]
-        assert all(not r.crop.empty for r in result.instances)
+        assert len(outputs.mask_payloads) == 3 and outputs.labels.shape == (120, 160)
+        assert outputs.overlay.shape == (120, 160, 3)
+        # Label i + 1 covers instance i's pixels where it is on top (the double's masks are
+        # their boxes, so each label appears).
+        assert set(np.unique(outputs.labels)) <= {0, 1, 2, 3} and outputs.labels.max() > 0
+        assert outputs.refined_boxes == [r.crop.box for r in result.instances]
     assert {"encode", "outputs"} <= set(run.stages_ms)
     text = bench_stream.report((120, 160), 3, 40.0, run)
     assert f"sent {run.sent}, answered {run.answered}" in text

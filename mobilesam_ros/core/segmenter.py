@@ -57,9 +57,7 @@ class SegmentationResult:
 
     masks: np.ndarray | None  # (N, H, W) or (N, 3, H, W) bool
     scores: np.ndarray  # (N,) or (N, 3) float32 predicted IoU
-    low_res_logits: (
-        np.ndarray | None
-    )  # (N, 256, 256) or (N, 3, 256, 256) float32; None if not asked
+    low_res_logits: np.ndarray | None  # (N, 256, 256) or (N, 3, 256, 256); None if not asked
     mask_crops: list[MaskCrop] | list[list[MaskCrop]] | None = None  # N, or N lists of 3
 
     def __len__(self) -> int:

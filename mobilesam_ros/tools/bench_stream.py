@@ -79,23 +79,34 @@ def detections(count: int, height: int, width: int) -> list[Prompt]:
     ]
 
 
-def build_outputs(result: FrameResult) -> None:
+@dataclass
+class Outputs:
+    """The pixels and boxes that the node's outputs carry for one frame."""
+
+    mask_payloads: list[np.ndarray]  # `masks`: each instance's crop as mono8, 255 = object
+    labels: np.ndarray  # `mask_image`
+    overlay: np.ndarray  # `overlay`, bgr8
+    refined_boxes: list[tuple[int, int, int, int] | None]  # `detections_refined`
+
+
+def build_outputs(result: FrameResult) -> Outputs:
     """What `ros/outputs.OutputPublishers.publish` computes when every output is subscribed,
     up to the message objects."""
     instances = result.instances
     crops = [r.crop for r in instances]
-    [c.mask.view(np.uint8) * np.uint8(255) for c in crops if not c.empty]  # masks' mono8
     labels = label_image_from_crops(
         crops, [r.predicted_iou for r in instances], result.frame.embedding.original_size
     )
-    draw_label_overlay(
+    boxes = [c.box for c in crops]
+    overlay = draw_label_overlay(
         result.decoded.to_bgr(),
         labels,
         [r.prompt.box for r in instances],
         captions(instances),
-        mask_boxes=[c.box for c in crops],
+        mask_boxes=boxes,
     )
-    [c.box for c in crops]  # refined detections
+    payloads = [c.mask.view(np.uint8) * np.uint8(255) for c in crops if not c.empty]
+    return Outputs(payloads, labels, overlay, boxes)
 
 
 @dataclass
@@ -130,8 +141,8 @@ def run_stream(
     bgr = np.ascontiguousarray(cv2.resize(benchmark_frame(), (width, height))[..., ::-1])
     prompts = detections(count, height, width)
     # Warm-up: programs of this frame size (and CUDA graphs on a GPU) are made on first use.
+    boxes = np.array([p.box for p in prompts])
     for _ in range(3):
-        boxes = np.array([p.box for p in prompts])
         segmenter.decode(segmenter.encode(bgr, "bgr"), boxes=boxes, crops=True)
 
     pipeline = StreamPipeline(
