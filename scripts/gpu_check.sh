@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks that need a CUDA GPU (and TensorRT where installed), in one run: the PyTorch CUDA
-# path's figures with the official pipeline on the same GPU (tools/bench_cuda.py), the node's
+# path's figures with the official pipeline on the same GPU (tools/bench_cuda.py, also with
+# the decoder through torch.compile), the node's
 # per-frame work at 30 Hz with every output (tools/bench_stream.py), the tests that skip on
 # machines without a GPU, the `bench` command, the host stages on this machine's CPU and, where
 # TensorRT and cuda-python are usable, engine builds and their benchmark.
@@ -44,6 +45,9 @@ echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores
 
 step "CUDA path against the official pipeline" \
   "$PYTHON" -m mobilesam_ros.tools.bench_cuda --cache-dir "$CACHE" --iterations "$ITERATIONS"
+step "the same with the decoder through torch.compile" \
+  "$PYTHON" -m mobilesam_ros.tools.bench_cuda --cache-dir "$CACHE" --iterations "$ITERATIONS" \
+  --compile-decoder
 step "the node's per-frame work at 30 Hz, every output" \
   "$PYTHON" -m mobilesam_ros.tools.bench_stream --backend torch --device cuda \
   --cache-dir "$CACHE" --checkpoint "$CHECKPOINT"
