@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Checks that need a CUDA GPU (and TensorRT where installed), in one run: the PyTorch CUDA
 # path's figures with the official pipeline on the same GPU (tools/bench_cuda.py, also with
-# the decoder through torch.compile), the node's
-# per-frame work at 30 Hz with every output (tools/bench_stream.py), the tests that skip on
-# machines without a GPU, the `bench` command, the host stages on this machine's CPU and, where
-# TensorRT and cuda-python are usable, engine builds and their benchmark.
+# the decoder through torch.compile), the node's per-frame work at 30 Hz with every output
+# (tools/bench_stream.py), the tests that skip on machines without a GPU, the `bench` command,
+# the host stages on this machine's CPU and, where TensorRT and cuda-python are usable, engine
+# builds and their benchmark.
 #
 # Runs from the repository root with no network and no package index: everything must already
 # be there. Needed: the repository (working tree) and a Python (PYTHON, default python3) with
