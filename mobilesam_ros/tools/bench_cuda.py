@@ -139,19 +139,33 @@ def _stages_text(stages: dict[str, float]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --cache-dir and --device, shared by the GPU tools."""
     parser.add_argument("--checkpoint", help="mobile_sam.pt (default: random weights)")
     parser.add_argument("--cache-dir", help="exported graphs and the random-weight checkpoint")
     parser.add_argument("--device", default="cuda")
+
+
+def model_files(args: argparse.Namespace) -> tuple[Path, str] | None:
+    """(cache folder, checkpoint) from `add_model_arguments`' options, or None (said why)
+    when no CUDA GPU is visible."""
+    if not torch.cuda.is_available():
+        print("no CUDA GPU visible: nothing to measure")
+        return None
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    return cache, checkpoint_or_random_weights(args.checkpoint, cache)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--compile-decoder", action="store_true", help="see above")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("no CUDA GPU visible: nothing to measure")
+    files = model_files(args)
+    if files is None:
         return 2
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    checkpoint = checkpoint_or_random_weights(args.checkpoint, cache)
+    cache, checkpoint = files
     device, iterations = args.device, args.iterations
     print(
         f"GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}, "

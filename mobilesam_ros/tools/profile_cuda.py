@@ -20,13 +20,11 @@ from torch.profiler import ProfilerActivity, profile
 from mobilesam_ros.core import Segmenter
 from mobilesam_ros.core.backends.base import DecoderInputs
 from mobilesam_ros.core.backends.torch_device import DevicePipeline
-from mobilesam_ros.core.model.checkpoint import default_cache_dir
 from mobilesam_ros.core.model.modules import load_modules
 from mobilesam_ros.core.processing.preprocess import encode_prompts
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
 from mobilesam_ros.core.stream.pipeline import StreamPipeline, StreamSettings
-from mobilesam_ros.tools.bench import checkpoint_or_random_weights
-from mobilesam_ros.tools.bench_cuda import frame_and_boxes
+from mobilesam_ros.tools.bench_cuda import add_model_arguments, frame_and_boxes, model_files
 from mobilesam_ros.tools.bench_stream import RawImage, decode_payload, detections
 
 
@@ -130,9 +128,7 @@ def compiled_decoder(checkpoint: str, device: str, iterations: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", help="mobile_sam.pt (default: random weights)")
-    parser.add_argument("--cache-dir", help="exported graphs and the random-weight checkpoint")
-    parser.add_argument("--device", default="cuda")
+    add_model_arguments(parser)
     parser.add_argument("--boxes", type=int, default=10)
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--iterations", type=int, default=50)
@@ -140,11 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         "--parts", default="kernels,tracking,compile", help="any of kernels, tracking, compile"
     )
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("no CUDA GPU visible: nothing to profile")
+    files = model_files(args)
+    if files is None:
         return 2
-    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    checkpoint = checkpoint_or_random_weights(args.checkpoint, cache)
+    cache, checkpoint = files
     parts = args.parts.split(",")
     if "kernels" in parts:
         kernel_tables(checkpoint, args.device, args.boxes, args.rows)
