@@ -1,6 +1,6 @@
 # Entry points. `make demo` and `make test` set everything up first (idempotent).
-#   make setup   .venv with every pinned dependency (ROS 2 wheels, colcon, PyTorch, test oracle),
-#                then colcon build into build/ and install/
+#   make setup   .venv with every pinned dependency (ROS 2 wheels, colcon, PyTorch, test oracle,
+#                the ROS 2 launch and CLI tools), then colcon build into build/ and install/
 #   make test    lint + all tests (what CI runs): the Kilted stack in .venv, the ROS-free core on
 #                Python 3.10 (.venv-py310), the TensorRT backend's CUDA calls against cuda-python
 #                12.2 and 12.9 (.venv-cuda12.*), the package built and its DDS tests run against ROS 2
@@ -31,6 +31,12 @@ DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --
 
 setup: $(SETUP_STAMP) build-ros
 
+# The ROS 2 launch and command-line tools are not among the ROS 2 wheels: their wheels, and the
+# sources of composition_interfaces (which launch_ros imports), come from the folder that
+# scripts/find_ros2_tools.sh finds (ROS2_TOOLS overrides it); CI fails without them.
+ROS2_TOOLS_DIR := $(shell bash scripts/find_ros2_tools.sh 2>/dev/null)
+composition_interfaces = $(if $(ROS2_TOOLS_DIR),$(ROS2_TOOLS_DIR)/src/$(1)/composition_interfaces)
+
 $(SETUP_STAMP): requirements/dev.lock requirements/no-deps.lock setup.py
 	@echo "[setup] creating $(VENV) and installing pinned dependencies (a few minutes the first time)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,7 +48,10 @@ $(SETUP_STAMP): requirements/dev.lock requirements/no-deps.lock setup.py
 	@touch $@
 
 build-ros: $(SETUP_STAMP)
-	@VIRTUAL_ENV=$(CURDIR)/$(VENV) bash scripts/build_ros.sh
+	@bash scripts/install_ros2_tools.sh $(VENV) kilted
+	@VIRTUAL_ENV=$(CURDIR)/$(VENV) \
+		MOBILESAM_ROS_EXTRA_BASE_PATHS="$(call composition_interfaces,kilted)" \
+		bash scripts/build_ros.sh
 
 lint: $(SETUP_STAMP)
 	$(VENV)/bin/ruff check .
@@ -98,7 +107,9 @@ $(JAZZY_STAMP): requirements/jazzy.lock
 setup-jazzy: $(JAZZY_STAMP) build-ros-jazzy
 
 build-ros-jazzy: $(JAZZY_STAMP)
-	@$(JAZZY_ENV) bash scripts/build_ros.sh
+	@bash scripts/install_ros2_tools.sh $(JAZZY_VENV) jazzy
+	@$(JAZZY_ENV) MOBILESAM_ROS_EXTRA_BASE_PATHS="$(call composition_interfaces,jazzy)" \
+		bash scripts/build_ros.sh
 
 test-jazzy: setup-jazzy
 	$(JAZZY_ENV) $(JAZZY_PY) test/dds/run_dds_tests.py

@@ -2,11 +2,17 @@
 
     ros2 launch mobilesam_ros seg.launch.py image_topic:=/camera/image_raw
     ros2 launch mobilesam_ros seg.launch.py namespace:=cam1 backend:=onnxruntime rviz:=true
+    ros2 launch mobilesam_ros seg.launch.py lifecycle:=true autostart:=false
 
 Parameters come from params_file (default: the installed config/seg.yaml). The backend,
 checkpoint, device, use_compressed and use_sim_time arguments override it only when given: left
 empty (their default) they are not passed, and the file's value (else the node's own default)
-holds. test/test_launch_static.py checks these semantics.
+holds; use_sim_time, when given, reaches rviz2 too. test/dds/test_launch_file.py runs this file
+through launch with stand-in executables and checks what each process is started with.
+
+lifecycle:=true starts the managed node (seg_lifecycle_node) instead; with autostart:=true (the
+default) launch then drives it through configure and activate, once: a later deactivate or
+cleanup by a lifecycle manager is left as it is.
 
 The *_topic arguments remap the node's relative input names. A relative value is resolved in the
 node's namespace, an absolute one (/camera/image_raw) is used as given. image/compressed follows
@@ -19,8 +25,10 @@ mask_image), so namespace:=cam1 rviz:=true shows cam1's images.
 
 dds_profile (default: the installed config/fastdds.xml) is the Fast DDS profile file given to the
 node's and rviz2's processes through the variable their Fast DDS reads (FASTRTPS_... on Humble and
-Jazzy, FASTDDS_... from Kilted on); empty leaves this shell's environment as it is. The camera
-driver's process needs it too: see "Camera frames lost?" in the README.
+Jazzy, FASTDDS_... from Kilted on); empty leaves this shell's environment as it is. A profile the
+shell already exported wins, and none applies when RMW_IMPLEMENTATION names another middleware;
+the log says which configuration is in effect. The camera driver's process needs the profile too:
+see "Camera frames lost?" in the README.
 """
 
 from __future__ import annotations
@@ -28,28 +36,44 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
 from launch.conditions import IfCondition
+from launch.events import matches_action
 from launch.launch_context import LaunchContext
 from launch.launch_description import LaunchDescription
 from launch.substitutions import PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
+
+from mobilesam_ros.ros.dds_profile import launch_environment
 
 PACKAGE = "mobilesam_ros"
 EXECUTABLE = "seg_node"
+LIFECYCLE_EXECUTABLE = "seg_lifecycle_node"
 DEFAULT_NODE_NAME = "mobilesam"
 # Launch arguments that set the node parameter of the same name when given; an empty value (the
 # default) is not passed, so that params_file keeps its say.
 STRING_PARAMETER_ARGUMENTS = ("backend", "checkpoint", "device")
 BOOLEAN_PARAMETER_ARGUMENTS = ("use_compressed", "use_sim_time")
-# Fast DDS 2.x (Humble 2.6, Jazzy 2.14) reads the first variable, Fast DDS 3 (Kilted on) the
-# second. The same choice as mobilesam_ros.tools.dds_check.profile_variable().
-FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
-FAST_DDS_2_PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
-FAST_DDS_3_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+
+
+def _boolean(arguments: dict[str, str], name: str) -> bool:
+    value = arguments[name].strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"launch argument {name}:={arguments[name]!r}: expected true or false")
+    return value == "true"
 
 
 def parameter_overrides(arguments: dict[str, str]) -> dict[str, str | bool]:
@@ -60,25 +84,9 @@ def parameter_overrides(arguments: dict[str, str]) -> dict[str, str | bool]:
         if value:
             overrides[name] = value
     for name in BOOLEAN_PARAMETER_ARGUMENTS:
-        value = arguments.get(name, "").strip().lower()
-        if not value:
-            continue
-        if value not in ("true", "false"):
-            raise ValueError(f"launch argument {name}:={arguments[name]!r}: expected true or false")
-        overrides[name] = value == "true"
+        if arguments.get(name, "").strip():
+            overrides[name] = _boolean(arguments, name)
     return overrides
-
-
-def profile_environment(profile: str, ros_distro: str) -> dict[str, str]:
-    """Environment entries that give a process's Fast DDS the profile file ('' gives none)."""
-    profile = profile.strip()
-    if not profile:
-        return {}
-    if not Path(profile).is_file():
-        raise FileNotFoundError(f"launch argument dds_profile:={profile!r}: no such file")
-    if ros_distro.strip().lower() in FAST_DDS_2_DISTROS:
-        return {FAST_DDS_2_PROFILE_VARIABLE: profile}
-    return {FAST_DDS_3_PROFILE_VARIABLE: profile}
 
 
 def node_key_matches(key: str, namespace: str, node_name: str) -> bool:
@@ -114,23 +122,54 @@ def check_params_file_names_node(params_file: str, namespace: str, node_name: st
         )
 
 
-def _launch_nodes(context: LaunchContext) -> list[Node]:
+def _autostart(node: LifecycleNode) -> list[Any]:
+    """configure now, and activate once that configure has ended in inactive (one time only)."""
+    return [
+        RegisterEventHandler(
+            OnStateTransition(
+                target_lifecycle_node=node,
+                start_state="configuring",
+                goal_state="inactive",
+                entities=[
+                    EmitEvent(
+                        event=ChangeState(
+                            lifecycle_node_matcher=matches_action(node),
+                            transition_id=Transition.TRANSITION_ACTIVATE,
+                        )
+                    )
+                ],
+                handle_once=True,
+            )
+        ),
+        EmitEvent(
+            event=ChangeState(
+                lifecycle_node_matcher=matches_action(node),
+                transition_id=Transition.TRANSITION_CONFIGURE,
+            )
+        ),
+    ]
+
+
+def _launch_nodes(context: LaunchContext) -> list[Any]:
     arguments = dict(context.launch_configurations)
     namespace = arguments["namespace"]
     node_name = arguments["node_name"]
     params_file = arguments["params_file"]
     check_params_file_names_node(params_file, namespace, node_name)
-    environment = profile_environment(arguments["dds_profile"], os.environ.get("ROS_DISTRO", ""))
+    environment, dds_line = launch_environment(arguments["dds_profile"], os.environ)
+    given = parameter_overrides(arguments)
     overrides = {
         # value_type=str keeps strings strings: otherwise launch_ros reads the text as YAML
         # (a checkpoint path of digits becomes a number).
         name: ParameterValue(value, value_type=str) if isinstance(value, str) else value
-        for name, value in parameter_overrides(arguments).items()
+        for name, value in given.items()
     }
     image_topic = arguments["image_topic"]
-    segmentation_node = Node(
+    lifecycle = _boolean(arguments, "lifecycle")
+    node_class = LifecycleNode if lifecycle else Node
+    segmentation_node = node_class(
         package=PACKAGE,
-        executable=EXECUTABLE,
+        executable=LIFECYCLE_EXECUTABLE if lifecycle else EXECUTABLE,
         name=node_name,
         namespace=namespace,
         parameters=[params_file, overrides] if overrides else [params_file],
@@ -139,7 +178,7 @@ def _launch_nodes(context: LaunchContext) -> list[Node]:
             ("image/compressed", f"{image_topic}/compressed"),
             ("detections", arguments["detections_topic"]),
             ("prompts", arguments["prompts_topic"]),
-            ("clicked_point", arguments["clicked_point_topic"]),
+            ("clicked_pixel_stamped", arguments["clicked_pixel_stamped_topic"]),
             ("clicked_pixel", arguments["clicked_pixel_topic"] or f"{image_topic}_mouse_left"),
             ("depth", arguments["depth_topic"]),
             ("camera_info", arguments["camera_info_topic"]),
@@ -155,11 +194,15 @@ def _launch_nodes(context: LaunchContext) -> list[Node]:
         # Its displays name relative topics, resolved in this namespace: the node's.
         namespace=namespace,
         arguments=["-d", arguments["rviz_config"]],
+        parameters=[{"use_sim_time": given["use_sim_time"]}] if "use_sim_time" in given else [],
         additional_env=environment,
         condition=IfCondition(arguments["rviz"]),
         output="screen",
     )
-    return [segmentation_node, rviz_node]
+    actions: list[Any] = [LogInfo(msg=dds_line), segmentation_node, rviz_node]
+    if lifecycle and _boolean(arguments, "autostart"):
+        actions += _autostart(segmentation_node)
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -184,10 +227,10 @@ def generate_launch_description() -> LaunchDescription:
             description="Topic of explicit point and box prompts (mobilesam_ros/PromptArray).",
         ),
         DeclareLaunchArgument(
-            "clicked_point_topic",
-            default_value="clicked_point",
+            "clicked_pixel_stamped_topic",
+            default_value="clicked_pixel_stamped",
             description="Topic of stamped single point prompts in image pixels "
-            "(geometry_msgs/PointStamped).",
+            "(geometry_msgs/PointStamped); not rviz's /clicked_point, which holds metres.",
         ),
         DeclareLaunchArgument(
             "clicked_pixel_topic",
@@ -249,7 +292,7 @@ def generate_launch_description() -> LaunchDescription:
             "use_sim_time",
             default_value="",
             description="true: follow /clock (bag playback, simulation); overrides params_file "
-            "when given.",
+            "when given, and is passed to rviz2 too.",
         ),
         DeclareLaunchArgument(
             "dds_profile",
@@ -261,6 +304,17 @@ def generate_launch_description() -> LaunchDescription:
             "log_level",
             default_value="info",
             description="Logging level of the node: debug, info, warn, error or fatal.",
+        ),
+        DeclareLaunchArgument(
+            "lifecycle",
+            default_value="false",
+            description="true: start the managed node (seg_lifecycle_node) instead of seg_node.",
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="true",
+            description="With lifecycle:=true: configure and activate the node once it is up "
+            "(false: leave it unconfigured for a lifecycle manager).",
         ),
         DeclareLaunchArgument(
             "rviz",

@@ -5,6 +5,10 @@
 # MOBILESAM_ROS_BUILD_BASE and MOBILESAM_ROS_INSTALL_BASE (relative to the repository root or
 # absolute) put the build elsewhere, e.g. build-jazzy/ and install-jazzy/ for a second ROS 2
 # distribution's wheels in another virtual environment; test/ros_test_env.py reads the same names.
+# MOBILESAM_ROS_EXTRA_BASE_PATHS (space-separated folders) builds other packages into the same
+# install base, e.g. composition_interfaces, which launch_ros needs and the wheels lack.
+# MOBILESAM_ROS_BUILD_TESTING=ON builds with BUILD_TESTING on (then `colcon test` runs the
+# package's tests); default OFF.
 #
 # Builds against the ROS 2 wheels of a virtual environment ($VIRTUAL_ENV, else .venv at the
 # repository root) when it holds them; otherwise against a sourced ROS 2 install
@@ -133,12 +137,14 @@ fi
 mkdir -p log
 build_log="log/build_ros.log"
 start_s=$SECONDS
+extra_base_paths=()
+read -r -a extra_base_paths <<<"${MOBILESAM_ROS_EXTRA_BASE_PATHS:-}"
 if ! "$colcon" --log-base log build \
-  --base-paths "$repo_root" \
+  --base-paths "$repo_root" ${extra_base_paths[@]+"${extra_base_paths[@]}"} \
   --build-base "$build_base" \
   --install-base "$install_base" \
   "$@" \
-  --cmake-args "-DPython3_EXECUTABLE=$python" -DBUILD_TESTING=OFF \
+  --cmake-args "-DPython3_EXECUTABLE=$python" "-DBUILD_TESTING=${MOBILESAM_ROS_BUILD_TESTING:-OFF}" \
   ${cmake_args[@]+"${cmake_args[@]}"} >"$build_log" 2>&1; then
   printf '%s\n' "----- last lines of $build_log -----" >&2
   tail -n 60 "$build_log" >&2

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mobilesam_ros.tools.dds_check import with_profile
+from mobilesam_ros.ros.dds_profile import with_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # build/ and install/ unless scripts/build_ros.sh was told otherwise by the same variables (a
@@ -157,6 +157,10 @@ def ros_env(extra_installs: list[Path]) -> dict[str, str]:
         entry for entry in _split(env.get("PYTHONPATH")) if not _is_repository_source(entry)
     )
     env = prepend_env(env, additions)
+    # As an activated virtual environment has it: executables that start with
+    # `#!/usr/bin/env python3` (the installed nodes, started by ros2 launch) run on this
+    # interpreter, and `ros2` is on PATH.
+    env = prepend_env(env, {"PATH": str(Path(sys.executable).parent)})
     # Newer ROS 2 releases check message field types and sizes only when asked to.
     env["ROS_PYTHON_CHECK_FIELDS"] = "1"
     env["ROS_DOMAIN_ID"] = str(ros_domain_id())

@@ -261,6 +261,28 @@ def test_frames_before_the_model_are_counted_and_served_once_it_is_attached():
     assert len(drain(pipeline)) == 1
 
 
+def test_prompts_whose_wait_ends_while_the_model_loads_are_counted_as_such(caplog):
+    """Not as prompts that waited for lost camera frames (whose hint would mislead)."""
+    pipeline, segmenter, clock = make_pipeline()
+    pipeline.detach()
+    add_frame(pipeline, clock, SECOND_NS)
+    with caplog.at_level(logging.WARNING):
+        for second in (1, 2):
+            pipeline.add_request(request(clock, second * SECOND_NS, (1, 1, 50, 50)))
+        clock.now += pipeline.settings.sync_max_wait
+        assert drain(pipeline) == []
+    counters = pipeline.counters()
+    assert counters[pl.DROP_WHILE_LOADING] == 2 and counters[fs.DROP_TIMEOUT] == 0
+    assert pipeline.totals()[pl.PROMPTS_WHILE_LOADING] == 2
+    said = [
+        r.getMessage() for r in caplog.records if "while the model is loading" in r.getMessage()
+    ]
+    assert len(said) == 1 and pl.DROP_WHILE_LOADING in said[0]
+    pipeline.attach(segmenter)
+    pipeline.add_request(request(clock, SECOND_NS, (1, 1, 50, 50)))
+    assert len(drain(pipeline)) == 1  # served once loaded; nothing left of the dropped ones
+
+
 def test_failure_log_counts_every_report_and_logs_once_per_period(caplog):
     clock = FakeClock()
     failures = pl.FailureLog(logging.getLogger("test.failures"), period=5.0, clock=clock)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import ros_test_env
 
-from mobilesam_ros.tools.dds_check import (
+from mobilesam_ros.ros.dds_profile import (
     FAST_DDS_2_PROFILE_VARIABLE,
     FAST_DDS_3_PROFILE_VARIABLE,
+    launch_environment,
     with_profile,
 )
 
@@ -64,3 +65,22 @@ def test_install_without_the_profile_is_an_error(fake_install) -> None:
 def test_with_profile_none_removes_both_variables() -> None:
     env = {FAST_DDS_2_PROFILE_VARIABLE: "a", FAST_DDS_3_PROFILE_VARIABLE: "b", "PATH": "/bin"}
     assert with_profile(env, None) == {"PATH": "/bin"}
+
+
+def test_launch_environment_gives_the_profile_only_where_nothing_else_decides(tmp_path) -> None:
+    profile = tmp_path / "fastdds.xml"
+    profile.write_text("<profiles/>")
+    env, said = launch_environment(str(profile), {"ROS_DISTRO": "humble"})
+    assert env == {FAST_DDS_2_PROFILE_VARIABLE: str(profile)} and str(profile) in said
+    env, said = launch_environment(str(profile), {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"})
+    assert env == {FAST_DDS_3_PROFILE_VARIABLE: str(profile)}
+    # The user's exported profile (which the camera driver's shell uses too) wins.
+    env, said = launch_environment(str(profile), {FAST_DDS_3_PROFILE_VARIABLE: "/mine.xml"})
+    assert env == {} and "/mine.xml" in said
+    # Another middleware does not read Fast DDS profiles.
+    env, said = launch_environment(str(profile), {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"})
+    assert env == {} and "rmw_cyclonedds_cpp" in said
+    env, said = launch_environment("", {})
+    assert env == {} and "empty" in said
+    with pytest.raises(FileNotFoundError, match="dds_profile"):
+        launch_environment(str(tmp_path / "missing.xml"), {})

@@ -23,3 +23,7 @@ class BackendUnavailableError(MobileSamError):
 
 class ExportError(MobileSamError):
     """The ONNX export of a checkpoint failed."""
+
+
+class ExportInterruptedError(ExportError):
+    """The export process was stopped by a signal (the node is shutting down)."""

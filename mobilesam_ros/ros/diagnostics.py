@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from mobilesam_ros.core.stream.frame_sync import DROP_TIMEOUT
+from mobilesam_ros.core.stream.pipeline import StreamPipeline
 
 LOST_IMAGES_HINT = (
     "prompts waited for images that never arrived: camera frames are likely lost in transport "
@@ -46,6 +49,16 @@ class Health:
     message: str
 
 
+# The lifecycle node's states as /diagnostics reports them (the plain node has none).
+LIFECYCLE_MESSAGES = {
+    "unconfigured": "unconfigured (lifecycle): configure loads the model",
+    "configuring": "loading model",
+    "inactive": "inactive (lifecycle): activate to process images",
+    "finalized": "finalized (lifecycle)",
+}
+LOADING_MESSAGE = "loading model"
+
+
 def health(
     loading_error: str | None,
     model_ready: bool,
@@ -54,14 +67,17 @@ def health(
     stale_after: float,
     counters: Counter[str],
     previous_counters: Counter[str] | None,
+    lifecycle_state: str | None = None,
 ) -> Health:
     """The status level and message, most severe first."""
     if loading_error:
         return Health(DiagnosticStatus.ERROR, f"model failed to load: {loading_error}")
+    if lifecycle_state in LIFECYCLE_MESSAGES:
+        return Health(DiagnosticStatus.OK, LIFECYCLE_MESSAGES[lifecycle_state])
     if failing:
         return Health(DiagnosticStatus.ERROR, "inference fails on every frame; see the log")
     if not model_ready:
-        return Health(DiagnosticStatus.OK, "loading model")
+        return Health(DiagnosticStatus.OK, LOADING_MESSAGE)
     if seconds_since_image is None or seconds_since_image > stale_after:
         waited = "yet" if seconds_since_image is None else f"for {seconds_since_image:.1f} s"
         return Health(DiagnosticStatus.WARN, f"no image received {waited}")
@@ -70,6 +86,67 @@ def health(
             return Health(DiagnosticStatus.WARN, LOST_IMAGES_HINT)
         return Health(DiagnosticStatus.WARN, "inputs dropped or rejected since the last report")
     return Health(DiagnosticStatus.OK, "ready")
+
+
+class DiagnosticsReport:
+    """The node's one status in /diagnostics: health, then rates, latencies and counters of the
+    period since the last report."""
+
+    def __init__(self, node_name: str, publisher: Any) -> None:
+        self._name = f"{node_name}: segmentation"
+        self._publisher = publisher
+        self._previous_counters: Counter[str] | None = None
+        self._period_started = time.monotonic()
+
+    def publish(
+        self,
+        pipeline: StreamPipeline,
+        stats: StageStats,
+        stamp: Any,
+        loading_error: str | None,
+        lifecycle_state: str | None,
+        last_image: float | None,
+        stale_after: float,
+        overlays_skipped: int | None,
+    ) -> None:
+        now = time.monotonic()
+        period = max(now - self._period_started, 1e-6)
+        self._period_started = now
+        samples, events = stats.take()
+        counters = pipeline.counters()
+        waiting, cached = pipeline.queue_sizes()
+        segmenter = pipeline.segmenter
+        state = health(
+            loading_error,
+            segmenter is not None,
+            pipeline.failing,
+            None if last_image is None else now - last_image,
+            stale_after,
+            counters,
+            self._previous_counters,
+            lifecycle_state,
+        )
+        self._previous_counters = counters
+        values = status_values(
+            period, samples, events, pipeline.totals(), counters, waiting, cached
+        )
+        if lifecycle_state is not None:
+            values.append(KeyValue(key="lifecycle state", value=lifecycle_state))
+        if overlays_skipped is not None:
+            values.append(KeyValue(key="overlays skipped by max_rate", value=str(overlays_skipped)))
+        fallback = getattr(segmenter.backend, "fallback_reason", None) if segmenter else None
+        if fallback:
+            values.append(KeyValue(key="backend fallback reason", value=fallback))
+        status = DiagnosticStatus(
+            name=self._name,
+            hardware_id=segmenter.backend.describe() if segmenter is not None else "",
+            level=state.level,
+            message=state.message,
+            values=values,
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = stamp
+        self._publisher.publish(array)
 
 
 def status_values(

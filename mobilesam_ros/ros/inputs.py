@@ -25,7 +25,7 @@ CLICKS_IN_OTHER_FRAME = "clicks_in_another_frame"
 
 
 class InputSubscriptions:
-    """image (or image/compressed), prompts, detections, clicked_point and clicked_pixel.
+    """image (or image/compressed), prompts, detections, clicked_pixel_stamped, clicked_pixel.
 
     Images: sensor-data QoS, depth 1 (the newest frame wins), overridable by qos_overrides.
     """
@@ -55,7 +55,7 @@ class InputSubscriptions:
                 image_type, image_topic, self._on_image, image_qos, qos_overriding_options=options
             ),
             node.create_subscription(PromptArray, "prompts", self._on_prompts, 10),
-            node.create_subscription(PointStamped, "clicked_point", self._on_click, 10),
+            node.create_subscription(PointStamped, "clicked_pixel_stamped", self._on_click, 10),
             node.create_subscription(Point, "clicked_pixel", self._on_clicked_pixel, 10),
         ]
         if Detection2DArray is not None:
@@ -104,7 +104,8 @@ class InputSubscriptions:
         if frame_id and self._image_frame_id and frame_id != self._image_frame_id:
             self._failures.report(
                 CLICKS_IN_OTHER_FRAME,
-                f"clicked_point in frame {frame_id!r}, not the image's {self._image_frame_id!r}: "
+                f"clicked_pixel_stamped in frame {frame_id!r}, not the image's "
+                f"{self._image_frame_id!r}: "
                 "it holds no pixel coordinates (rviz's Publish Point tool sends metres); "
                 "click in rqt_image_view, which publishes clicked_pixel",
             )

@@ -16,7 +16,7 @@ from mobilesam_ros.core.stream.pipeline import FrameResult
 from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
 from mobilesam_ros.msg import InstanceMaskArray
 from mobilesam_ros.ros import conversions
-from mobilesam_ros.ros.outputs_3d import Outputs3D
+from mobilesam_ros.ros.outputs_3d import Outputs3D, publisher_calls
 
 try:  # optional: the node runs without vision_msgs
     from vision_msgs.msg import Detection2D, Detection2DArray
@@ -47,12 +47,13 @@ class OutputPublishers:
         self.overlays_skipped = 0  # by overlay.max_rate
         self._outputs_3d = outputs_3d
         self._value_of = value_of
-        self.masks = node.create_publisher(InstanceMaskArray, "masks", OUTPUT_QOS)
-        self.mask_image = node.create_publisher(Image, "mask_image", OUTPUT_QOS)
-        self.overlay = node.create_publisher(Image, "overlay", OUTPUT_QOS)
+        create, self._destroy = publisher_calls(node)
+        self.masks = create(InstanceMaskArray, "masks", OUTPUT_QOS)
+        self.mask_image = create(Image, "mask_image", OUTPUT_QOS)
+        self.overlay = create(Image, "overlay", OUTPUT_QOS)
         self.refined = None
         if Detection2DArray is not None:
-            self.refined = node.create_publisher(Detection2DArray, "detections_refined", OUTPUT_QOS)
+            self.refined = create(Detection2DArray, "detections_refined", OUTPUT_QOS)
         else:
             node.get_logger().info("vision_msgs not installed: no detections_refined output")
 
@@ -129,6 +130,6 @@ class OutputPublishers:
 
     def destroy(self) -> None:
         for publisher in self._all():
-            self._node.destroy_publisher(publisher)
+            self._destroy(publisher)
         if self._outputs_3d is not None:
             self._outputs_3d.destroy()

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -35,6 +36,14 @@ CAMERA_INFO_REJECTED = "camera_info_rejected"
 DEPTH_CACHE_SIZE = 30
 
 
+def publisher_calls(node: Node) -> tuple[Callable[..., Any], Callable[[Any], Any]]:
+    """How outputs are created and destroyed on `node`: a lifecycle node's publishers publish
+    only while it is active (and are dropped from its managed entities when destroyed)."""
+    if isinstance(node, LifecycleNode):
+        return node.create_lifecycle_publisher, node.destroy_lifecycle_publisher
+    return node.create_publisher, node.destroy_publisher
+
+
 class DepthInputs:
     """depth and camera_info subscriptions; written by callbacks, read by the publishing thread."""
 
@@ -45,6 +54,10 @@ class DepthInputs:
         self._depth = StampCache(DEPTH_CACHE_SIZE)
         self._camera: CameraModel | None = None
         self.seen = False  # any depth image or camera_info so far: a depth camera is wired
+        self._subscriptions: list[Any] = []
+
+    def subscribe(self) -> None:
+        node = self._node
         self._subscriptions = [
             node.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data),
             node.create_subscription(
@@ -80,7 +93,7 @@ class DepthInputs:
                 self._failures.report(DEPTH_REJECTED, f"depth image rejected: {exc}")
         return depth, camera
 
-    def destroy(self) -> None:
+    def unsubscribe(self) -> None:
         for subscription in self._subscriptions:
             self._node.destroy_subscription(subscription)
         self._subscriptions = []
@@ -101,11 +114,12 @@ class Outputs3D:
         self._types = vision_msgs_3d()
         self._markers = MarkerTracker()
         self._said_no_depth = False
-        self.cloud = node.create_publisher(PointCloud2, "instances_cloud", 2)
-        self.markers = node.create_publisher(MarkerArray, "markers", 2)
+        create, self._destroy = publisher_calls(node)
+        self.cloud = create(PointCloud2, "instances_cloud", 2)
+        self.markers = create(MarkerArray, "markers", 2)
         self.detections = None
         if self._types is not None:
-            self.detections = node.create_publisher(self._types.detection_array, "detections_3d", 2)
+            self.detections = create(self._types.detection_array, "detections_3d", 2)
         else:
             node.get_logger().info("vision_msgs not installed: no detections_3d output")
 
@@ -170,4 +184,4 @@ class Outputs3D:
 
     def destroy(self) -> None:
         for publisher in self._all():
-            self._node.destroy_publisher(publisher)
+            self._destroy(publisher)

@@ -17,7 +17,8 @@ from mobilesam_ros.core.choices import (
     SYNC_POLICIES,
     check_device,
 )
-from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.depth import LiftParams
+from mobilesam_ros.core.errors import InvalidInputError, MobileSamError
 from mobilesam_ros.core.stream.pipeline import StreamSettings
 
 NODE_NAME = "mobilesam"
@@ -328,6 +329,48 @@ def check_value(spec: ParameterSpec, value: Any) -> str | None:
         except InvalidInputError as exc:
             return f"parameter {exc}"
     return None
+
+
+def change_problem(changes: dict[str, Any], value_of: Callable[[str], Any]) -> str | None:
+    """Why a run-time change of parameters (name -> new value) is refused, or None: each value
+    against its spec, then the ranges that depend on each other (depth.min < depth.max)."""
+    specs = {spec.name: spec for spec in PARAMETERS}
+    for name, value in changes.items():
+        spec = specs.get(name)
+        problem = check_value(spec, value) if spec is not None else None
+        if problem:
+            return problem
+    try:
+        LiftParams(
+            min_depth=changes.get("depth.min", value_of("depth.min")),
+            max_depth=changes.get("depth.max", value_of("depth.max")),
+        )
+    except InvalidInputError as exc:
+        return f"depth.min/depth.max: {exc}"
+    return None
+
+
+def declare_parameters(node: Any) -> None:
+    """Declare every parameter on an rclpy node, with its description and range; raises
+    MobileSamError naming the first value (from the command line or a file) that is refused."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    for spec in PARAMETERS:
+        descriptor = ParameterDescriptor(description=spec.description, read_only=not spec.dynamic)
+        if spec.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+        if spec.min_value is not None and isinstance(spec.default, float):
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=spec.min_value, to_value=spec.max_value)
+            ]
+        elif spec.min_value is not None and isinstance(spec.default, int):
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)
+            ]
+        node.declare_parameter(spec.name, spec.default, descriptor)
+        problem = check_value(spec, node.get_parameter(spec.name).value)
+        if problem:
+            raise MobileSamError(problem)
 
 
 def parameter(name: str) -> ParameterSpec:

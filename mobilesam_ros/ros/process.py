@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException
 
 from mobilesam_ros.core import MobileSamError
+from mobilesam_ros.ros import stop_signals
 
 
 class RosLogHandler(logging.Handler):
@@ -38,14 +39,25 @@ def run(
     make_node: Callable[[], Any],
     runtime_of: Callable[[Any], Any],
     args: list[str] | None = None,
+    executor_factory: Callable[[], Executor] | None = None,
 ) -> int:
-    """Spin a node until shutdown; exit codes: 0 clean, 2 bad parameter or model, 1 a defect."""
+    """Spin a node until shutdown; exit codes: 0 clean (also after SIGINT/SIGTERM, however many),
+    2 bad parameter or model, 1 a defect."""
+    stop = stop_signals.install()  # before rclpy.init: rclpy's handlers chain to these
+    if stop.requested.is_set():  # signalled while the executable was importing
+        return 0
     rclpy.init(args=args)
     node = None
+    executor = None
     code = 0
     try:
+        executor = executor_factory() if executor_factory is not None else None
         node = make_node()
-        rclpy.spin(node)
+        if executor is None:
+            rclpy.spin(node)
+        else:
+            executor.add_node(node)
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except MobileSamError as exc:
@@ -56,8 +68,11 @@ def run(
         )
         code = 2
     except Exception:
-        traceback.print_exc()
-        code = 1
+        # A stop signal shuts the ROS context down under the node's feet (e.g. while it is
+        # being constructed): what fails then is the shutdown, not a defect.
+        if not stop.requested.is_set():
+            traceback.print_exc()
+            code = 1
     finally:
         finished = True
         if node is not None:
@@ -65,14 +80,20 @@ def run(
             if runtime is not None:
                 finished = runtime.stop()
                 runtime.close()
-                if runtime.loading_error:
+                if runtime.loading_error and not stop.requested.is_set():
                     code = 2
+            if executor is not None and finished:
+                # Its threads are idle; one still in a model load would block this (and the
+                # interpreter's exit): that case leaves through os._exit below.
+                executor.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
     if not finished:
-        # An inference is still running in native code; it cannot be interrupted and holds no
-        # state worth saving, so leave without waiting for it (with the real exit code).
+        # A model load or an inference is still running in native code; it cannot be
+        # interrupted and holds no state worth saving, so leave without waiting for it (with
+        # the real exit code).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    stop.finished()
     return code

@@ -1,8 +1,13 @@
-"""What both node variants share: parameters, inputs, outputs, the two threads, diagnostics.
+"""What both node variants share: the pipeline, model lifetime, inputs, outputs, the two threads.
 
 Callbacks only convert and enqueue. The inference thread runs the stream pipeline (one job at a
 time); the publishing thread builds and publishes the outputs of the previous frame meanwhile,
 handed over through a one-slot queue (no backlog: inference waits while it is full).
+
+Lifetime, in the order the nodes call it: construction (parameters declared, /diagnostics
+running), `load_model*`, `create_outputs`, `start` (inputs and threads), `stop`,
+`destroy_outputs`, `unload_model`. The plain node runs all of it at once; the lifecycle node
+maps it onto its transitions.
 """
 
 from __future__ import annotations
@@ -11,21 +16,16 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from mobilesam_ros.core import InvalidInputError, MobileSamError, Segmenter
-from mobilesam_ros.core.depth import LiftParams
+from mobilesam_ros.core import MobileSamError, Segmenter
+from mobilesam_ros.core.errors import ExportInterruptedError
 from mobilesam_ros.core.stream.pipeline import (
     STAGE_PUBLISH,
     FailureLog,
@@ -34,15 +34,14 @@ from mobilesam_ros.core.stream.pipeline import (
     failure_counter,
 )
 from mobilesam_ros.ros import conversions
-from mobilesam_ros.ros.diagnostics import StageStats, health, status_values
+from mobilesam_ros.ros.diagnostics import DiagnosticsReport, StageStats
 from mobilesam_ros.ros.inputs import InputSubscriptions
 from mobilesam_ros.ros.outputs import OutputPublishers
 from mobilesam_ros.ros.outputs_3d import DepthInputs, Outputs3D
 from mobilesam_ros.ros.parameters import (
-    PARAMETERS,
     STREAM_SETTINGS,
-    ParameterSpec,
-    check_value,
+    change_problem,
+    declare_parameters,
     stream_settings,
 )
 from mobilesam_ros.ros.process import RosLogHandler
@@ -50,32 +49,13 @@ from mobilesam_ros.ros.process import RosLogHandler
 _POLL_S = 0.1  # longest wait of the threads before they look at the stop flag again
 
 
-def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=spec.description, read_only=not spec.dynamic)
-    if spec.choices:
-        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-    if spec.min_value is not None and isinstance(spec.default, float):
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=spec.min_value, to_value=spec.max_value)
-        ]
-    elif spec.min_value is not None and isinstance(spec.default, int):
-        descriptor.integer_range = [
-            IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)
-        ]
-    return descriptor
-
-
 class SegmentationRuntime:
-    """Declares and validates the parameters (MobileSamError names a bad one), then waits for
-    `start` (inputs, outputs, threads) and a model (`load_model*`)."""
+    """Declares and validates the parameters (MobileSamError names a bad one) and publishes
+    /diagnostics; the rest waits for the node's calls (see the module docstring)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        for spec in PARAMETERS:
-            node.declare_parameter(spec.name, spec.default, _descriptor(spec))
-            problem = check_value(spec, self.value(spec.name))
-            if problem:
-                raise MobileSamError(problem)
+        declare_parameters(node)
         self._log_handler = RosLogHandler(node.get_logger())
         package_logger = logging.getLogger("mobilesam_ros")
         package_logger.setLevel(logging.INFO)
@@ -91,18 +71,26 @@ class SegmentationRuntime:
             failures=self.failures,
         )
         self.loading_error: str | None = None
+        self.loading = threading.Event()  # set while a model loads (it cannot be interrupted)
+        self.lifecycle_state: str | None = None  # the lifecycle node's state; None: plain node
         self.outputs: OutputPublishers | None = None
         self.inputs: InputSubscriptions | None = None
         self.depth_inputs: DepthInputs | None = None
         self._threads: list[threading.Thread] = []
-        self._loader: threading.Thread | None = None  # background model load
         self._stopping = threading.Event()
         self._handoff: queue.Queue[FrameResult] = queue.Queue(maxsize=1)
-        self._previous_counters: Counter[str] | None = None
-        self._diagnostics_started = time.monotonic()
         node.add_on_set_parameters_callback(self._on_set_parameters)
-        self._diagnostics_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        node.create_timer(self.value("diagnostics_period"), self.publish_diagnostics)
+        self._diagnostics = DiagnosticsReport(
+            node.get_fully_qualified_name(),
+            node.create_publisher(DiagnosticArray, "/diagnostics", 10),
+        )
+        # A group of its own: /diagnostics keeps coming while a multi-threaded executor runs a
+        # long transition (the lifecycle node's configure loads the model).
+        node.create_timer(
+            self.value("diagnostics_period"),
+            self.publish_diagnostics,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
 
     def value(self, name: str) -> Any:
         return self.node.get_parameter(name).value
@@ -112,6 +100,8 @@ class SegmentationRuntime:
     def load_model(self) -> None:
         """Load (first start: download and export) the model and hand it to the pipeline."""
         self.node.get_logger().info("loading MobileSAM (first start downloads and exports)")
+        self.loading_error = None
+        self.loading.set()
         try:
             segmenter = Segmenter(
                 checkpoint=self.value("checkpoint") or None,
@@ -124,9 +114,13 @@ class SegmentationRuntime:
                 compile_decoder=self.value("compile_decoder"),
                 decoder_memory_mb=self.value("decoder_memory_mb"),
             )
+        except ExportInterruptedError:
+            raise
         except MobileSamError as exc:
             self.loading_error = str(exc)
             raise
+        finally:
+            self.loading.clear()
         self.pipeline.attach(segmenter)
         self.node.get_logger().info(f"MobileSAM ready: {segmenter.backend.describe()}")
 
@@ -135,28 +129,37 @@ class SegmentationRuntime:
             try:
                 self.load_model()
             except Exception as exc:
+                if self._stopping.is_set() or isinstance(exc, ExportInterruptedError):
+                    return  # shutting down: not a failure of the model
                 self.loading_error = self.loading_error or repr(exc)
                 self.node.get_logger().error(f"cannot load the model: {self.loading_error}")
                 on_failure()
 
-        self._loader = threading.Thread(target=load, name="mobilesam-load", daemon=True)
-        self._loader.start()
+        threading.Thread(target=load, name="mobilesam-load", daemon=True).start()
 
     def unload_model(self) -> None:
-        self.pipeline.segmenter = None
+        self.pipeline.detach()
 
-    # -- start and stop --------------------------------------------------------------------
+    # -- outputs, inputs and threads -------------------------------------------------------
 
-    def start(self) -> None:
-        """Publishers, subscriptions, the inference and publishing threads."""
+    def create_outputs(self) -> None:
         node = self.node
         self.depth_inputs = DepthInputs(node, self.failures)
         outputs_3d = Outputs3D(node, self.value, self.depth_inputs, self.failures)
         self.outputs = OutputPublishers(
             node, self.value, self.pipeline.tracker is not None, outputs_3d
         )
+
+    def destroy_outputs(self) -> None:
+        if self.outputs is not None:
+            self.outputs.destroy()
+            self.outputs = None
+
+    def start(self) -> None:
+        """Subscriptions and the inference and publishing threads (outputs must exist)."""
+        self.depth_inputs.subscribe()
         self.inputs = InputSubscriptions(
-            node, self.pipeline, self.failures, self.stats, self.value("use_compressed")
+            self.node, self.pipeline, self.failures, self.stats, self.value("use_compressed")
         )
         self._stopping.clear()
         self._threads = [
@@ -169,49 +172,37 @@ class SegmentationRuntime:
         for thread in self._threads:
             thread.start()
 
-    def stop(self, timeout: float = 1.5) -> bool:
-        """Stop the threads and remove inputs and outputs; True if the threads finished."""
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop the threads and remove the subscriptions; True if nothing is left running (no
+        thread, no model load), so that the outputs may be destroyed."""
         self._stopping.set()
         self.pipeline.wake()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
-        # A model still loading (native code: ONNX Runtime, an export) cannot be interrupted
-        # either: the process must then leave without tearing it down under its feet.
-        busy = [*self._threads, *([self._loader] if self._loader is not None else [])]
-        finished = not any(thread.is_alive() for thread in busy)
+        finished = not any(thread.is_alive() for thread in self._threads)
         if self.inputs is not None:
             self.inputs.destroy()
-            self.depth_inputs.destroy()
-            self.inputs = self.depth_inputs = None
-        if finished and self.outputs is not None:
-            self.outputs.destroy()
-            self.outputs = None
-        return finished
+            self.inputs = None
+        if self.depth_inputs is not None:
+            self.depth_inputs.unsubscribe()
+        # A model still loading (native code: ONNX Runtime, an export) cannot be interrupted
+        # either: the process must then leave without tearing it down under its feet.
+        return finished and not self.loading.is_set()
 
     def close(self) -> None:
         logging.getLogger("mobilesam_ros").removeHandler(self._log_handler)
 
-    # -- inputs: convert and enqueue, never block ---------------------------------------
+    # -- parameters ------------------------------------------------------------------------
 
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
-        specs = {spec.name: spec for spec in PARAMETERS}
-        for parameter in parameters:
-            spec = specs.get(parameter.name)
-            problem = check_value(spec, parameter.value) if spec is not None else None
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-        values = {p.name: p.value for p in parameters}
-        try:  # ranges that depend on each other
-            LiftParams(
-                min_depth=values.get("depth.min", self.value("depth.min")),
-                max_depth=values.get("depth.max", self.value("depth.max")),
-            )
-        except InvalidInputError as exc:
-            return SetParametersResult(successful=False, reason=f"depth.min/depth.max: {exc}")
-        if values.keys() & set(STREAM_SETTINGS.values()):
+        changes = {p.name: p.value for p in parameters}
+        problem = change_problem(changes, self.value)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
+        if changes.keys() & set(STREAM_SETTINGS.values()):
             # Applied by the inference thread between two frames.
-            self.pipeline.configure(stream_settings(lambda n: values.get(n, self.value(n))))
+            self.pipeline.configure(stream_settings(lambda n: changes.get(n, self.value(n))))
         return SetParametersResult(successful=True)
 
     # -- threads ---------------------------------------------------------------------------
@@ -264,40 +255,14 @@ class SegmentationRuntime:
     # -- diagnostics -----------------------------------------------------------------------
 
     def publish_diagnostics(self) -> None:
-        now = time.monotonic()
-        period = max(now - self._diagnostics_started, 1e-6)
-        self._diagnostics_started = now
-        samples, events = self.stats.take()
-        counters = self.pipeline.counters()
-        waiting, cached = self.pipeline.queue_sizes()
-        segmenter = self.pipeline.segmenter
-        last_image = self.inputs.last_image if self.inputs is not None else None
-        since_image = None if last_image is None else now - last_image
-        state = health(
-            self.loading_error,
-            segmenter is not None,
-            self.pipeline.failing,
-            since_image,
-            self.value("diagnostics.stale_after"),
-            counters,
-            self._previous_counters,
+        inputs, outputs = self.inputs, self.outputs
+        self._diagnostics.publish(
+            self.pipeline,
+            self.stats,
+            stamp=self.node.get_clock().now().to_msg(),
+            loading_error=self.loading_error,
+            lifecycle_state=self.lifecycle_state,
+            last_image=inputs.last_image if inputs is not None else None,
+            stale_after=self.value("diagnostics.stale_after"),
+            overlays_skipped=outputs.overlays_skipped if outputs is not None else None,
         )
-        self._previous_counters = counters
-        status = DiagnosticStatus(
-            name=f"{self.node.get_fully_qualified_name()}: segmentation",
-            hardware_id=segmenter.backend.describe() if segmenter is not None else "",
-            level=state.level,
-            message=state.message,
-            values=status_values(
-                period, samples, events, self.pipeline.totals(), counters, waiting, cached
-            ),
-        )
-        if self.outputs is not None:
-            skipped = str(self.outputs.overlays_skipped)
-            status.values.append(KeyValue(key="overlays skipped by max_rate", value=skipped))
-        fallback = getattr(segmenter.backend, "fallback_reason", None) if segmenter else None
-        if fallback:
-            status.values.append(KeyValue(key="backend fallback reason", value=fallback))
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.node.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(array)

@@ -1,7 +1,7 @@
 """The segmentation node: images and prompts in, one mask per prompt out, on the exact frame.
 
 Inputs, outputs and /diagnostics exist from the first second; the model loads in the
-background (first start: download and export), and frames received meanwhile are counted.
+background (first start: download and export), and inputs received meanwhile are counted.
 The work itself is the ROS-free stream pipeline's (`core/stream/pipeline.py`), wired by
 `runtime.SegmentationRuntime`.
 """
@@ -23,6 +23,7 @@ class SegmentationNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.runtime = SegmentationRuntime(self)
+        self.runtime.create_outputs()
         self.runtime.start()
         # A model that cannot load ends the process (exit code 2, the reason in the log).
         self.runtime.load_model_in_background(

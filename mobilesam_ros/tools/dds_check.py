@@ -24,49 +24,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mobilesam_ros.ros.dds_profile import profile_in_effect, with_profile
+
 PACKAGE = "mobilesam_ros"
 TOPIC = "dds_check/image"
-# Fast DDS 2.x (Humble: 2.6, Jazzy: 2.14) reads the first, Fast DDS 3 (Kilted and later) the
-# second; Kilted's rmw still reads the first, with a deprecation warning.
-FAST_DDS_2_PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
-FAST_DDS_3_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
-PROFILE_VARIABLES = (FAST_DDS_2_PROFILE_VARIABLE, FAST_DDS_3_PROFILE_VARIABLE)
-FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
 # Seconds the publisher waits after matching the subscriber, so that the subscriber's side of the
 # match is complete too before the first frame (a best-effort reader drops unmatched writers' data).
 SETTLE_S = 1.0
 # Seconds the subscriber keeps listening after the publisher has sent its last frame.
 DRAIN_S = 2.0
-
-
-def profile_variable(ros_distro: str | None = None) -> str:
-    """The variable that the Fast DDS of this ROS distribution reads its profile file from.
-
-    Unknown or unset distributions (the ROS 2 wheels set no ROS_DISTRO) get the Fast DDS 3 name.
-    """
-    distro = (ros_distro if ros_distro is not None else os.environ.get("ROS_DISTRO", "")).lower()
-    return (
-        FAST_DDS_2_PROFILE_VARIABLE if distro in FAST_DDS_2_DISTROS else FAST_DDS_3_PROFILE_VARIABLE
-    )
-
-
-def profile_in_effect(env: dict[str, str] | None = None) -> str | None:
-    """The profile file the environment names, in the order Fast DDS 3 and 2 read them."""
-    env = os.environ if env is None else env
-    for name in (FAST_DDS_3_PROFILE_VARIABLE, FAST_DDS_2_PROFILE_VARIABLE):
-        if env.get(name):
-            return env[name]
-    return None
-
-
-def with_profile(env: dict[str, str], profile: str | Path | None, ros_distro: str | None = None):
-    """A copy of env that names profile (None: no profile) in the variable of ros_distro."""
-    result = {k: v for k, v in env.items() if k not in PROFILE_VARIABLES}
-    if profile is not None:
-        result[
-            profile_variable(ros_distro if ros_distro is not None else env.get("ROS_DISTRO"))
-        ] = str(profile)
-    return result
 
 
 def installed_profile() -> Path:

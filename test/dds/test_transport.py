@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mobilesam_ros.tools.dds_check import profile_in_effect, profile_variable
+from mobilesam_ros.ros.dds_profile import profile_in_effect, profile_variable
 
 INSTALL_PREFIX = Path(os.environ["MOBILESAM_ROS_INSTALL_PREFIX"])
 INSTALLED_PROFILE = INSTALL_PREFIX / "share" / "mobilesam_ros" / "config" / "fastdds.xml"

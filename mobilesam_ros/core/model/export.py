@@ -14,8 +14,10 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -112,8 +114,15 @@ def _export_in_child_process(checkpoint: Path, models: OnnxModels, progress: boo
         command.append("--quiet")
     # stdout carries only the child's error report (a line); stderr its progress lines, passed
     # on one by one as this process's own progress.
+    # A session of its own: a terminal's Ctrl-C, which signals the node's whole process group,
+    # does not reach the child; it ends when this process is gone (_end_quietly_on_signals).
     with subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     ) as child:
         for line in child.stderr:
             if line.strip():
@@ -121,6 +130,10 @@ def _export_in_child_process(checkpoint: Path, models: OnnxModels, progress: boo
         output = child.stdout.read()
     if child.returncode == 0:
         return
+    if child.returncode in _SIGNALLED_EXIT_CODES:
+        raise errors.ExportInterruptedError(
+            f"ONNX export of {checkpoint.name} stopped by a signal; the next start exports again"
+        )
     report = output.strip().splitlines()
     try:
         error = json.loads(report[-1]) if report else {}
@@ -306,8 +319,35 @@ def export_decoder(decoder: Any, path: Path) -> None:
     )
 
 
+# How the child ends when it is signalled (SIGINT or SIGTERM, e.g. by a user or a process
+# manager that signals it directly).
+_SIGNALLED_EXIT_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
+_PARENT_POLL_S = 0.5
+
+
+def _end_quietly_on_signals() -> None:
+    """SIGINT/SIGTERM end the child through SystemExit: no traceback, and the temporary files of
+    write_atomically are removed on the way out. A parent that is gone (a node that left
+    without waiting for the export) ends the child the same way."""
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, leave)
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+
 def _main(argv: list[str] | None = None) -> int:
     """Child-process entry point of `_export_in_child_process`."""
+    _end_quietly_on_signals()
     parser = argparse.ArgumentParser(description="Export a checkpoint's ONNX graphs (internal).")
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("directory", type=Path)

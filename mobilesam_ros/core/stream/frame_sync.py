@@ -167,6 +167,13 @@ class FrameSync:
                 ready[request.source] = (outcome, request)
         return ready
 
+    def expire(self, now: float, reason: str) -> None:
+        """Drop, counted as `reason`, every request whose wait is over (nothing can answer now,
+        e.g. while the model loads)."""
+        for request in list(self.pending):
+            if now - request.received >= self.max_wait:
+                self._drop(request, reason)
+
     def _drop(self, request: PromptRequest, reason: str) -> None:
         self.pending.remove(request)
         self.dropped[reason] += len(request.prompts) or 1

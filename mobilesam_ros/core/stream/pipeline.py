@@ -52,6 +52,9 @@ IMAGES_RECEIVED = "images received"
 IMAGES_ENCODED = "images encoded"
 IMAGES_SKIPPED = "images skipped"  # chosen while nobody listened: handled without inference
 IMAGES_WHILE_LOADING = "images received while the model loaded"
+PROMPTS_WHILE_LOADING = "prompt messages received while the model loaded"
+# Drop counter: prompts whose sync.max_wait ended before the model was ready.
+DROP_WHILE_LOADING = "prompts_timed_out_while_the_model_loaded"
 PROMPT_MESSAGES_ANSWERED = "prompt messages answered"
 
 
@@ -193,6 +196,7 @@ class StreamPipeline:
         self._track_endings: Counter[str] = Counter()  # the tracker's counts, copied by the worker
         self._totals: Counter[str] = Counter()
         self._inference_failures_in_a_row = 0
+        self._said_loading = False  # prompts while loading: said once per load
 
     # -- producers: any thread -------------------------------------------------------------
 
@@ -201,7 +205,13 @@ class StreamPipeline:
         with self._condition:
             segmenter.mask_threshold = float(self.settings.mask_threshold)
             self.segmenter = segmenter
+            self._said_loading = False
             self._condition.notify()
+
+    def detach(self) -> None:
+        """Stop inference and release the model (inputs arriving now count as during loading)."""
+        with self._condition:
+            self.segmenter = None
 
     def add_frame(self, frame: Frame) -> None:
         with self._condition:
@@ -212,7 +222,21 @@ class StreamPipeline:
             self._condition.notify()
 
     def add_request(self, request: PromptRequest) -> None:
-        """Queue prompts for their frame; prompts beyond `max_prompts` are dropped and counted."""
+        """Queue prompts for their frame; prompts beyond `max_prompts` are dropped and counted.
+        Prompts that come while the model loads wait like any others (sync.max_wait) and are
+        dropped as DROP_WHILE_LOADING when the wait ends first; that is said once per load."""
+        with self._condition:
+            loading = self.segmenter is None
+            if loading:
+                self._totals[PROMPTS_WHILE_LOADING] += 1
+                say_it, self._said_loading = not self._said_loading, True
+        if loading and say_it:
+            _log.warning(
+                "prompts arrive while the model is loading: answered if it is ready within "
+                "sync.max_wait (%.2f s), else dropped and counted as '%s'",
+                self.settings.sync_max_wait,
+                DROP_WHILE_LOADING,
+            )
         limit = self.settings.max_prompts
         if len(request.prompts) > limit:
             self.failures.report(
@@ -270,7 +294,12 @@ class StreamPipeline:
             if self._pending_settings is not None:
                 self._apply(self._pending_settings)
                 self._pending_settings = None
-            job = self._next_job(self._clock()) if self.segmenter is not None else None
+            now = self._clock()
+            if self.segmenter is None:
+                self.sync.expire(now, DROP_WHILE_LOADING)
+                job = None
+            else:
+                job = self._next_job(now)
             if job is None:
                 if timeout > 0:
                     self._condition.wait(self._wait_time(timeout))
