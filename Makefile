@@ -12,6 +12,7 @@
 #   make bench-stream  the node's per-frame work at 30 Hz with every output, in one process (on a
 #                GPU when one is visible: BACKEND=torch DEVICE=cuda)
 #   make bench-memory  RSS of the core per stage and of the node under a simulated camera
+#   make ctrl-c-check  Ctrl-C of `ros2 launch` 20 times on Kilted and on Jazzy, counted
 
 PYTHON ?= python3
 VENV := .venv
@@ -25,7 +26,7 @@ DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
 .PHONY: setup build-ros test lint demo segment-photo bench bench-host bench-node bench-tracking \
-	bench-depth bench-memory bench-stream clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
+	bench-depth bench-memory bench-stream ctrl-c-check clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
 	test-cuda12 \
 	test-models
 
@@ -207,6 +208,21 @@ bench-memory: setup
 	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
 		--seconds 60 --rate 10 --prompts 100 --backend onnxruntime --sample-rss \
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
+
+# Ctrl-C of `ros2 launch` as a terminal sends it (SIGINT to the whole process group), CTRL_C_TRIES
+# times in each of five cases (while loading, while exporting, idle, mid-inference, during the
+# lifecycle node's configure), on Kilted and on Jazzy; one JSON line per try in
+# log/ctrl-c-<distro>.jsonl, counted at the end.
+CTRL_C_TRIES ?= 4
+ctrl-c-check: setup setup-jazzy
+	@mkdir -p log && rm -f log/ctrl-c-kilted.jsonl log/ctrl-c-jazzy.jsonl
+	-MOBILESAM_ROS_CTRL_C_TRIES=$(CTRL_C_TRIES) \
+		MOBILESAM_ROS_CTRL_C_REPORT=$(CURDIR)/log/ctrl-c-kilted.jsonl \
+		$(PY) test/dds/run_dds_tests.py -k ctrl_c
+	-$(JAZZY_ENV) MOBILESAM_ROS_CTRL_C_TRIES=$(CTRL_C_TRIES) \
+		MOBILESAM_ROS_CTRL_C_REPORT=$(CURDIR)/log/ctrl-c-jazzy.jsonl \
+		$(JAZZY_PY) test/dds/run_dds_tests.py -k ctrl_c
+	$(PY) scripts/count_clean_stops.py log/ctrl-c-kilted.jsonl log/ctrl-c-jazzy.jsonl
 
 RANDOM_CHECKPOINT := .cache/random-weights-seed0.pt
 ifeq ($(CHECKPOINT),random)
