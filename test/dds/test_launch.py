@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from helpers import camera_frame
@@ -108,10 +109,16 @@ def status_of(client: Client, node: str = NODE):
     return client.spin_until(arrived)
 
 
-def wait_for_message(client: Client, message: str, timeout: float = 60.0):
+def wait_for_message(client: Client, message: str, timeout: float = 60.0, streaming=False):
+    """The node's newest status once it says `message`; with `streaming`, small camera frames go
+    out meanwhile ("ready" needs images that keep coming)."""
+    frames = iter(range(10_000, 20_000))
+
     def arrived():
         """the node's /diagnostics to say the expected message"""
         client.received["diagnostics"].clear()
+        if streaming:
+            client.publish_image(header(next(frames), "warm_up"), np.zeros((48, 64, 3), np.uint8))
         status = client.spin_until(lambda: status_of(client), timeout=5.0)
         return status if status.message == message else None
 
@@ -135,7 +142,9 @@ def test_answers_1280x720_frames_and_the_cli_sees_and_sets_parameters(tmp_path, 
     try:
         system.wait_for(READY_LINE)
         client.wait_for_node()  # frames flow from here on
-        assert wait_for_message(client, "ready").hardware_id.startswith("onnxruntime")
+        assert wait_for_message(client, "ready", streaming=True).hardware_id.startswith(
+            "onnxruntime"
+        )
         stamp = send_frame_and_prompts(client, 200)
         answer = client.masks_for(stamp)[0]
         assert answer.header == stamp
@@ -203,7 +212,7 @@ def test_lifecycle_launch_comes_up_active_and_stops_publishing_when_deactivated(
         client.wait_for_node()  # answers: configured and activated by launch
         ros2_until(lambda out: NODE in out.split(), "node", "list", env=env)
         assert "active [3]" in ros2("lifecycle", "get", NODE, env=env).stdout
-        status = wait_for_message(client, "ready")
+        status = wait_for_message(client, "ready", streaming=True)
         assert {kv.key: kv.value for kv in status.values}["lifecycle state"] == "active"
         deactivated = ros2("lifecycle", "set", NODE, "deactivate", env=env)
         assert "Transitioning successful" in deactivated.stdout, deactivated.stdout

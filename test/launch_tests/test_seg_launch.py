@@ -181,15 +181,22 @@ class TestAnswersThenCtrlC(unittest.TestCase):
         )[0]
         self.assertEqual((overlay.height, overlay.width, overlay.encoding), (720, 1280, "bgr8"))
 
+        received["diagnostics"].clear()
+        last_frame = [0.0]
+
         def ready():
-            """/diagnostics to say ready"""
+            """/diagnostics to say ready (the camera streams on meanwhile, at 10 Hz)"""
+            if time.monotonic() - last_frame[0] > 0.1:
+                last_frame[0] = time.monotonic()
+                image.header.stamp.sec += 1
+                camera.publish(image)
             return any(
                 s.name == f"{NODE}: segmentation" and s.message == "ready"
                 for array in received["diagnostics"]
                 for s in array.status
             )
 
-        self.spin_until(ready, "/diagnostics 'ready'", timeout=10.0)
+        self.spin_until(ready, "/diagnostics 'ready'", timeout=30.0)
 
         os.killpg(proc_info[ros2_launch].pid, signal.SIGINT)  # a terminal's Ctrl-C
         proc_info.assertWaitForShutdown(process=ros2_launch, timeout=15)
