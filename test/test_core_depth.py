@@ -18,13 +18,13 @@ from mobilesam_ros.core.depth import (
     TOO_FEW_DEPTH_POINTS,
     CameraModel,
     DepthImage,
-    LiftParams,
     MaskCrop,
     instances_cloud,
     lift_instances,
     rotation_to_quaternion,
 )
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.settings import DepthSettings
 from mobilesam_ros.core.visualize import mask_box
 from mobilesam_ros.tools.rgbd_scene import DEFAULT_BOXES, RgbdScene
 from mobilesam_ros.tools.rgbd_scene import render_scene as _render_scene
@@ -100,7 +100,7 @@ def test_oriented_box_of_a_tilted_panel_matches_its_size_and_normal() -> None:
 
 def test_flying_pixels_and_bleed_would_spoil_the_boxes_without_the_filters() -> None:
     scene = render_scene(DEFAULT_BOXES, **FAULTS)
-    unfiltered = LiftParams(flying_threshold=0.0, erode_px=0, clip_percentile=0.0)
+    unfiltered = DepthSettings(flying_threshold=0.0, erode_px=0, clip_percentile=0.0)
     instances = lift_instances(
         scene.masks, DepthImage.from_metres(scene.depth), _camera(scene), unfiltered
     ).instances
@@ -187,7 +187,9 @@ def test_instances_lifted_together_equal_each_lifted_alone(
     depth[ramp] = 1.5 + 0.001 * np.arange(np.count_nonzero(ramp))  # 1 mm apart, all different
     depth_image, camera = DepthImage.from_metres(depth), _camera(scene)
     # The 49.9th to 50.1st percentiles, not extended over 1 mm steps, keep about 10 points.
-    params = LiftParams(clip_percentile=49.9, depth_gap=0.0005, flying_threshold=0.0, min_points=30)
+    params = DepthSettings(
+        clip_percentile=49.9, depth_gap=0.0005, flying_threshold=0.0, min_points=30
+    )
     alone = [lift_instances([m], depth_image, camera, params).instances[0] for m in scene.masks]
     assert alone[1] is None and alone[0] is not None and alone[2] is not None
     for group_pixels in (1 << 19, 1):  # one group, and a group per instance
@@ -207,7 +209,10 @@ def test_instances_lifted_together_equal_each_lifted_alone(
 def test_out_of_range_depth_is_ignored() -> None:
     scene = render_scene(DEFAULT_BOXES)
     near = lift_instances(
-        scene.masks, DepthImage.from_metres(scene.depth), _camera(scene), LiftParams(max_depth=1.4)
+        scene.masks,
+        DepthImage.from_metres(scene.depth),
+        _camera(scene),
+        DepthSettings(max_depth=1.4),
     )
     # Only the crate (1.075 to 1.325 m) is nearer than 1.4 m; the others are out of range.
     assert near.instances[0] is not None and near.instances[0].points[:, 2].max() <= 1.4
@@ -249,7 +254,7 @@ def test_depth_buffers_big_endian_and_bad_input() -> None:
     with pytest.raises(InvalidInputError, match="fx"):
         CameraModel(0.0, 500.0, 320.0, 240.0, 640, 480)
     with pytest.raises(InvalidInputError, match="depth range"):
-        LiftParams(min_depth=2.0, max_depth=1.0)
+        DepthSettings(min_depth=2.0, max_depth=1.0)
 
 
 def test_cloud_holds_labels_colors_and_strided_points() -> None:

@@ -8,6 +8,7 @@ import pytest
 from mobilesam_ros.core import InvalidInputError, SegmentationResult
 from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.processing.preprocess import FrameGeometry
+from mobilesam_ros.core.settings import TrackingSettings
 from mobilesam_ros.core.stream.tracking import Tracker
 from mobilesam_ros.tools.tracking_eval import evaluate_tracking, simulated_sequence
 
@@ -48,7 +49,7 @@ class BoxFillingSegmenter:
 def test_propagated_boxes_follow_the_simulated_camera():
     # No margin: the stand-in fills the prompt box as it is, so the tracked mask is the
     # propagated box, to be compared with the camera's true box.
-    tracker = Tracker(margin=0.0, min_margin_px=0.0, max_age=1.0)
+    tracker = Tracker(TrackingSettings(margin=0.0, min_margin_px=0.0, max_age=1.0))
     report = evaluate_tracking(
         BoxFillingSegmenter(), simulated_sequence(12, objects=4), 6, tracker=tracker
     )

@@ -47,6 +47,7 @@ import numpy as np
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.processing.image_codec import check_buffer_layout
 from mobilesam_ros.core.processing.postprocess import MaskCrop
+from mobilesam_ros.core.settings import DepthSettings
 
 # Counter names (the node adds them to its diagnostics). Per frame: every instance of the frame
 # counts once under the frame's reason.
@@ -190,38 +191,6 @@ class DepthImage:
         return cls(millimetres, 0.001)
 
 
-@dataclass(frozen=True)
-class LiftParams:
-    """How masks become points. Depths in metres."""
-
-    min_depth: float = 0.1
-    max_depth: float = 10.0
-    erode_px: int = 3
-    clip_percentile: float = 5.0
-    depth_gap: float = 0.05
-    flying_threshold: float = 0.05
-    min_points: int = 20
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.min_depth < self.max_depth):
-            raise InvalidInputError(
-                f"depth range must satisfy 0 <= min < max, got min={self.min_depth}, "
-                f"max={self.max_depth}"
-            )
-        if self.erode_px < 0:
-            raise InvalidInputError(f"erode_px must be >= 0, got {self.erode_px}")
-        if not (0.0 <= self.clip_percentile < 50.0):
-            raise InvalidInputError(
-                f"clip_percentile must be in [0, 50), got {self.clip_percentile}"
-            )
-        if self.depth_gap <= 0:
-            raise InvalidInputError(f"depth_gap must be > 0, got {self.depth_gap}")
-        if self.flying_threshold < 0:
-            raise InvalidInputError(f"flying_threshold must be >= 0, got {self.flying_threshold}")
-        if self.min_points < 3:
-            raise InvalidInputError(f"min_points must be >= 3, got {self.min_points}")
-
-
 @dataclass(frozen=True, eq=False)
 class _PixelSet:
     """Pixels of a mask crop as row-major indices into the crop (`width` wide, at x0, y0).
@@ -294,7 +263,7 @@ def lift_instances(
     masks: Sequence[np.ndarray | MaskCrop],
     depth: DepthImage | None,
     camera: CameraModel | None,
-    params: LiftParams | None = None,
+    params: DepthSettings | None = None,
     image_size: tuple[int, int] | None = None,
 ) -> LiftResult:
     """3D centroid, boxes and points of each mask (full (H, W) bool masks or `MaskCrop`s).
@@ -302,7 +271,7 @@ def lift_instances(
     `image_size` (H, W) of the color image is needed when there are no full-frame masks. Without
     depth or camera, or with sizes that no scale relates, every instance is None and counted.
     """
-    params = params or LiftParams()
+    params = params or DepthSettings()
     count = len(masks)
     if count == 0:
         return LiftResult([])
@@ -449,7 +418,7 @@ def _lift_crops(
     crops: Sequence[MaskCrop],
     depth: DepthImage,
     rays: tuple[np.ndarray, np.ndarray],
-    params: LiftParams,
+    params: DepthSettings,
     image_size: tuple[int, int],
 ) -> list[Instance3D | None]:
     """Steps 0-3 of the module doc for non-empty crops: each one's Instance3D or None.

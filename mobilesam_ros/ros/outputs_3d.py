@@ -18,7 +18,8 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from mobilesam_ros.core import InvalidInputError
-from mobilesam_ros.core.depth import CameraModel, LiftParams, lift_instances
+from mobilesam_ros.core.depth import CameraModel, lift_instances
+from mobilesam_ros.core.settings import DepthSettings
 from mobilesam_ros.core.stream.frame_sync import StampCache
 from mobilesam_ros.core.stream.pipeline import FailureLog, FrameResult
 from mobilesam_ros.ros import conversions
@@ -146,7 +147,7 @@ class Outputs3D:
         depth, camera = self._inputs.for_frame(
             result.frame.stamp_ns, value("sync.policy"), value("depth.max_offset")
         )
-        params = LiftParams(
+        params = DepthSettings(
             min_depth=value("depth.min"),
             max_depth=value("depth.max"),
             erode_px=value("depth.erode_px"),

@@ -17,8 +17,8 @@ from mobilesam_ros.core.choices import (
     SYNC_POLICIES,
     check_device,
 )
-from mobilesam_ros.core.depth import LiftParams
 from mobilesam_ros.core.errors import InvalidInputError, MobileSamError
+from mobilesam_ros.core.settings import DepthSettings
 from mobilesam_ros.core.stream.pipeline import StreamSettings
 
 NODE_NAME = "mobilesam"
@@ -341,7 +341,7 @@ def change_problem(changes: dict[str, Any], value_of: Callable[[str], Any]) -> s
         if problem:
             return problem
     try:
-        LiftParams(
+        DepthSettings(
             min_depth=changes.get("depth.min", value_of("depth.min")),
             max_depth=changes.get("depth.max", value_of("depth.max")),
         )

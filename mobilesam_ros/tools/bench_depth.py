@@ -23,11 +23,11 @@ import numpy as np
 from mobilesam_ros.core.depth import (
     CameraModel,
     DepthImage,
-    LiftParams,
     MaskCrop,
     instances_cloud,
     lift_instances,
 )
+from mobilesam_ros.core.settings import DepthSettings
 from mobilesam_ros.core.visualize import mask_box
 from mobilesam_ros.tools.rgbd_scene import grid_boxes, render_scene
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    params = LiftParams()
+    params = DepthSettings()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f}; "

@@ -22,6 +22,7 @@ import numpy as np
 
 from mobilesam_ros.core import InvalidInputError, Segmenter
 from mobilesam_ros.core.prompts import Prompt
+from mobilesam_ros.core.settings import TrackingSettings
 from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker, decode_track_prompts
 
 Box = tuple[float, float, float, float]
@@ -65,7 +66,7 @@ def evaluate_tracking(
     """Run the tracker over (BGR image, {object id: box}) frames and score it (see above)."""
     if detector_every < 1:
         raise InvalidInputError(f"detector_every must be at least 1, got {detector_every}")
-    tracker = tracker or Tracker(max_age=max(1.0, 2 * detector_every / fps))
+    tracker = tracker or Tracker(TrackingSettings(max_age=max(1.0, 2 * detector_every / fps)))
     between: list[float] = []
     every: list[float] = []
     frames_all_tracked = 0

@@ -26,6 +26,7 @@ from mobilesam_ros.core.processing.image_codec import DecodedImage
 from mobilesam_ros.core.processing.preprocess import FrameGeometry, encode_prompts
 from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
 from mobilesam_ros.core.segmenter import Segmenter
+from mobilesam_ros.core.settings import TrackingSettings
 from mobilesam_ros.core.stream.frame_sync import Frame, FrameSync, PromptRequest
 from mobilesam_ros.core.stream.prompt_motion import move_prompts
 from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker, decode_track_prompts
@@ -319,18 +320,14 @@ class StreamPipeline:
         if self.segmenter is not None:
             self.segmenter.mask_threshold = float(settings.mask_threshold)
         if self.tracker is not None:
-            tracker = self.tracker
-            tracker.configure(
-                max_age=settings.tracking_max_age,
-                prompt_max_age=settings.tracking_prompt_max_age,
-                min_iou=settings.tracking_min_iou,
-                min_iou_frames=tracker.min_iou_frames,
-                iou_match_threshold=settings.tracking_iou_match,
-                margin=settings.tracking_margin,
-                min_margin_px=tracker.min_margin_px,
-                mask_prompt=tracker.mask_prompt,
-                min_visible=tracker.min_visible,
-                max_points=tracker.max_points,
+            self.tracker.configure(
+                TrackingSettings(
+                    max_age=settings.tracking_max_age,
+                    prompt_max_age=settings.tracking_prompt_max_age,
+                    min_iou=settings.tracking_min_iou,
+                    iou_match=settings.tracking_iou_match,
+                    margin=settings.tracking_margin,
+                )
             )
         self.settings = settings
 

@@ -44,6 +44,7 @@ from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.processing.preprocess import CHANNEL_ORDERS, FrameGeometry
 from mobilesam_ros.core.prompts import PROMPTED, PROPAGATED, Prompt, PromptMask, decode_prompts
 from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
+from mobilesam_ros.core.settings import TrackingSettings
 
 Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max in pixels, inclusive
 
@@ -386,48 +387,11 @@ DecodeFn = Callable[[Sequence[TrackPrompt]], Sequence[PromptMask]]
 
 
 class Tracker:
-    """Tracks with stable ids across frames; see the module docstring for the rules.
+    """Tracks with stable ids across frames; see the module docstring for the rules and
+    `TrackingSettings` for what each setting does."""
 
-    Args:
-      max_age: seconds a detector-started track lives on without a matching detection.
-      prompt_max_age: the same for tracks started by prompts and clicks, which nobody will
-        re-detect; 0: no limit (they end when lost).
-      min_iou: predicted IoU below which a propagated frame counts as a bad one; 0 turns the
-        check off.
-      min_iou_frames: bad propagated frames in a row that end a track.
-      iou_match_threshold: least box IoU for a fresh prompt to refresh a track.
-      margin: share of the propagated box's width/height added on each side of the prompt box.
-      min_margin_px: least margin on each side, in pixels.
-      mask_prompt: pass each track's last logits, moved with its flow, as a mask hint.
-      min_visible: least share of the propagated box inside the image for a track to go on.
-      max_points: feature points tracked per instance.
-    """
-
-    def __init__(
-        self,
-        max_age: float = 1.0,
-        prompt_max_age: float = 0.0,
-        min_iou: float = 0.5,
-        min_iou_frames: int = 3,
-        iou_match_threshold: float = 0.3,
-        margin: float = 0.1,
-        min_margin_px: float = 4.0,
-        mask_prompt: bool = True,
-        min_visible: float = 0.5,
-        max_points: int = 50,
-    ) -> None:
-        self.configure(
-            max_age=max_age,
-            prompt_max_age=prompt_max_age,
-            min_iou=min_iou,
-            min_iou_frames=min_iou_frames,
-            iou_match_threshold=iou_match_threshold,
-            margin=margin,
-            min_margin_px=min_margin_px,
-            mask_prompt=mask_prompt,
-            min_visible=min_visible,
-            max_points=max_points,
-        )
+    def __init__(self, settings: TrackingSettings | None = None) -> None:
+        self.settings = settings or TrackingSettings()
         self._tracks: list[Track] = []
         self._frame: FlowFrame | None = None
         self._now: float | None = None
@@ -435,55 +399,9 @@ class Tracker:
         self._generation = 0
         self.counts: Counter[str] = Counter()  # why tracks ended; propagations without flow
 
-    def configure(
-        self,
-        *,
-        max_age: float,
-        prompt_max_age: float = 0.0,
-        min_iou: float,
-        min_iou_frames: int,
-        iou_match_threshold: float,
-        margin: float,
-        min_margin_px: float,
-        mask_prompt: bool,
-        min_visible: float,
-        max_points: int,
-    ) -> None:
-        """Set every parameter; raises InvalidInputError naming the first bad one."""
-        checks = (
-            ("max_age", max_age, max_age > 0, "greater than 0 seconds"),
-            ("prompt_max_age", prompt_max_age, prompt_max_age >= 0, "at least 0 seconds"),
-            ("min_iou", min_iou, 0 <= min_iou <= 1, "between 0 and 1"),
-            ("min_iou_frames", min_iou_frames, min_iou_frames >= 1, "at least 1"),
-            (
-                "iou_match_threshold",
-                iou_match_threshold,
-                0 < iou_match_threshold <= 1,
-                "greater than 0 and at most 1",
-            ),
-            ("margin", margin, 0 <= margin <= 1, "between 0 and 1"),
-            ("min_margin_px", min_margin_px, min_margin_px >= 0, "at least 0"),
-            ("min_visible", min_visible, 0 <= min_visible <= 1, "between 0 and 1"),
-            (
-                "max_points",
-                max_points,
-                max_points >= MIN_FLOW_POINTS,
-                f"at least {MIN_FLOW_POINTS}",
-            ),
-        )
-        for name, value, ok, accepted in checks:
-            if not ok or (isinstance(value, float) and not np.isfinite(value)):
-                raise InvalidInputError(f"tracking.{name} must be {accepted}, got {value!r}")
-        self.max_age = float(max_age)
-        self.prompt_max_age = float(prompt_max_age)
-        self.min_iou = float(min_iou)
-        self.min_iou_frames = int(min_iou_frames)
-        self.iou_match_threshold = float(iou_match_threshold)
-        self.margin = float(margin)
-        self.min_margin_px = float(min_margin_px)
-        self.mask_prompt = bool(mask_prompt)
-        self.min_visible = float(min_visible)
-        self.max_points = int(max_points)
+    def configure(self, settings: TrackingSettings) -> None:
+        """New settings from the next frame on (live tracks keep going)."""
+        self.settings = settings
 
     @property
     def tracks(self) -> list[Track]:
@@ -494,13 +412,6 @@ class Tracker:
     def active(self) -> bool:
         """Whether any track lives: then every frame needs encoding, not just prompted ones."""
         return bool(self._tracks)
-
-    def reset(self) -> None:
-        """Forget every track (ids are still never reused)."""
-        self._tracks = []
-        self._frame = None
-        self._now = None
-        self._generation += 1
 
     def expire(self, now: float) -> None:
         """End the tracks unconfirmed for more than `max_age` at `now`, for frames that are
@@ -535,7 +446,7 @@ class Tracker:
                 frame,
                 [t.crop for t in tracks],
                 [t.box for t in tracks],
-                self.max_points,
+                self.settings.max_points,
             )
             if tracks and previous is not None
             else [BoxMotion() for _ in tracks]
@@ -568,9 +479,11 @@ class Tracker:
                 ended[track.track_id] = ENDED_LEFT_IMAGE
             else:
                 hint = None
-                if self.mask_prompt:
+                if self.settings.mask_prompt:
                     hint = move_logits(track.low_res_logits, motions[index], frame.size)
-                box = prompt_box(predicted[index], self.margin, self.min_margin_px, frame.size)
+                box = prompt_box(
+                    predicted[index], self.settings.margin, self.settings.min_margin_px, frame.size
+                )
                 prompts.append(
                     TrackPrompt(
                         track.last_prompt(box),
@@ -641,9 +554,9 @@ class Tracker:
                     track.source = prompt.source
                     track.last_confirmed = plan.now
                     track.low_iou_streak = 0
-                elif self.min_iou > 0 and result.predicted_iou < self.min_iou:
+                elif self.settings.min_iou > 0 and result.predicted_iou < self.settings.min_iou:
                     track.low_iou_streak += 1
-                    if track.low_iou_streak >= self.min_iou_frames:
+                    if track.low_iou_streak >= self.settings.min_iou_frames:
                         self.counts[ENDED_LOW_IOU] += 1
                         continue
                 else:
@@ -680,7 +593,7 @@ class Tracker:
         return self.update(plan, results)
 
     def _too_old(self, track: Track, now: float) -> bool:
-        limit = self.max_age if track.from_detector else self.prompt_max_age
+        limit = self.settings.max_age if track.from_detector else self.settings.prompt_max_age
         return limit > 0 and now - track.last_confirmed > limit
 
     def _associate_clicks(
@@ -708,7 +621,7 @@ class Tracker:
 
     def _visible(self, box: Box, size: tuple[int, int]) -> bool:
         fraction = visible_fraction(box, size)
-        return fraction > 0 and fraction >= self.min_visible
+        return fraction > 0 and fraction >= self.settings.min_visible
 
     def _associate(self, predicted: Sequence[Box], fresh: Sequence[Prompt]) -> dict[int, int]:
         """Track index -> fresh prompt index, greedily by descending box IoU."""
@@ -718,7 +631,7 @@ class Tracker:
                 if prompt.box is None:
                     continue
                 iou = box_iou(track_box, prompt.box)
-                if iou >= self.iou_match_threshold:
+                if iou >= self.settings.iou_match:
                     pairs.append((-iou, track_index, prompt_index))
         pairs.sort()
         matches: dict[int, int] = {}
