@@ -4,7 +4,7 @@ segmenter (no model), so that its bookkeeping is checked, not its timings."""
 from __future__ import annotations
 
 import numpy as np
-from test_core_pipeline import BoxSegmenterDouble
+from doubles import BoxSegmenterDouble
 
 from mobilesam_ros.core.stream.pipeline import FrameResult
 from mobilesam_ros.tools import bench_stream

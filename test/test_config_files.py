@@ -1,7 +1,7 @@
 """Static checks of config/seg.yaml, config/seg.rviz, the DDS profiles and their installation.
 
-The parameter file is compared with mobilesam_ros/ros/parameters.py, the single source of the
-node's parameters: a parameter added there without config/seg.yaml, or a default changed in one
+The parameter file is compared with the settings types of mobilesam_ros/core/settings.py, the
+single source of the node's parameters: a parameter added there without config/seg.yaml, or a default changed in one
 place only, fails these tests. The launch file itself runs through the real launch in
 test/dds/test_launch_file.py.
 """
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mobilesam_ros.ros.parameters import NODE_NAME, PARAMETERS, ParameterSpec
+from mobilesam_ros.core.settings import Setting, value_problem
+from mobilesam_ros.ros.parameters import NODE_NAME, PARAMETERS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "seg.yaml"
@@ -74,13 +75,13 @@ def yaml_parameters() -> dict[str, Any]:
 def test_parameter_file_lists_every_parameter(yaml_parameters: dict[str, Any]) -> None:
     missing = sorted(set(SPECS_BY_NAME) - set(yaml_parameters))
     unknown = sorted(set(yaml_parameters) - set(SPECS_BY_NAME))
-    assert not missing, f"parameters of parameters.py missing from config/seg.yaml: {missing}"
-    assert not unknown, f"config/seg.yaml sets parameters that parameters.py lacks: {unknown}"
+    assert not missing, f"parameters of the settings types missing from config/seg.yaml: {missing}"
+    assert not unknown, f"config/seg.yaml sets parameters that the settings types lack: {unknown}"
 
 
 @pytest.mark.parametrize("spec", PARAMETERS, ids=[spec.name for spec in PARAMETERS])
 def test_parameter_file_value_is_the_default(
-    yaml_parameters: dict[str, Any], spec: ParameterSpec
+    yaml_parameters: dict[str, Any], spec: Setting
 ) -> None:
     if spec.name not in yaml_parameters:
         pytest.fail(f"{spec.name} missing from config/seg.yaml")
@@ -89,17 +90,12 @@ def test_parameter_file_value_is_the_default(
     # declared as a double refuses an integer.
     assert type(value) is type(spec.default), (
         f"{spec.name}: {value!r} is {type(value).__name__} in config/seg.yaml, "
-        f"{type(spec.default).__name__} in parameters.py"
+        f"{type(spec.default).__name__} in the settings types"
     )
     assert value == spec.default, (
-        f"{spec.name}: {value!r} in config/seg.yaml, {spec.default!r} in parameters.py"
+        f"{spec.name}: {value!r} in config/seg.yaml, {spec.default!r} in the settings types"
     )
-    if spec.choices:
-        assert value in spec.choices
-    if spec.min_value is not None:
-        assert value >= spec.min_value
-    if spec.max_value is not None:
-        assert value <= spec.max_value
+    assert value_problem(spec, value) is None
 
 
 # --- rviz configuration ---------------------------------------------------------------------

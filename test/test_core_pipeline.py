@@ -1,85 +1,32 @@
 """The stream pipeline with arrays and a fake clock: job choice, failures, settings, sync.
 
-The segmenter here is `BoxSegmenterDouble`: a deterministic stand-in whose "mask" for a prompt
-is its box (points: a small square). It tests scheduling and bookkeeping, not segmentation.
+The segmenter is `doubles.BoxSegmenterDouble` (a prompt's "mask" is its box): these test
+scheduling and bookkeeping, not segmentation.
 """
 
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
+from doubles import BoxSegmenterDouble, FakeClock
 from helpers import photo
 
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.processing.image_codec import DecodedImage
-from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.prompts import Prompt
-from mobilesam_ros.core.segmenter import SegmentationResult
+from mobilesam_ros.core.settings import NodeSettings
+from mobilesam_ros.core.stream import failures as fl
 from mobilesam_ros.core.stream import frame_sync as fs
 from mobilesam_ros.core.stream import pipeline as pl
+from mobilesam_ros.core.stream import stream as st
 from mobilesam_ros.core.stream.tracking import ENDED_CLOCK_JUMP, ENDED_MAX_AGE
 
 SECOND_NS = 1_000_000_000
 FRAME_NS = SECOND_NS // 30
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class BoxSegmenterDouble:
-    """encode() and decode() of a Segmenter, with masks = prompt boxes; can fail on demand."""
-
-    def __init__(self) -> None:
-        self.mask_threshold = 0.0
-        self.timings = SimpleNamespace(preprocess_ms=0.0, encode_ms=0.0)
-        self.encoded: list[int] = []  # ids of the pixel arrays encoded
-        self.fail_encode: set[int] = set()
-        self.decode_calls = 0
-
-    def encode(self, pixels: np.ndarray, channel_order: str) -> SimpleNamespace:
-        if id(pixels) in self.fail_encode:
-            raise RuntimeError("encoder crashed")
-        self.encoded.append(id(pixels))
-        return SimpleNamespace(original_size=pixels.shape[:2])
-
-    def decode(
-        self,
-        embedding,
-        boxes=None,
-        points=None,
-        point_labels=None,
-        mask_input=None,
-        crops=False,
-        low_res_logits=True,
-    ):
-        self.decode_calls += 1
-        height, width = embedding.original_size
-        count = len(boxes) if boxes is not None else len(points)
-        masks = np.zeros((count, height, width), bool)
-        for row in range(count):
-            if boxes is not None:
-                x0, y0, x1, y1 = (int(v) for v in boxes[row])
-            else:
-                x, y = (int(v) for v in points[row][0])
-                x0, y0, x1, y1 = x - 10, y - 10, x + 10, y + 10
-            masks[row, max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
-        logits = np.full((count, 256, 256), -8.0, np.float32) if low_res_logits else None
-        return SegmentationResult(masks, np.full(count, 0.9, np.float32), logits, crops_of(masks))
-
-
 IMAGE = photo("astronaut")[:240, :320]
-
-
-def crops_of(masks):
-    return [MaskCrop.from_mask(m) for m in masks]
 
 
 def decode_payload(payload):
@@ -88,19 +35,34 @@ def decode_payload(payload):
     return DecodedImage(payload, "rgb")
 
 
-def make_pipeline(tracking=False, listening=lambda: True, cache_size=30, **settings):
+def node_settings(tracking=False, cache_size=30, **changes):
+    """NodeSettings from parameter values, e.g. {"sync.max_wait": 0.5}."""
+    values = {"tracking.enabled": tracking, "sync.cache_size": cache_size, **changes}
+    return NodeSettings().from_values(lambda name: values.get(name, DEFAULTS[name]))
+
+
+DEFAULTS = NodeSettings().values()
+
+
+def make_pipeline(tracking=False, listening=lambda stream: True, cache_size=30, **changes):
     clock = FakeClock()
     segmenter = BoxSegmenterDouble()
     pipeline = pl.StreamPipeline(
         decode_payload,
-        pl.StreamSettings(**settings),
-        tracking=tracking,
-        cache_size=cache_size,
+        node_settings(tracking, cache_size, **changes),
         segmenter=segmenter,
         anyone_listening=listening,
         clock=clock,
     )
     return pipeline, segmenter, clock
+
+
+def sync_of(pipeline):
+    return pipeline.streams[""].sync
+
+
+def tracker_of(pipeline):
+    return pipeline.streams[""].tracker
 
 
 def add_frame(pipeline, clock, stamp_ns, pixels=None):
@@ -132,11 +94,11 @@ def test_prompts_before_and_after_their_frame_are_answered_on_it():
     pipeline.add_request(request(clock, 4 * SECOND_NS, (1, 1, 9, 9), (20, 20, 30, 30)))
     (late,) = drain(pipeline)
     assert late.frame.stamp_ns == 4 * SECOND_NS and len(late.instances) == 2
-    assert pipeline.totals()[pl.PROMPT_MESSAGES_ANSWERED] == 2
+    assert pipeline.totals()[st.PROMPT_MESSAGES_ANSWERED] == 2
 
 
 def test_prompts_time_out_on_the_clock_and_old_frames_are_evicted():
-    pipeline, _, clock = make_pipeline(cache_size=3, sync_max_wait=0.5)
+    pipeline, _, clock = make_pipeline(cache_size=3, **{"sync.max_wait": 0.5})
     for index in range(5):
         add_frame(pipeline, clock, (10 + index) * SECOND_NS)
     pipeline.add_request(request(clock, 10 * SECOND_NS, (1, 1, 9, 9)))  # evicted frame
@@ -152,23 +114,23 @@ def test_prompts_time_out_on_the_clock_and_old_frames_are_evicted():
 def test_nobody_listening_with_live_tracks_costs_one_skip_per_frame_and_tracks_age_out():
     listening = [True]
     pipeline, segmenter, clock = make_pipeline(
-        tracking=True, listening=lambda: listening[0], tracking_max_age=0.5
+        tracking=True, listening=lambda stream: listening[0], **{"tracking.max_age": 0.5}
     )
     add_frame(pipeline, clock, SECOND_NS)
     pipeline.add_request(request(clock, SECOND_NS, (100, 60, 180, 150)))
     (first,) = drain(pipeline)
-    assert [r.track_id for r in first.instances] == ["t1"] and pipeline.tracker.active
+    assert [r.track_id for r in first.instances] == ["t1"] and tracker_of(pipeline).active
     listening[0] = False  # rviz closed
     frames = 30
     for index in range(1, frames + 1):  # one simulated second of a 30 Hz camera
         add_frame(pipeline, clock, SECOND_NS + index * FRAME_NS)
         clock.now += 1 / 30
         assert drain(pipeline, calls=50) == []
-    skipped = pipeline.totals()[pl.IMAGES_SKIPPED]
+    skipped = pipeline.totals()[st.IMAGES_SKIPPED]
     # One skip per frame while the track lived (0.5 s), then no job at all: never a busy loop.
     assert 14 <= skipped <= 16
-    assert len(segmenter.encoded) == 1 and segmenter.decode_calls == 1
-    assert not pipeline.tracker.active
+    assert len(segmenter.encoded) == 1 and len(segmenter.calls) == 1
+    assert not tracker_of(pipeline).active
     assert pipeline.counters()[ENDED_MAX_AGE] == 1
 
 
@@ -181,7 +143,7 @@ def test_a_failing_frame_is_counted_handled_once_and_the_next_frame_is_served(ca
     segmenter.fail_encode.add(id(bad))
     with caplog.at_level(logging.WARNING):
         assert drain(pipeline) == []
-    assert pipeline.counters()[pl.failure_counter(pl.STAGE_ENCODE)] == 1  # not retried
+    assert pipeline.counters()[fl.failure_counter(fl.STAGE_ENCODE)] == 1  # not retried
     assert "encoder crashed" in caplog.text and "Traceback" in caplog.text
     add_frame(pipeline, clock, SECOND_NS + 2 * FRAME_NS)
     (served,) = drain(pipeline)
@@ -191,13 +153,13 @@ def test_a_failing_frame_is_counted_handled_once_and_the_next_frame_is_served(ca
 
 def test_repeated_inference_failures_turn_failing_until_a_success():
     pipeline, segmenter, clock = make_pipeline()
-    for index in range(pl.ERROR_AFTER_FAILURES):
+    for index in range(fl.ERROR_AFTER_FAILURES):
         stamp = (index + 1) * SECOND_NS
         segmenter.fail_encode.add(id(add_frame(pipeline, clock, stamp)))
         pipeline.add_request(request(clock, stamp, (1, 1, 50, 50)))
         assert drain(pipeline) == []
     assert pipeline.failing
-    assert pipeline.counters()[pl.failure_counter(pl.STAGE_ENCODE)] == pl.ERROR_AFTER_FAILURES
+    assert pipeline.counters()[fl.failure_counter(fl.STAGE_ENCODE)] == fl.ERROR_AFTER_FAILURES
     add_frame(pipeline, clock, 9 * SECOND_NS)
     pipeline.add_request(request(clock, 9 * SECOND_NS, (1, 1, 50, 50)))
     assert drain(pipeline) and not pipeline.failing
@@ -210,8 +172,8 @@ def test_bad_images_are_rejected_and_other_decode_errors_counted_by_stage():
         pipeline.add_request(request(clock, stamp * SECOND_NS, (1, 1, 9, 9)))
         assert drain(pipeline) == []
     counters = pipeline.counters()
-    assert counters[pl.IMAGES_REJECTED] == 1
-    assert counters[pl.failure_counter(pl.STAGE_IMAGE_DECODE)] == 1
+    assert counters[fl.IMAGES_REJECTED] == 1
+    assert counters[fl.failure_counter(fl.STAGE_IMAGE_DECODE)] == 1
     assert not pipeline.failing  # bad input is not an inference failure
 
 
@@ -223,13 +185,13 @@ def test_invalid_prompts_are_rejected_and_the_rest_answered():
     (result,) = drain(pipeline)
     assert [r.prompt.id for r in result.instances] == ["p1"]
     counters = pipeline.counters()
-    assert counters[pl.PROMPTS_REJECTED] == 1 and counters[pl.PROMPTS_OVER_LIMIT] == 1
+    assert counters[fl.PROMPTS_REJECTED] == 1 and counters[fl.PROMPTS_OVER_LIMIT] == 1
 
 
 def test_settings_change_between_jobs_never_during_one():
     pipeline, segmenter, clock = make_pipeline()
-    pipeline.configure(pl.StreamSettings(mask_threshold=2.5, sync_policy="latest"))
-    assert segmenter.mask_threshold == 0.0 and pipeline.sync.policy == "exact"  # queued
+    pipeline.configure(node_settings(mask_threshold=2.5, **{"sync.policy": "latest"}))
+    assert segmenter.mask_threshold == 0.0 and sync_of(pipeline).policy == "exact"  # queued
     add_frame(pipeline, clock, 7 * SECOND_NS)
     pipeline.add_request(request(clock, 3 * SECOND_NS, (1, 1, 50, 50)))  # no such frame
     (result,) = drain(pipeline)  # applied before the job: "latest" answers on the newest
@@ -256,7 +218,7 @@ def test_frames_before_the_model_are_counted_and_served_once_it_is_attached():
     add_frame(pipeline, clock, SECOND_NS)
     pipeline.add_request(request(clock, SECOND_NS, (1, 1, 50, 50)))
     assert drain(pipeline) == []
-    assert pipeline.totals()[pl.IMAGES_WHILE_LOADING] == 1
+    assert pipeline.totals()[st.IMAGES_WHILE_LOADING] == 1
     pipeline.attach(segmenter)
     assert len(drain(pipeline)) == 1
 
@@ -269,15 +231,15 @@ def test_prompts_whose_wait_ends_while_the_model_loads_are_counted_as_such(caplo
     with caplog.at_level(logging.WARNING):
         for second in (1, 2):
             pipeline.add_request(request(clock, second * SECOND_NS, (1, 1, 50, 50)))
-        clock.now += pipeline.settings.sync_max_wait
+        clock.now += pipeline.settings.sync.max_wait
         assert drain(pipeline) == []
     counters = pipeline.counters()
-    assert counters[pl.DROP_WHILE_LOADING] == 2 and counters[fs.DROP_TIMEOUT] == 0
-    assert pipeline.totals()[pl.PROMPTS_WHILE_LOADING] == 2
+    assert counters[st.DROP_WHILE_LOADING] == 2 and counters[fs.DROP_TIMEOUT] == 0
+    assert pipeline.totals()[st.PROMPTS_WHILE_LOADING] == 2
     said = [
         r.getMessage() for r in caplog.records if "while the model is loading" in r.getMessage()
     ]
-    assert len(said) == 1 and pl.DROP_WHILE_LOADING in said[0]
+    assert len(said) == 1 and st.DROP_WHILE_LOADING in said[0]
     pipeline.attach(segmenter)
     pipeline.add_request(request(clock, SECOND_NS, (1, 1, 50, 50)))
     assert len(drain(pipeline)) == 1  # served once loaded; nothing left of the dropped ones
@@ -285,7 +247,7 @@ def test_prompts_whose_wait_ends_while_the_model_loads_are_counted_as_such(caplo
 
 def test_failure_log_counts_every_report_and_logs_once_per_period(caplog):
     clock = FakeClock()
-    failures = pl.FailureLog(logging.getLogger("test.failures"), period=5.0, clock=clock)
+    failures = fl.FailureLog(logging.getLogger("test.failures"), period=5.0, clock=clock)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             failures.report("images_rejected", "image rejected")

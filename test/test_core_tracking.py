@@ -10,6 +10,7 @@ import itertools
 
 import numpy as np
 import pytest
+from doubles import BoxSegmenterDouble
 from tracking_scenes import (
     HEIGHT,
     WIDTH,
@@ -22,9 +23,8 @@ from tracking_scenes import (
 )
 
 from mobilesam_ros.core.errors import InvalidInputError
-from mobilesam_ros.core.processing.postprocess import MaskCrop
+from mobilesam_ros.core.processing.preprocess import FrameGeometry
 from mobilesam_ros.core.prompts import PROMPTED, PROPAGATED, Prompt
-from mobilesam_ros.core.segmenter import SegmentationResult
 from mobilesam_ros.core.settings import TrackingSettings
 from mobilesam_ros.core.stream import tracking as tr
 from mobilesam_ros.core.visualize import mask_box
@@ -412,28 +412,7 @@ def test_ids_persist_over_30_frames_with_detections_every_10th():
 # --- decoding a plan -----------------------------------------------------------------------------
 
 
-class RecordingSegmenter:
-    """Stands in for Segmenter.decode: records each call, returns one box-filled mask per row."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict] = []
-
-    def decode(
-        self,
-        embedding,
-        boxes=None,
-        points=None,
-        point_labels=None,
-        mask_input=None,
-        crops=False,
-        low_res_logits=True,
-    ):
-        count = len(boxes) if boxes is not None else len(points)
-        self.calls.append({"boxes": boxes, "points": points, "mask_input": mask_input})
-        masks = np.zeros((count, HEIGHT, WIDTH), bool)
-        scores = np.linspace(0.5, 0.9, count, dtype=np.float32)
-        low_res = np.zeros((count, 256, 256), np.float32)
-        return SegmentationResult(masks, scores, low_res, [MaskCrop.from_mask(m) for m in masks])
+GEOMETRY = FrameGeometry.for_image(HEIGHT, WIDTH)
 
 
 def planned(box, origin, hint=None, track_id="t1", points=()):
@@ -443,25 +422,25 @@ def planned(box, origin, hint=None, track_id="t1", points=()):
 
 def test_decode_track_prompts_passes_each_prompts_hint_in_one_call_per_structure():
     hint = np.ones((256, 256), np.float32)
-    segmenter = RecordingSegmenter()
+    segmenter = BoxSegmenterDouble()
     box = (10.0, 10.0, 50.0, 50.0)
     prompts = [
         planned(box, tr.ORIGIN_PROPAGATED, hint, "t1"),
         planned(box, tr.ORIGIN_PROPAGATED, hint * 2, "t2"),
     ]
-    out = tr.decode_track_prompts(segmenter, None, prompts)
+    out = tr.decode_track_prompts(segmenter, GEOMETRY, prompts)
     assert [m.prompt.id for m in out] == ["t1", "t2"]
     assert len(segmenter.calls) == 1
     assert np.asarray(segmenter.calls[0]["mask_input"]).shape == (2, 256, 256)
     assert segmenter.calls[0]["mask_input"][1][0, 0] == 2.0
 
-    segmenter = RecordingSegmenter()
+    segmenter = BoxSegmenterDouble()
     mixed = [
         planned(box, tr.ORIGIN_PROPAGATED, hint, "t1"),
         planned(None, tr.ORIGIN_NEW, None, "t3", points=((5.0, 5.0),)),
         planned(box, tr.ORIGIN_NEW, None, "t2"),
     ]
-    out = tr.decode_track_prompts(segmenter, None, mixed)
+    out = tr.decode_track_prompts(segmenter, GEOMETRY, mixed)
     assert [m.prompt.id for m in out] == ["t1", "t3", "t2"]
     assert len(segmenter.calls) == 2  # boxes together, the click alone
     boxes_call, click_call = segmenter.calls

@@ -25,6 +25,7 @@ from mobilesam_ros.core.processing.preprocess import (
     ImagePreprocessor,
     encode_prompts,
 )
+from mobilesam_ros.core.settings import ModelSettings
 
 DEFAULT_MAX_BATCH = 64
 # Working memory of one decoder call on the CPU path, and what each prompt in a call adds to
@@ -143,6 +144,24 @@ class Segmenter:
         )
         self.timings = StageTimings()
         self._preprocess = ImagePreprocessor()
+
+    @classmethod
+    def from_settings(
+        cls, model: ModelSettings, mask_threshold: float = 0.0, progress: bool = True
+    ) -> Segmenter:
+        """A Segmenter as the node's parameters describe it."""
+        return cls(
+            checkpoint=model.checkpoint or None,
+            backend=model.backend,
+            cache_dir=model.cache_dir or None,
+            device=model.device,
+            mask_threshold=mask_threshold,
+            decoder_memory_mb=model.decoder_memory_mb,
+            progress=progress,
+            precision=model.precision,
+            force_rebuild=model.force_rebuild,
+            compile_decoder=model.compile_decoder,
+        )
 
     def encode(self, image: np.ndarray, channel_order: str = "rgb") -> ImageEmbedding:
         """Encode an HxWx3 uint8 RGB image (or BGR, RGBA, BGRA as `channel_order` says)."""

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from mobilesam_ros.core.choices import (
     BACKENDS,
     DEFAULT_PRECISION,
+    DEVICE_FORMS,
     PRECISIONS,
     SYNC_POLICIES,
     check_device,
@@ -35,6 +36,7 @@ class SettingInfo:
     dynamic: bool = False  # may change while the node runs
     parameter: str | None = None  # the parameter's name when it is not PREFIX + field name
     exposed: bool = True  # False: a tuning constant of the code, not a node parameter
+    forms: str = ""  # the accepted forms, in words, where `check` decides (not choices or range)
 
 
 def setting(
@@ -47,9 +49,10 @@ def setting(
     dynamic: bool = False,
     parameter: str | None = None,
     exposed: bool = True,
+    forms: str = "",
 ) -> Any:
     """A settings field with its default and its `SettingInfo`."""
-    info = SettingInfo(description, minimum, maximum, choices, dynamic, parameter, exposed)
+    info = SettingInfo(description, minimum, maximum, choices, dynamic, parameter, exposed, forms)
     return field(default=default, metadata={"setting": info})
 
 
@@ -121,7 +124,7 @@ class ModelSettings(Settings):
         "", "Path of mobile_sam.pt; empty downloads the official checkpoint once into cache_dir."
     )
     backend: str = setting("auto", "Inference runtime.", choices=BACKENDS)
-    device: str = setting("auto", "Where inference runs: auto, cpu, cuda or cuda:N.")
+    device: str = setting("auto", "Where inference runs.", forms=", ".join(DEVICE_FORMS))
     precision: str = setting(
         DEFAULT_PRECISION,
         "Arithmetic of the GPU backends (TensorRT engines, PyTorch on CUDA); layers that lose "

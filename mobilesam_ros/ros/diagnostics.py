@@ -6,12 +6,16 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
 
+from mobilesam_ros.core.settings import NodeSettings
 from mobilesam_ros.core.stream.frame_sync import DROP_TIMEOUT
 from mobilesam_ros.core.stream.pipeline import StreamPipeline
+from mobilesam_ros.core.stream.stream import FrameResult
 
 LOST_IMAGES_HINT = (
     "prompts waited for images that never arrived: camera frames are likely lost in transport "
@@ -34,6 +38,14 @@ class StageStats:
     def count(self, event: str) -> None:
         with self._lock:
             self._events[event] += 1
+
+    def published(self, result: FrameResult, started: float, now_ns: int) -> None:
+        """A frame's outputs went out: publishing began at `started` (time.perf_counter())."""
+        now = time.perf_counter()
+        self.record("publish", (now - started) * 1e3)
+        self.record("total", (now - result.started) * 1e3)
+        self.record("stamp_to_publish", (now_ns - result.frame.stamp_ns) / 1e6)
+        self.count("mask_messages_out")
 
     def take(self) -> tuple[dict[str, list[float]], Counter[str]]:
         """The samples and counts since the last call."""
@@ -88,52 +100,68 @@ def health(
     return Health(DiagnosticStatus.OK, "ready")
 
 
-class DiagnosticsReport:
-    """The node's one status in /diagnostics: health, then rates, latencies and counters of the
-    period since the last report."""
+class NodeStatus(Protocol):
+    """What the report reads from the node's runtime."""
 
-    def __init__(self, node_name: str, publisher: Any) -> None:
-        self._name = f"{node_name}: segmentation"
-        self._publisher = publisher
+    pipeline: StreamPipeline
+    stats: StageStats
+    settings: NodeSettings
+    loading_error: str | None
+    lifecycle_state: str | None  # None: the plain node
+    camera: Any  # CameraTopics (last_image, overlays_skipped) once the outputs exist
+
+
+class DiagnosticsReport:
+    """The node's one status in /diagnostics, every `diagnostics_period` seconds: health, then
+    rates, latencies and counters of the period since the last report.
+
+    Its timer has a callback group of its own: /diagnostics keeps coming while a multi-threaded
+    executor runs a long transition (the lifecycle node's configure loads the model).
+    """
+
+    def __init__(self, node: Node, status: NodeStatus) -> None:
+        self._node = node
+        self._status = status
+        self._name = f"{node.get_fully_qualified_name()}: segmentation"
+        self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._previous_counters: Counter[str] | None = None
         self._period_started = time.monotonic()
+        node.create_timer(
+            status.settings.diagnostics.period,
+            self.publish,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
 
-    def publish(
-        self,
-        pipeline: StreamPipeline,
-        stats: StageStats,
-        stamp: Any,
-        loading_error: str | None,
-        lifecycle_state: str | None,
-        last_image: float | None,
-        stale_after: float,
-        overlays_skipped: int | None,
-    ) -> None:
+    def publish(self) -> None:
+        node_status = self._status
+        pipeline, camera = node_status.pipeline, node_status.camera
         now = time.monotonic()
         period = max(now - self._period_started, 1e-6)
         self._period_started = now
-        samples, events = stats.take()
+        samples, events = node_status.stats.take()
         counters = pipeline.counters()
         waiting, cached = pipeline.queue_sizes()
         segmenter = pipeline.segmenter
+        last_image = camera.last_image if camera is not None else None
         state = health(
-            loading_error,
+            node_status.loading_error,
             segmenter is not None,
             pipeline.failing,
             None if last_image is None else now - last_image,
-            stale_after,
+            node_status.settings.diagnostics.stale_after,
             counters,
             self._previous_counters,
-            lifecycle_state,
+            node_status.lifecycle_state,
         )
         self._previous_counters = counters
         values = status_values(
             period, samples, events, pipeline.totals(), counters, waiting, cached
         )
-        if lifecycle_state is not None:
-            values.append(KeyValue(key="lifecycle state", value=lifecycle_state))
-        if overlays_skipped is not None:
-            values.append(KeyValue(key="overlays skipped by max_rate", value=str(overlays_skipped)))
+        if node_status.lifecycle_state is not None:
+            values.append(KeyValue(key="lifecycle state", value=node_status.lifecycle_state))
+        if camera is not None:
+            skipped = str(camera.overlays_skipped)
+            values.append(KeyValue(key="overlays skipped by max_rate", value=skipped))
         fallback = getattr(segmenter.backend, "fallback_reason", None) if segmenter else None
         if fallback:
             values.append(KeyValue(key="backend fallback reason", value=fallback))
@@ -145,7 +173,7 @@ class DiagnosticsReport:
             values=values,
         )
         array = DiagnosticArray(status=[status])
-        array.header.stamp = stamp
+        array.header.stamp = self._node.get_clock().now().to_msg()
         self._publisher.publish(array)
 
 

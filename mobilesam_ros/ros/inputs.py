@@ -14,8 +14,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from mobilesam_ros.core import InvalidInputError
 from mobilesam_ros.core.processing.image_codec import check_raw_image
 from mobilesam_ros.core.prompts import Prompt
+from mobilesam_ros.core.settings import InputSettings
+from mobilesam_ros.core.stream.failures import IMAGES_REJECTED, FailureLog
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
-from mobilesam_ros.core.stream.pipeline import IMAGES_REJECTED, FailureLog, StreamPipeline
+from mobilesam_ros.core.stream.pipeline import StreamPipeline
 from mobilesam_ros.msg import PromptArray
 from mobilesam_ros.ros import conversions
 from mobilesam_ros.ros.diagnostics import StageStats
@@ -36,7 +38,7 @@ class InputSubscriptions:
         pipeline: StreamPipeline,
         failures: FailureLog,
         stats: StageStats,
-        use_compressed: bool,
+        settings: InputSettings,
     ) -> None:
         self._node = node
         self._pipeline = pipeline
@@ -48,7 +50,7 @@ class InputSubscriptions:
         image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability)
         options = QoSOverridingOptions.with_default_policies()
         image_type, image_topic = Image, "image"
-        if use_compressed:
+        if settings.use_compressed:
             image_type, image_topic = CompressedImage, "image/compressed"
         self._subscriptions = [
             node.create_subscription(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from mobilesam_ros.core.prompts import captions
-from mobilesam_ros.core.stream.pipeline import FrameResult
+from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
 from mobilesam_ros.msg import InstanceMaskArray
 from mobilesam_ros.ros import conversions
@@ -28,16 +27,12 @@ DETECTIONS_SOURCE = "detections"
 
 
 class OutputPublishers:
-    """masks, mask_image, overlay and detections_refined of one node.
-
-    `value_of(name)` reads the node's overlay parameters at publish time, so live changes apply
-    to the next frame.
-    """
+    """masks, mask_image, overlay and detections_refined of one node, drawn with the settings
+    each frame's result carries (run-time changes apply from the frame after them)."""
 
     def __init__(
         self,
         node: Node,
-        value_of: Callable[[str], Any],
         tracking: bool,
         outputs_3d: Outputs3D | None = None,
     ) -> None:
@@ -46,7 +41,6 @@ class OutputPublishers:
         self._last_overlay = -float("inf")
         self.overlays_skipped = 0  # by overlay.max_rate
         self._outputs_3d = outputs_3d
-        self._value_of = value_of
         create, self._destroy = publisher_calls(node)
         self.masks = create(InstanceMaskArray, "masks", OUTPUT_QOS)
         self.mask_image = create(Image, "mask_image", OUTPUT_QOS)
@@ -78,7 +72,8 @@ class OutputPublishers:
             encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
             self.mask_image.publish(conversions.image_message(header, labels, encoding))
             published += 1
-        if self.overlay.get_subscription_count() > 0 and self._overlay_due():
+        overlay = result.settings.overlay
+        if self.overlay.get_subscription_count() > 0 and self._overlay_due(overlay.max_rate):
             labels = self._labels(result) if labels is None else labels
             self.overlay.publish(self._overlay_message(header, result, labels))
             published += 1
@@ -104,9 +99,8 @@ class OutputPublishers:
             result.frame.embedding.original_size,
         )
 
-    def _overlay_due(self) -> bool:
+    def _overlay_due(self, max_rate: float) -> bool:
         """overlay.max_rate: skip drawing (counted) when the last overlay is too recent."""
-        max_rate = self._value_of("overlay.max_rate")
         now = time.monotonic()
         if max_rate > 0 and now - self._last_overlay < 1.0 / max_rate:
             self.overlays_skipped += 1
@@ -116,14 +110,15 @@ class OutputPublishers:
 
     def _overlay_message(self, header: Any, result: FrameResult, labels: np.ndarray) -> Image:
         instances = result.instances
-        boxes = [r.prompt.box for r in instances] if self._value_of("overlay.draw_boxes") else None
+        settings = result.settings.overlay
+        boxes = [r.prompt.box for r in instances] if settings.draw_boxes else None
         overlay = draw_label_overlay(
             result.decoded.to_bgr(),
             labels,
             boxes,
-            captions(instances) if self._value_of("overlay.draw_labels") else None,
-            alpha=self._value_of("overlay.alpha"),
-            scale=self._value_of("overlay.scale"),
+            captions(instances) if settings.draw_labels else None,
+            alpha=settings.alpha,
+            scale=settings.scale,
             mask_boxes=[r.crop.box for r in instances],
         )
         return conversions.image_message(header, overlay, "bgr8")

@@ -19,9 +19,9 @@ from visualization_msgs.msg import MarkerArray
 
 from mobilesam_ros.core import InvalidInputError
 from mobilesam_ros.core.depth import CameraModel, lift_instances
-from mobilesam_ros.core.settings import DepthSettings
+from mobilesam_ros.core.stream.failures import FailureLog
 from mobilesam_ros.core.stream.frame_sync import StampCache
-from mobilesam_ros.core.stream.pipeline import FailureLog, FrameResult
+from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.ros import conversions
 from mobilesam_ros.ros.conversions_3d import (
     MarkerTracker,
@@ -104,12 +104,10 @@ class Outputs3D:
     def __init__(
         self,
         node: Node,
-        value_of: Callable[[str], Any],
         depth_inputs: DepthInputs,
         failures: FailureLog,
     ) -> None:
         self._node = node
-        self._value_of = value_of
         self._inputs = depth_inputs
         self._failures = failures
         self._types = vision_msgs_3d()
@@ -143,26 +141,20 @@ class Outputs3D:
                     "(topics depth and camera_info): no 3D results until they do"
                 )
             return 0
-        value = self._value_of
+        settings = result.settings.depth
         depth, camera = self._inputs.for_frame(
-            result.frame.stamp_ns, value("sync.policy"), value("depth.max_offset")
-        )
-        params = DepthSettings(
-            min_depth=value("depth.min"),
-            max_depth=value("depth.max"),
-            erode_px=value("depth.erode_px"),
-            min_points=value("depth.min_points"),
+            result.frame.stamp_ns, result.settings.sync.policy, settings.max_offset
         )
         lifted = lift_instances(
             [r.crop for r in result.instances],
             depth,
             camera,
-            params,
+            settings,
             image_size=result.decoded.pixels.shape[:2],
         )
         for reason, count in lifted.counts.items():
             self._failures.report(reason, f"{count} instance(s) without 3D pose: {reason}", count)
-        oriented = value("depth.oriented_boxes")
+        oriented = settings.oriented_boxes
         published = 0
         if self.detections is not None and self.detections.get_subscription_count():
             self.detections.publish(
@@ -170,8 +162,8 @@ class Outputs3D:
             )
             published += 1
         if self.cloud.get_subscription_count():
-            rgb = result.decoded.to_bgr()[..., ::-1] if value("depth.cloud_rgb") else None
-            stride = value("depth.cloud_stride")
+            rgb = result.decoded.to_bgr()[..., ::-1] if settings.cloud_rgb else None
+            stride = settings.cloud_stride
             self.cloud.publish(instances_cloud_message(header, lifted.instances, stride, rgb))
             published += 1
         if self.markers.get_subscription_count():

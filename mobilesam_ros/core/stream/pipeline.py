@@ -1,10 +1,11 @@
-"""The stream pipeline: camera frames and prompt requests in, one result per answered frame out.
+"""The pipeline: camera streams and on-demand requests in, one model, one worker.
 
-ROS-free. Producers (the node's callbacks) call `add_frame` and `add_request` from any thread;
-one worker calls `process_next` in a loop. Between jobs the worker applies queued settings, so
-a parameter change never lands in the middle of a frame. Every frame the worker takes is marked
-handled when it is chosen, whatever happens next (nobody listening, an exception, no
-instances), so no frame is ever chosen twice and an idle stream costs no CPU.
+ROS-free. Producers (the node's callbacks) call `add_frame`, `add_request` and `submit` from any
+thread; one worker calls `process_next` in a loop. The worker serves the streams and the
+on-demand requests in turn (round robin: none starves), one job at a time, with the one
+Segmenter they share. Between jobs it applies queued settings, so a parameter change never lands
+in the middle of a frame. A stream job's result is returned for publishing; an on-demand
+request's reply goes to its own future.
 
 Time: `clock` (monotonic seconds) paces waiting prompts; tracks age by image stamps.
 """
@@ -15,186 +16,80 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from typing import Any
 
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.processing.image_codec import DecodedImage
-from mobilesam_ros.core.processing.preprocess import FrameGeometry, encode_prompts
-from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
+from mobilesam_ros.core.prompts import decode_prompts
 from mobilesam_ros.core.segmenter import Segmenter
-from mobilesam_ros.core.settings import TrackingSettings
-from mobilesam_ros.core.stream.frame_sync import Frame, FrameSync, PromptRequest
-from mobilesam_ros.core.stream.prompt_motion import move_prompts
-from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker, decode_track_prompts
+from mobilesam_ros.core.settings import NodeSettings
+from mobilesam_ros.core.stream.failures import (
+    ERROR_AFTER_FAILURES,
+    IMAGES_REJECTED,
+    INFERENCE_STAGES,
+    PROMPTS_OVER_LIMIT,
+    STAGE_IMAGE_DECODE,
+    FailureLog,
+    StageError,
+    failure_counter,
+)
+from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
+from mobilesam_ros.core.stream.requests import PendingRequest, SegmentReply, SegmentRequest
+from mobilesam_ros.core.stream.stream import (
+    DROP_WHILE_LOADING,
+    PROMPTS_WHILE_LOADING,
+    FrameResult,
+    Stream,
+    prompt_problem,
+)
 
 _log = logging.getLogger(__name__)
 
-WARN_PERIOD_S = 5.0  # a repeated warning is logged at most once per reason in this period
-# Inference failures in a row (no success in between) that turn the health to ERROR.
-ERROR_AFTER_FAILURES = 3
-
-# Counter names (diagnostics keys) of inputs rejected and of failures by the stage that raised.
-IMAGES_REJECTED = "images_rejected"
-PROMPTS_REJECTED = "prompts_rejected"
-PROMPTS_OVER_LIMIT = "prompts_over_max_prompts"
-STAGE_IMAGE_DECODE = "image_decode"
-STAGE_ENCODE = "encode"
-STAGE_DECODE_PROMPTS = "decode_prompts"
-STAGE_TRACKING = "tracking"
-STAGE_PUBLISH = "publish"
-INFERENCE_STAGES = (STAGE_ENCODE, STAGE_DECODE_PROMPTS, STAGE_TRACKING)
-
-# Totals of work done (diagnostics keys, "(total)" appended there).
-IMAGES_RECEIVED = "images received"
-IMAGES_ENCODED = "images encoded"
-IMAGES_SKIPPED = "images skipped"  # chosen while nobody listened: handled without inference
-IMAGES_WHILE_LOADING = "images received while the model loaded"
-PROMPTS_WHILE_LOADING = "prompt messages received while the model loaded"
-# Drop counter: prompts whose sync.max_wait ended before the model was ready.
-DROP_WHILE_LOADING = "prompts_timed_out_while_the_model_loaded"
-PROMPT_MESSAGES_ANSWERED = "prompt messages answered"
-
-
-def failure_counter(stage: str) -> str:
-    return f"{stage}_failures"
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """What the worker applies between jobs; mirrors the node's parameters of the same names."""
-
-    sync_policy: str = "exact"
-    sync_max_offset: float = 0.05
-    sync_max_wait: float = 0.5
-    max_prompts: int = 100
-    mask_threshold: float = 0.0
-    tracking_max_age: float = 1.0
-    tracking_prompt_max_age: float = 0.0
-    tracking_min_iou: float = 0.5
-    tracking_iou_match: float = 0.3
-    tracking_margin: float = 0.1
-
-
-@dataclass
-class FrameResult:
-    """One answered frame: its instances (one per prompt, or per live track with tracking)."""
-
-    frame: Frame
-    instances: list[PromptMask]
-    sources: tuple[str, ...]  # sources of the prompt requests answered; () for tracking only
-    stage_ms: dict[str, float] = field(default_factory=dict)
-    started: float = 0.0  # time.perf_counter() when the job began
-
-    @property
-    def decoded(self) -> DecodedImage:
-        return self.frame.decoded
-
-
-class FailureLog:
-    """Counters of rejected inputs and failures by reason, each logged at most once per period.
-
-    Thread-safe: callbacks and the worker report to one instance.
-    """
-
-    def __init__(
-        self,
-        logger: logging.Logger = _log,
-        period: float = WARN_PERIOD_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._logger = logger
-        self._period = period
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last_logged: dict[str, float] = {}
-        self.counts: Counter[str] = Counter()
-
-    def report(
-        self, reason: str, message: str, count: int = 1, exc: BaseException | None = None
-    ) -> None:
-        now = self._clock()
-        with self._lock:
-            self.counts[reason] += count
-            total = self.counts[reason]
-            due = now - self._last_logged.get(reason, -float("inf")) >= self._period
-            if due:
-                self._last_logged[reason] = now
-        if due:
-            self._logger.warning("%s (counter %s: %d)", message, reason, total, exc_info=exc)
-
-    def snapshot(self) -> Counter[str]:
-        with self._lock:
-            return Counter(self.counts)
-
-
-class _StageError(Exception):
-    def __init__(self, stage: str, cause: BaseException) -> None:
-        super().__init__(f"{stage} failed: {cause!r}")
-        self.stage = stage
-        self.cause = cause
-
-
-@contextmanager
-def _stage(stage: str) -> Iterator[None]:
-    """Tag any exception with the stage it came from (InvalidInputError of images stays)."""
-    try:
-        yield
-    except _StageError:
-        raise
-    except Exception as exc:
-        raise _StageError(stage, exc) from exc
-
-
-@dataclass(frozen=True)
-class _Job:
-    frame: Frame
-    ready: list[tuple[Frame, PromptRequest]]  # requests answered on `frame` (their own frames)
+# The turn of the on-demand requests among the streams' names.
+_REQUESTS = object()
+# On-demand requests waiting at most; more are refused at once.
+MAX_PENDING_REQUESTS = 16
 
 
 class StreamPipeline:
-    """Frame cache, prompt matching, job choice, prompt validation and moving, tracking.
+    """Streams (one per camera, by name), on-demand requests, one worker (module docstring).
 
     Args:
-      segmenter: encodes images and decodes prompts; may be attached later (`attach`) so a node
-        can take frames while its model loads; frames before that are counted and dropped.
-      decode_image: turns a frame's payload (e.g. a ROS message) into pixels; called by the
-        worker at most once per frame, only for frames it uses.
-      tracking: follow instances between prompts (one `Tracker`), else answer prompts only.
-      cache_size: frames kept for matching late prompts.
-      anyone_listening: whether any output has a subscriber now; frames chosen while it is
-        False are handled without inference (tracks still age out).
+      decode_image: turns a frame's payload (e.g. a ROS message) into pixels.
+      settings: the settings of every stream (sync, tracking, decode).
+      streams: the streams' names; "" is a node's single camera.
+      segmenter: encodes and decodes; may be attached later (`attach`) so a node can take
+        inputs while its model loads.
+      anyone_listening: whether a stream's outputs have a subscriber now; frames chosen while
+        they have none are handled without inference (tracks still age out).
     """
 
     def __init__(
         self,
         decode_image: Callable[[Any], DecodedImage],
-        settings: StreamSettings = StreamSettings(),
-        tracking: bool = True,
-        cache_size: int = 30,
+        settings: NodeSettings | None = None,
+        streams: Iterable[str] = ("",),
         segmenter: Segmenter | None = None,
-        anyone_listening: Callable[[], bool] = lambda: True,
+        anyone_listening: Callable[[str], bool] = lambda stream: True,
         clock: Callable[[], float] = time.monotonic,
         failures: FailureLog | None = None,
     ) -> None:
-        self._decode_image = decode_image
+        self.settings = settings or NodeSettings()
         self._anyone_listening = anyone_listening
         self._clock = clock
         self.failures = failures or FailureLog(clock=clock)
         self.segmenter = segmenter
-        self.sync = FrameSync(
-            settings.sync_policy, settings.sync_max_offset, settings.sync_max_wait, cache_size
-        )
-        self.tracker = Tracker() if tracking else None
-        self.settings = settings
-        self._apply(settings)
-        self._pending_settings: StreamSettings | None = None
         self._condition = threading.Condition()
-        self._last_job_stamp: int | None = None
-        self._track_endings: Counter[str] = Counter()  # the tracker's counts, copied by the worker
+        self.streams = {
+            name: Stream(name, decode_image, self.settings, self.failures, self._condition)
+            for name in streams
+        }
+        self._turns: deque[Any] = deque([*self.streams, _REQUESTS])
+        self._requests: deque[PendingRequest] = deque()
+        self._pending_settings: NodeSettings | None = None
         self._totals: Counter[str] = Counter()
         self._inference_failures_in_a_row = 0
         self._said_loading = False  # prompts while loading: said once per load
@@ -204,7 +99,7 @@ class StreamPipeline:
     def attach(self, segmenter: Segmenter) -> None:
         """Start inference with `segmenter` (a model loaded in the background)."""
         with self._condition:
-            segmenter.mask_threshold = float(self.settings.mask_threshold)
+            segmenter.mask_threshold = float(self.settings.decode.mask_threshold)
             self.segmenter = segmenter
             self._said_loading = False
             self._condition.notify()
@@ -214,15 +109,12 @@ class StreamPipeline:
         with self._condition:
             self.segmenter = None
 
-    def add_frame(self, frame: Frame) -> None:
+    def add_frame(self, frame: Frame, stream: str = "") -> None:
         with self._condition:
-            self._totals[IMAGES_RECEIVED] += 1
-            if self.segmenter is None:
-                self._totals[IMAGES_WHILE_LOADING] += 1
-            self.sync.add_frame(frame)
+            self.streams[stream].add_frame(frame, loading=self.segmenter is None)
             self._condition.notify()
 
-    def add_request(self, request: PromptRequest) -> None:
+    def add_request(self, request: PromptRequest, stream: str = "") -> None:
         """Queue prompts for their frame; prompts beyond `max_prompts` are dropped and counted.
         Prompts that come while the model loads wait like any others (sync.max_wait) and are
         dropped as DROP_WHILE_LOADING when the wait ends first; that is said once per load."""
@@ -231,14 +123,14 @@ class StreamPipeline:
             if loading:
                 self._totals[PROMPTS_WHILE_LOADING] += 1
                 say_it, self._said_loading = not self._said_loading, True
+            limit = self.settings.decode.max_prompts
         if loading and say_it:
             _log.warning(
                 "prompts arrive while the model is loading: answered if it is ready within "
                 "sync.max_wait (%.2f s), else dropped and counted as '%s'",
-                self.settings.sync_max_wait,
+                self.settings.sync.max_wait,
                 DROP_WHILE_LOADING,
             )
-        limit = self.settings.max_prompts
         if len(request.prompts) > limit:
             self.failures.report(
                 PROMPTS_OVER_LIMIT,
@@ -248,10 +140,29 @@ class StreamPipeline:
             )
             request = dataclasses.replace(request, prompts=request.prompts[:limit])
         with self._condition:
-            self.sync.add_request(request)
+            self.streams[stream].sync.add_request(request)
             self._condition.notify()
 
-    def configure(self, settings: StreamSettings) -> None:
+    def submit(self, request: SegmentRequest) -> Future[SegmentReply]:
+        """Queue an on-demand request; its reply (or error) arrives through the future."""
+        pending = PendingRequest(request)
+        with self._condition:
+            if request.image is None and request.stream not in self.streams:
+                pending.reply.set_exception(
+                    InvalidInputError(
+                        f"no stream {request.stream!r}; streams: {list(self.streams)}"
+                    )
+                )
+            elif len(self._requests) >= MAX_PENDING_REQUESTS:
+                pending.reply.set_exception(
+                    InvalidInputError(f"{MAX_PENDING_REQUESTS} requests wait already; try again")
+                )
+            else:
+                self._requests.append(pending)
+                self._condition.notify()
+        return pending.reply
+
+    def configure(self, settings: NodeSettings) -> None:
         """Queue new settings; the worker applies them before its next job."""
         with self._condition:
             self._pending_settings = settings
@@ -268,18 +179,22 @@ class StreamPipeline:
         """Inputs dropped or rejected, failures and track endings, by reason."""
         counts = self.failures.snapshot()
         with self._condition:
-            counts.update(self.sync.dropped)
-            counts.update(self._track_endings)
+            for stream in self.streams.values():
+                counts.update(stream.counters())
         return counts
 
     def totals(self) -> Counter[str]:
         with self._condition:
-            return Counter(self._totals)
+            totals = Counter(self._totals)
+            for stream in self.streams.values():
+                totals.update(stream.totals)
+        return totals
 
     def queue_sizes(self) -> tuple[int, int]:
-        """(prompt messages waiting, images cached)."""
+        """(prompt messages waiting, images cached) over every stream."""
         with self._condition:
-            return len(self.sync.pending), len(self.sync.frames)
+            syncs = [stream.sync for stream in self.streams.values()]
+            return sum(len(s.pending) for s in syncs), sum(len(s.frames) for s in syncs)
 
     @property
     def failing(self) -> bool:
@@ -289,173 +204,114 @@ class StreamPipeline:
     # -- the worker: one thread ------------------------------------------------------------
 
     def process_next(self, timeout: float = 0.1) -> FrameResult | None:
-        """Run the next job, or wait up to `timeout` seconds for one; None when nothing to
-        publish (no job, nobody listening, or a failure: counted and logged)."""
+        """Run the next job, or wait up to `timeout` seconds for one; None when there is
+        nothing to publish (no job, an on-demand request, nobody listening, or a failure:
+        counted and logged)."""
         with self._condition:
             if self._pending_settings is not None:
                 self._apply(self._pending_settings)
                 self._pending_settings = None
-            now = self._clock()
-            if self.segmenter is None:
-                self.sync.expire(now, DROP_WHILE_LOADING)
-                job = None
-            else:
-                job = self._next_job(now)
+            job = self._next_job(self._clock())
             if job is None:
                 if timeout > 0:
                     self._condition.wait(self._wait_time(timeout))
                 return None
+            segmenter = self.segmenter
+        turn, work = job
+        if turn is _REQUESTS:
+            self._answer(work, segmenter)
+            return None
+        stream = self.streams[turn]
         try:
-            return self._run(job)
-        except _StageError as failure:
+            result = stream.run(work, segmenter, self._anyone_listening(turn))
+        except StageError as failure:
             self._count_failure(failure)
             return None
-        finally:
-            if self.tracker is not None:
-                with self._condition:
-                    self._track_endings = Counter(self.tracker.counts)
+        if result is not None:
+            self._inference_failures_in_a_row = 0
+        return result
 
-    def _apply(self, settings: StreamSettings) -> None:
-        self.sync.configure(settings.sync_policy, settings.sync_max_offset, settings.sync_max_wait)
+    def _apply(self, settings: NodeSettings) -> None:
         if self.segmenter is not None:
-            self.segmenter.mask_threshold = float(settings.mask_threshold)
-        if self.tracker is not None:
-            self.tracker.configure(
-                TrackingSettings(
-                    max_age=settings.tracking_max_age,
-                    prompt_max_age=settings.tracking_prompt_max_age,
-                    min_iou=settings.tracking_min_iou,
-                    iou_match=settings.tracking_iou_match,
-                    margin=settings.tracking_margin,
-                )
-            )
+            self.segmenter.mask_threshold = float(settings.decode.mask_threshold)
+        for stream in self.streams.values():
+            stream.apply(settings)
         self.settings = settings
 
+    def _next_job(self, now: float) -> tuple[Any, Any] | None:
+        """The next turn with work, round robin; while loading, waiting prompts only expire."""
+        if self.segmenter is None:
+            for stream in self.streams.values():
+                stream.sync.expire(now, DROP_WHILE_LOADING)
+            return None
+        for _ in range(len(self._turns)):
+            turn = self._turns[0]
+            self._turns.rotate(-1)
+            if turn is _REQUESTS:
+                if self._requests:
+                    return turn, self._requests.popleft()
+                continue
+            job = self.streams[turn].next_job(now)
+            if job is not None:
+                return turn, job
+        return None
+
     def _wait_time(self, timeout: float) -> float:
-        deadline = self.sync.next_deadline()
+        deadlines = [s.sync.next_deadline() for s in self.streams.values()]
+        deadline = min((d for d in deadlines if d is not None), default=None)
         if deadline is None:
             return timeout
         return min(max(deadline - self._clock(), 0.001), timeout)
 
-    def _next_job(self, now: float) -> _Job | None:
-        """Without tracking: one ready request on its frame. With tracking: the newest frame,
-        with every ready request, when prompts are ready or tracks live and it is new. Only
-        the newest frame is tracked: when inference falls behind, frames are skipped, never
-        queued."""
-        if self.tracker is None:
-            ready = self.sync.pop_ready(now)
-            return None if ready is None else _Job(ready[0], [ready])
-        ready = self.sync.pop_all_ready(now)
-        newest = self.sync.newest
-        if newest is None:
-            return None
-        if ready or (self.tracker.active and newest.stamp_ns != self._last_job_stamp):
-            self._last_job_stamp = newest.stamp_ns  # handled from here on, whatever happens
-            return _Job(newest, ready)
-        return None
-
-    def _run(self, job: _Job) -> FrameResult | None:
-        frame = job.frame
-        if not self._anyone_listening():
-            self._count_total(IMAGES_SKIPPED)
-            if self.tracker is not None:
-                self.tracker.expire(frame.stamp_ns / 1e9)
-            return None
-        result = FrameResult(frame, [], tuple(r.source for _, r in job.ready))
-        result.started = time.perf_counter()
-        self._decoded(frame)
-        encoded_now = frame.embedding is None
-        with _stage(STAGE_ENCODE):
-            if encoded_now:
-                frame.embedding = self.segmenter.encode(
+    def _answer(self, pending: PendingRequest, segmenter: Segmenter) -> None:
+        """An on-demand request: its image or cached frame, encoded at most once, its prompts
+        decoded; the stream's tracks are not touched."""
+        request = pending.request
+        try:
+            frame, stream = self._request_frame(request)
+            if stream is not None:
+                stream.encode(frame, segmenter)
+            else:
+                frame.embedding = segmenter.encode(
                     frame.decoded.pixels, frame.decoded.channel_order
                 )
-                self._count_total(IMAGES_ENCODED)
-        fresh = self._fresh_prompts(frame, job.ready)
-        decode_started = time.perf_counter()
-        if self.tracker is None:
-            with _stage(STAGE_DECODE_PROMPTS):
-                result.instances = decode_prompts(
-                    self.segmenter, frame.embedding, fresh, low_res_logits=False
-                )
+            for index, prompt in enumerate(request.prompts):
+                problem = prompt_problem(frame.decoded, prompt)
+                if problem:
+                    raise InvalidInputError(f"prompt {prompt.id or index!r}: {problem}")
+            instances = decode_prompts(
+                segmenter, frame.embedding, request.prompts, low_res_logits=False
+            )
+        except StageError as failure:
+            pending.reply.set_exception(failure.cause)
+        except Exception as exc:
+            pending.reply.set_exception(exc)
         else:
-            with _stage(STAGE_TRACKING):
-                result.instances = self.tracker.step(
-                    self._flow(frame), frame.stamp_ns / 1e9, fresh, self._decode_planned(frame)
-                )
-        result.stage_ms["decode"] = (time.perf_counter() - decode_started) * 1e3
-        if encoded_now:
-            # Read after the decode: on a GPU the encoder runs asynchronously and its CUDA-event
-            # times are known only once the frame's transfer has waited for them.
-            result.stage_ms["preprocess"] = self.segmenter.timings.preprocess_ms
-            result.stage_ms["encode"] = self.segmenter.timings.encode_ms
-        self._inference_failures_in_a_row = 0
-        if job.ready:
-            self._count_total(PROMPT_MESSAGES_ANSWERED, len(job.ready))
-        return result
+            pending.reply.set_result(SegmentReply(instances, frame.decoded, frame.stamp_ns))
 
-    def _decode_planned(self, frame: Frame) -> Callable[[Sequence[Any]], list[PromptMask]]:
-        def decode(planned: Sequence[Any]) -> list[PromptMask]:
-            with _stage(STAGE_DECODE_PROMPTS):
-                return decode_track_prompts(self.segmenter, frame.embedding, planned)
-
-        return decode
-
-    def _fresh_prompts(
-        self, frame: Frame, ready: list[tuple[Frame, PromptRequest]]
-    ) -> list[Prompt]:
-        """The valid prompts of every ready request, moved onto `frame` when they were given
-        for an older one (a slow detector)."""
-        fresh: list[Prompt] = []
-        for source_frame, request in ready:
-            self._decoded(source_frame)
-            prompts = self.valid_prompts(source_frame, request.prompts)
-            if source_frame is not frame and prompts:
-                with _stage(STAGE_TRACKING):
-                    prompts = move_prompts(self._flow(source_frame), self._flow(frame), prompts)
-            fresh.extend(prompts)
-        return fresh
-
-    def valid_prompts(self, frame: Frame, prompts: Sequence[Prompt]) -> list[Prompt]:
-        """`prompts` that can be decoded on `frame`; the others are rejected and counted."""
-        valid = []
-        geometry = FrameGeometry.for_image(*frame.decoded.pixels.shape[:2])
-        for index, prompt in enumerate(prompts):
-            try:
-                if prompt.box is None and not prompt.points:
-                    raise InvalidInputError("neither a box nor points")
-                boxes = [prompt.box] if prompt.box is not None else None
-                points = [prompt.points] if prompt.points else None
-                labels = [prompt.point_labels] if prompt.points else None
-                encode_prompts(geometry, boxes, points, labels)
-            except InvalidInputError as exc:
-                self.failures.report(
-                    PROMPTS_REJECTED, f"prompt {prompt.id or index!r} rejected: {exc}"
-                )
-                continue
-            valid.append(prompt)
-        return valid
-
-    def _decoded(self, frame: Frame) -> DecodedImage:
-        """The frame's pixels, decoded once; a bad image is rejected and counted."""
-        if frame.decoded is None:
-            try:
-                frame.decoded = self._decode_image(frame.payload)
-            except Exception as exc:
-                raise _StageError(STAGE_IMAGE_DECODE, exc) from exc
-        return frame.decoded
-
-    def _flow(self, frame: Frame) -> FlowFrame:
-        if frame.flow is None:
-            decoded = self._decoded(frame)
-            frame.flow = FlowFrame.from_image(decoded.pixels, decoded.channel_order)
-        return frame.flow
-
-    def _count_total(self, name: str, count: int = 1) -> None:
+    def _request_frame(self, request: SegmentRequest) -> tuple[Frame, Stream | None]:
+        if request.image is not None:
+            frame = Frame(request.stamp_ns, "", None, self._clock())
+            frame.decoded = request.image
+            return frame, None
+        stream = self.streams[request.stream]
         with self._condition:
-            self._totals[name] += count
+            frames = stream.sync.frames
+            frame = frames.get(request.stamp_ns) if request.stamp_ns else stream.sync.newest
+            if frame is None:
+                cached = f"{len(frames)} cached" + (
+                    f", stamps {next(iter(frames))} to {next(reversed(frames))} ns"
+                    if frames
+                    else ""
+                )
+                raise InvalidInputError(
+                    f"no cached image with stamp {request.stamp_ns} ns ({cached})"
+                    if request.stamp_ns
+                    else "no image received yet"
+                )
+        return frame, stream
 
-    def _count_failure(self, failure: _StageError) -> None:
+    def _count_failure(self, failure: StageError) -> None:
         if failure.stage == STAGE_IMAGE_DECODE and isinstance(failure.cause, InvalidInputError):
             self.failures.report(IMAGES_REJECTED, f"image rejected: {failure.cause}")
             return
