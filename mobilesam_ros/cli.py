@@ -186,11 +186,8 @@ def _print_trtexec(
 ) -> None:
     """The trtexec command of each graph; pins: graph -> (FP16 on, layers pinned to FP32);
     parsed: graph -> the prepared graph a strongly typed build parsed (then no pins)."""
-    from mobilesam_ros.core.backends.tensorrt.engine_cache import (
-        DecoderProfile,
-        graph_profile,
-        trtexec_command,
-    )
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import DecoderProfile, graph_profile
+    from mobilesam_ros.core.backends.tensorrt.trtexec import trtexec_command
 
     profile = DecoderProfile(args.max_prompts)
     print(f"equivalent trtexec commands ({note}):")
@@ -212,8 +209,8 @@ def _print_trtexec(
 
 def _planned_pins(models: OnnxModels, precision: str) -> dict[str, tuple[bool, list[str]]]:
     """What a first build (FP32 level 0) pins, read from the ONNX graphs without TensorRT."""
-    from mobilesam_ros.core.backends.tensorrt.engine_cache import (
-        GRAPHS,
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import GRAPHS
+    from mobilesam_ros.core.backends.tensorrt.fp32_policy import (
         graph_runs_fp32,
         planned_fp32_layers,
     )
@@ -235,14 +232,12 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
     cache, models = _engine_inputs(args)
     try:
-        from mobilesam_ros.core.backends.tensorrt.build import ensure_engines
+        from mobilesam_ros.core.backends.tensorrt.engine_set import ensure_engines, open_gpu
 
         engines = ensure_engines(
+            open_gpu(args.device, args.precision, args.max_prompts),
             models,
             cache,
-            device=args.device,
-            precision=args.precision,
-            max_prompts=args.max_prompts,
             force_rebuild=args.force,
             workspace_mib=args.workspace_mib,
         )
@@ -275,20 +270,15 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
 def _cmd_verify_engine(args: argparse.Namespace) -> int:
     from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from mobilesam_ros.core.backends.tensorrt.build import load_cached_engines
-    from mobilesam_ros.core.backends.tensorrt.engine_cache import (
-        GRAPHS,
-        DecoderProfile,
-        EngineCacheError,
-    )
-    from mobilesam_ros.core.backends.tensorrt.runtime import TensorRtBackend
+    from mobilesam_ros.core.backends.tensorrt.backend import TensorRtBackend
+    from mobilesam_ros.core.backends.tensorrt.engine_cache import GRAPHS, EngineCacheError
+    from mobilesam_ros.core.backends.tensorrt.engine_set import load_cached_engines, open_gpu
     from mobilesam_ros.core.backends.tensorrt.self_check import run_self_check
 
     cache, models = _engine_inputs(args)
+    target = open_gpu(args.device, args.precision, args.max_prompts)
     try:
-        engines = load_cached_engines(
-            models, cache, args.device, args.precision, args.max_prompts, args.workspace_mib
-        )
+        engines = load_cached_engines(target, models, cache, args.workspace_mib)
     except EngineCacheError as exc:
         raise MobileSamError(
             f"{exc}; build it first with `mobilesam-ros build-engine` and the same options"
@@ -299,9 +289,7 @@ def _cmd_verify_engine(args: argparse.Namespace) -> int:
             f"{graph}: {engines.paths[graph]} (created {meta.get('created')}, FP32 level "
             f"{meta.get('fp32_level')}, recorded self-check mask IoU {meta.get('self_check_iou')})"
         )
-    backend = TensorRtBackend(
-        engines.engines, DecoderProfile(args.max_prompts), args.device, args.precision
-    )
+    backend = TensorRtBackend(engines.engines, target.profile, args.device, args.precision)
     print(f"running the self-check with {backend.describe()} ...", file=sys.stderr, flush=True)
     result = run_self_check(
         backend, OnnxRuntimeBackend(models, "cpu"), max_prompts=args.max_prompts

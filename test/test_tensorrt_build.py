@@ -20,8 +20,6 @@ pytest.importorskip("onnxconverter_common")
 from mobilesam_ros.core.backends.tensorrt.build import (  # noqa: E402
     build_engine,
     build_metadata,
-    engine_specs,
-    layer_precisions,
     parse_network,
     prepared_graphs,
 )
@@ -32,6 +30,7 @@ from mobilesam_ros.core.backends.tensorrt.engine_cache import (  # noqa: E402
     read_engine,
     write_engine,
 )
+from mobilesam_ros.core.backends.tensorrt.engine_set import engine_specs  # noqa: E402
 from mobilesam_ros.core.errors import BackendUnavailableError  # noqa: E402
 from mobilesam_ros.core.model.export import export_onnx  # noqa: E402
 
@@ -72,11 +71,13 @@ def prepared(models, tmp_path_factory):
 
 
 def _precisions_by_kind(graph_path) -> dict[str, Counter]:
+    """Output type names ("FLOAT", "HALF", ...) of the parsed network's layers, by layer kind."""
     assert API is not None
-    parsed = parse_network(API, graph_path, verbose=False)
+    network = parse_network(API, graph_path, verbose=False).network
     kinds: dict[str, Counter] = {}
-    for _, kind, types in layer_precisions(API, parsed.network):
-        kinds.setdefault(kind, Counter()).update(types)
+    for layer in (network.get_layer(i) for i in range(network.num_layers)):
+        types = [layer.get_output(i).dtype.name for i in range(layer.num_outputs)]
+        kinds.setdefault(API.layer_info(layer).kind, Counter()).update(types)
     return kinds
 
 

@@ -40,7 +40,7 @@ MISSPELLINGS = {
         ("config.set_memory_pool_limit(", "config.set_memory_pool_limits("),
         ("config.clear_flag(flags.TF32)", "config.clear_flag(flags.TF33)"),
     ],
-    "runtime.py": [("context.execute_async_v3(", "context.execute_async_v4(")],
+    "backend.py": [("context.execute_async_v3(", "context.execute_async_v4(")],
 }
 
 

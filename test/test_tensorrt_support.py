@@ -21,33 +21,36 @@ import numpy as np
 import pytest
 
 from mobilesam_ros.cli import main
-from mobilesam_ros.core.backends import _pick_fastest, create_backend
+from mobilesam_ros.core.backends import create_backend
 from mobilesam_ros.core.backends.base import Backend, DecoderInputs
 from mobilesam_ros.core.backends.tensorrt.compat import (
     CudaApi,
     TrtApi,
     parse_device,
     parse_version,
-    tensorrt_usable,
+    tensorrt_unavailable_reason,
 )
 from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     ENGINE_FILE_MAGIC,
-    MAX_FP32_LEVEL,
     DecoderProfile,
     EngineCacheError,
     EngineSpec,
-    LayerInfo,
     ShapeRange,
     encode_engine_file,
     engine_problem,
-    fp32_layer_names,
     graph_profile,
-    graph_runs_fp32,
     needs_rebuild,
-    normalized_kind,
     read_engine,
-    trtexec_command,
     write_engine,
+)
+from mobilesam_ros.core.backends.tensorrt.fp32_policy import (
+    MAX_FP32_LEVEL,
+    LayerInfo,
+    fp32_layer_names,
+    graph_runs_fp32,
+    normalized_kind,
+    onnx_layers,
+    planned_fp32_layers,
 )
 from mobilesam_ros.core.backends.tensorrt.self_check import (
     SELF_CHECK_BOXES,
@@ -58,6 +61,8 @@ from mobilesam_ros.core.backends.tensorrt.self_check import (
     run_self_check,
     self_check_photo,
 )
+from mobilesam_ros.core.backends.tensorrt.trtexec import trtexec_command
+from mobilesam_ros.core.choices import DEFAULT_PRECISION
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
 
@@ -76,7 +81,7 @@ def _spec(**changes) -> EngineSpec:
 
 
 def _gpu_and_tensorrt() -> bool:
-    return tensorrt_usable()
+    return tensorrt_unavailable_reason() is None
 
 
 needs_tensorrt_gpu = pytest.mark.skipif(
@@ -398,8 +403,6 @@ def _tiny_onnx(path: Path) -> Path:
 
 
 def test_fp32_layers_read_from_an_onnx_graph(tmp_path):
-    from mobilesam_ros.core.backends.tensorrt.engine_cache import onnx_layers, planned_fp32_layers
-
     path = _tiny_onnx(tmp_path / "tiny.onnx")
     assert [layer.kind for layer in onnx_layers(path)][:3] == [
         "LayerNormalization",
@@ -716,7 +719,13 @@ def test_tensorrt_backend_says_why_it_is_unavailable(tmp_path):
         create_backend("tensorrt", tmp_path / "missing.pt", tmp_path)
     with pytest.raises(BackendUnavailableError, match="device 'cpu'"):
         create_backend("tensorrt", tmp_path / "missing.pt", tmp_path, device="cpu")
-    assert _pick_fastest("auto")[0] != "tensorrt"
+
+
+@pytest.mark.skipif(_gpu_and_tensorrt(), reason="TensorRT and a GPU are present here")
+def test_auto_without_tensorrt_takes_another_backend_and_says_why(random_checkpoint, cache_dir):
+    backend = create_backend("auto", random_checkpoint, cache_dir, "auto", progress=False)
+    assert backend.name != "tensorrt"
+    assert "backend 'tensorrt'" in backend.fallback_reason
 
 
 def _cached_tiny_export(tmp_path: Path) -> tuple[Path, Path]:
@@ -840,33 +849,39 @@ def test_auto_on_the_cpu_records_no_fallback(random_checkpoint, cache_dir):
 # Real TensorRT on a GPU (skipped elsewhere)
 
 
+def _gpu_target():
+    from mobilesam_ros.core.backends.tensorrt.engine_set import open_gpu
+
+    return open_gpu("auto", DEFAULT_PRECISION, max_prompts=4)
+
+
 @pytest.fixture(scope="module")
 def built_engines(random_checkpoint, tmp_path_factory):
-    from mobilesam_ros.core.backends.tensorrt.build import ensure_engines
+    from mobilesam_ros.core.backends.tensorrt.engine_set import ensure_engines
     from mobilesam_ros.core.model.export import export_onnx
 
     cache = tmp_path_factory.mktemp("trt-cache")
     models = export_onnx(random_checkpoint, cache, progress=False)
-    engines = ensure_engines(models, cache, max_prompts=4, progress=True)
+    engines = ensure_engines(_gpu_target(), models, cache, progress=True)
     return models, cache, engines
 
 
 @needs_tensorrt_gpu
 def test_real_build_passes_self_check_and_is_cached(built_engines):
-    from mobilesam_ros.core.backends.tensorrt.build import ensure_engines
+    from mobilesam_ros.core.backends.tensorrt.engine_set import ensure_engines
 
     models, cache, engines = built_engines
     for graph, metadata in engines.metadata.items():
         assert metadata["self_check_iou"] >= SELF_CHECK_MIN_IOU, graph
         assert metadata["build_seconds"] > 0
-    again = ensure_engines(models, cache, max_prompts=4, progress=False)
+    again = ensure_engines(_gpu_target(), models, cache, progress=False)
     assert not again.built
     assert again.engines == engines.engines
 
 
 @needs_tensorrt_gpu
 def test_real_corrupt_engine_is_rebuilt(built_engines):
-    from mobilesam_ros.core.backends.tensorrt.build import ensure_engines
+    from mobilesam_ros.core.backends.tensorrt.engine_set import ensure_engines
 
     models, cache, engines = built_engines
     path = engines.paths["decoder_multi"]
@@ -874,7 +889,7 @@ def test_real_corrupt_engine_is_rebuilt(built_engines):
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
     assert "SHA-256" in needs_rebuild(path, engines.specs["decoder_multi"])
-    rebuilt = ensure_engines(models, cache, max_prompts=4, progress=False)
+    rebuilt = ensure_engines(_gpu_target(), models, cache, progress=False)
     assert rebuilt.built
     assert needs_rebuild(path, engines.specs["decoder_multi"]) is None
 
@@ -882,7 +897,7 @@ def test_real_corrupt_engine_is_rebuilt(built_engines):
 @needs_tensorrt_gpu
 def test_real_engine_matches_onnxruntime_for_any_prompt_count(built_engines):
     from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from mobilesam_ros.core.backends.tensorrt.runtime import TensorRtBackend
+    from mobilesam_ros.core.backends.tensorrt.backend import TensorRtBackend
     from mobilesam_ros.core.processing.preprocess import ImagePreprocessor, encode_prompts
 
     models, _, engines = built_engines

@@ -11,7 +11,6 @@ from mobilesam_ros.core.backends.base import Backend
 from mobilesam_ros.core.choices import BACKENDS, check_choice, check_device, is_cuda
 from mobilesam_ros.core.errors import BackendUnavailableError, MobileSamError
 
-BACKEND_NAMES = BACKENDS  # kept for callers of the old name
 TENSORRT_OPTIONS = ("precision", "max_prompts", "force_rebuild", "workspace_mib")
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def create_backend(
             fp16=options.get("fp16", True),
             compile_decoder=options.get("compile_decoder", False),
         )
-    from mobilesam_ros.core.backends.tensorrt.backend import create_tensorrt_backend
+    from mobilesam_ros.core.backends.tensorrt.factory import create_tensorrt_backend
 
     trt_options = {k: options[k] for k in TENSORRT_OPTIONS if k in options}
     return create_tensorrt_backend(checkpoint, cache_dir, device, progress=progress, **trt_options)
@@ -113,16 +112,4 @@ def _pick_without_tensorrt(device: str, tensorrt_reason: str) -> tuple[str, str]
     return "onnxruntime", "cpu"
 
 
-def _pick_fastest(device: str) -> tuple[str, str]:
-    """The runtime `auto` tries first for `device` (before any TensorRT build)."""
-    from mobilesam_ros.core.backends.tensorrt.compat import tensorrt_unavailable_reason
-
-    if device == "cpu":
-        return "onnxruntime", "cpu"
-    reason = tensorrt_unavailable_reason()
-    if reason is None:
-        return "tensorrt", device
-    return _pick_without_tensorrt(device, reason)
-
-
-__all__ = ["BACKEND_NAMES", "Backend", "create_backend"]
+__all__ = ["Backend", "create_backend"]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mobilesam_ros.core.backends.tensorrt.engine_cache import LayerInfo
+from mobilesam_ros.core.backends.tensorrt.fp32_policy import LayerInfo
 from mobilesam_ros.core.choices import cuda_index
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
 
@@ -144,13 +144,6 @@ class TrtApi:
             t.dtype in float_types and not getattr(t, "is_shape_tensor", False) for t in outputs
         )
         return LayerInfo(str(layer.name), kind.rsplit(".", 1)[-1], floating)
-
-    def output_types(self, layer: trt.ILayer) -> tuple[str, ...]:
-        """Names of the layer's output types ("FLOAT", "HALF", ...) in the parsed network."""
-        return tuple(
-            getattr(layer.get_output(i).dtype, "name", str(layer.get_output(i).dtype))
-            for i in range(layer.num_outputs)
-        )
 
     def pin_fp32(self, layer: trt.ILayer) -> None:
         """Weakly typed builds only: keep this layer and its outputs in FP32."""
@@ -317,8 +310,3 @@ def tensorrt_unavailable_reason() -> str | None:
     except Exception as exc:  # e.g. a broken install; auto must still pick another backend
         return f"backend 'tensorrt': {type(exc).__name__}: {exc}"
     return None
-
-
-def tensorrt_usable() -> bool:
-    """True when TensorRT and cuda-python import and CUDA sees a GPU (never raises)."""
-    return tensorrt_unavailable_reason() is None

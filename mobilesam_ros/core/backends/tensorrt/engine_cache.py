@@ -1,4 +1,4 @@
-"""TensorRT engine cache, FP32 layer policy and trtexec command, without TensorRT.
+"""TensorRT engine cache: what an engine is built from, and its file, without TensorRT.
 
 Everything here is plain Python, so that tests run on any machine:
 
@@ -9,8 +9,6 @@ Everything here is plain Python, so that tests run on any machine:
   SHA-256 of the engine bytes) before any byte reaches TensorRT; `needs_rebuild` says why an
   engine must be rebuilt. `write_engine` takes a file lock and renames a finished temp file
   into place, so concurrent builders never leave a partial file.
-- `fp32_layer_names`: which layers an FP16 build pins to FP32, by escalation level.
-- `trtexec_command`: the equivalent `trtexec` build, for comparison and profiling.
 """
 
 from __future__ import annotations
@@ -18,10 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,14 +47,6 @@ DEFAULT_WORKSPACE_MIB = 2048
 # rebuilt. 2: constants folded, strongly typed mixed-precision graphs on TensorRT >= 10, TF32
 # off, decoders escalate to FP32 like the encoder.
 FP32_POLICY_VERSION = 2
-
-# What each escalation level keeps in FP32 in an FP16 build.
-FP32_LEVELS = (
-    "LayerNorm, softmax and the residual sums feeding LayerNorm",
-    "level 0 plus GELU (erf) and the attention matrix products",
-    "every graph in FP32",
-)
-MAX_FP32_LEVEL = len(FP32_LEVELS) - 1
 
 
 class EngineCacheError(MobileSamError):
@@ -175,6 +164,11 @@ class EngineSpec:
 
 # ---------------------------------------------------------------------------------------------
 # Engine files
+
+
+def engine_folder(cache_dir: str | os.PathLike[str]) -> Path:
+    """Where the engines (and the graphs prepared for them) of a cache folder live."""
+    return Path(cache_dir) / "tensorrt"
 
 
 def encode_engine_file(key: str, engine: bytes, metadata: Mapping[str, Any]) -> bytes:
@@ -297,189 +291,3 @@ def needs_rebuild(
     if force:
         return "rebuild forced (force_rebuild)"
     return engine_problem(path, expected)
-
-
-# ---------------------------------------------------------------------------------------------
-# FP32 layer policy
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One layer of a parsed network, as plain strings.
-
-    kind: TensorRT's LayerType name ("SOFTMAX", "LayerType.SOFTMAX") or an ONNX op type.
-    floating: False for layers whose outputs are integer, boolean or shape tensors; those
-      are never pinned (a precision on them would only constrain shape computations).
-    """
-
-    name: str
-    kind: str
-    floating: bool = True
-
-
-_ONNX_KINDS = {
-    "LayerNormalization": "NORMALIZATION",
-    "GroupNormalization": "NORMALIZATION",
-    "InstanceNormalization": "NORMALIZATION",
-    "Softmax": "SOFTMAX",
-    "ReduceMean": "REDUCE",
-    "MatMul": "MATRIX_MULTIPLY",
-    "Gemm": "MATRIX_MULTIPLY",
-    "Constant": "CONSTANT",
-    "Shape": "SHAPE",
-}
-_NEVER_PINNED = frozenset({"CONSTANT", "SHAPE", "ASSERTION", "CONDITION", "FILL"})
-# ONNX ops whose outputs are integers or booleans in these graphs.
-_NON_FLOAT_ONNX_OPS = frozenset(
-    {"Shape", "Constant", "ConstantOfShape", "Equal", "Not", "Mod", "NonZero", "Range", "Less"}
-)
-
-
-def normalized_kind(kind: str) -> str:
-    """'LayerType.SOFTMAX', 'SOFTMAX' or ONNX 'Softmax' -> 'SOFTMAX'."""
-    kind = kind.rsplit(".", 1)[-1]
-    return _ONNX_KINDS.get(kind, kind.upper())
-
-
-def _scope(name: str) -> str:
-    return name.rsplit("/", 1)[0] if "/" in name else ""
-
-
-def _op(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-def graph_runs_fp32(graph: str, precision: str, level: int) -> bool:
-    """True when this graph is built without FP16 at all (then nothing needs pinning)."""
-    if graph not in GRAPHS:
-        raise InvalidInputError(f"graph must be one of {', '.join(GRAPHS)}; got {graph!r}")
-    return check_precision(precision) == "fp32" or level >= 2
-
-
-def fp32_layer_names(layers: Sequence[LayerInfo], level: int, graph: str = "encoder") -> list[str]:
-    """Names of the layers an FP16 build pins to FP32, in network order.
-
-    Level 0: normalization layers (TensorRT NORMALIZATION, ONNX LayerNormalization, and the
-    hand-written LayerNorm2d of the neck: a name scope holding ReduceMean and Sqrt, pinned
-    whole) and softmax. Level 1 adds GELU (a scope holding Erf, pinned whole) and the matrix
-    products that share a scope with a softmax (q @ k and attn @ v). Level 2 pins every
-    floating layer (builds then leave FP16 off altogether).
-    """
-    if not 0 <= level <= MAX_FP32_LEVEL:
-        raise InvalidInputError(f"FP32 level must be 0 to {MAX_FP32_LEVEL}, got {level}")
-    candidates = [
-        layer
-        for layer in layers
-        if layer.floating and normalized_kind(layer.kind) not in _NEVER_PINNED
-    ]
-    if level >= 2:
-        return [layer.name for layer in candidates]
-    scopes: dict[str, list[LayerInfo]] = {}
-    for layer in candidates:
-        scopes.setdefault(_scope(layer.name), []).append(layer)
-
-    def is_softmax(layer: LayerInfo) -> bool:
-        return normalized_kind(layer.kind) == "SOFTMAX" or _op(layer.name).startswith("Softmax")
-
-    def has_op(members: list[LayerInfo], op: str) -> bool:
-        return any(_op(m.name).startswith(op) for m in members)
-
-    pinned: set[str] = set()
-    for layer in candidates:
-        kind = normalized_kind(layer.kind)
-        if kind == "NORMALIZATION" or "LayerNormalization" in layer.name or is_softmax(layer):
-            pinned.add(layer.name)
-    for scope, members in scopes.items():
-        # Whole-scope rules only below the root: the root scope mixes unrelated operations.
-        named = bool(scope)
-        if named and has_op(members, "ReduceMean") and has_op(members, "Sqrt"):
-            pinned.update(m.name for m in members)
-        if level >= 1:
-            if named and has_op(members, "Erf"):
-                pinned.update(m.name for m in members)
-            if any(is_softmax(m) for m in members):
-                pinned.update(
-                    m.name for m in members if normalized_kind(m.kind) == "MATRIX_MULTIPLY"
-                )
-    return [layer.name for layer in candidates if layer.name in pinned]
-
-
-def onnx_layers(onnx_path: str | os.PathLike[str]) -> list[LayerInfo]:
-    """LayerInfo of every node of an ONNX graph (needs the onnx package).
-
-    TensorRT's ONNX parser names each node's main layer after the node, so these names are
-    what `--layerPrecisions` of trtexec expects when TensorRT itself is not at hand.
-    """
-    import onnx
-
-    model = onnx.load(os.fspath(onnx_path), load_external_data=False)
-    return [
-        LayerInfo(node.name, node.op_type, node.op_type not in _NON_FLOAT_ONNX_OPS)
-        for node in model.graph.node
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# trtexec
-
-
-def _shape_list(ranges: Sequence[ShapeRange], which: str) -> str:
-    return ",".join(f"{r.name}:{'x'.join(map(str, getattr(r, which)))}" for r in ranges)
-
-
-def trtexec_command(
-    onnx_path: str | os.PathLike[str],
-    engine_path: str | os.PathLike[str],
-    fp16: bool,
-    profile: Sequence[ShapeRange] = (),
-    fp32_layers: Sequence[str] = (),
-    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
-    strongly_typed: bool = False,
-) -> str:
-    """The trtexec command line that builds the same engine as the Python builder.
-
-    strongly_typed: TensorRT >= 10 builds; `onnx_path` is then the prepared graph (FP16 with
-    its FP32 islands as casts), and the precision flags are left out.
-    trtexec writes a bare engine without this package's metadata header; it is for
-    comparison and profiling, not for the cache.
-    """
-    parts = [
-        "trtexec",
-        f"--onnx={os.fspath(onnx_path)}",
-        f"--saveEngine={os.fspath(engine_path)}",
-        f"--memPoolSize=workspace:{workspace_mib}",
-        "--noTF32",
-    ]
-    if strongly_typed:
-        parts.append("--stronglyTyped")
-        if profile:
-            parts += [f"--{w}Shapes={_shape_list(profile, w)}" for w in ("min", "opt", "max")]
-        return " ".join(shlex.quote(part) for part in parts)
-    if fp16:
-        parts.append("--fp16")
-    if profile:
-        parts += [f"--{w}Shapes={_shape_list(profile, w)}" for w in ("min", "opt", "max")]
-    if fp16 and fp32_layers:
-        spec = ",".join(f"{name}:fp32" for name in fp32_layers)
-        parts += [
-            f"--layerPrecisions={spec}",
-            f"--layerOutputTypes={spec}",
-            "--precisionConstraints=obey",
-        ]
-    return " ".join(shlex.quote(part) for part in parts)
-
-
-def planned_fp32_layers(
-    onnx_path: str | os.PathLike[str], graph: str, precision: str, level: int = 0
-) -> list[str] | None:
-    """The layers a build at `level` would pin, read from the ONNX graph without TensorRT.
-
-    None when the onnx package is not installed (the names cannot be read then).
-    """
-    if graph_runs_fp32(graph, precision, level):
-        return []
-    try:
-        layers = onnx_layers(onnx_path)
-    except ImportError:
-        return None
-    return fp32_layer_names(layers, level, graph)

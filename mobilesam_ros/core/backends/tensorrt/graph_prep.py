@@ -17,14 +17,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from mobilesam_ros.core.backends.tensorrt.engine_cache import LayerInfo, fp32_layer_names
+from mobilesam_ros.core.backends.tensorrt.fp32_policy import fp32_layer_names, onnx_graph_layers
 from mobilesam_ros.core.errors import BackendUnavailableError
 
 # Ops kept FP32 by the converter whatever the policy says (shape and index computations).
 _ALWAYS_FP32_OPS = ("Range", "Resize", "TopK", "CumSum", "NonZero", "Min", "Max")
-_NON_FLOAT_OPS = frozenset(
-    {"Shape", "Constant", "ConstantOfShape", "Equal", "Not", "Mod", "NonZero", "Range", "Less"}
-)
 
 
 def _import_onnx() -> Any:
@@ -111,11 +108,7 @@ def residual_sums(model_path: str | os.PathLike[str]) -> list[str]:
 
 def fp32_nodes(model: Any, graph: str, level: int) -> list[str]:
     """Names of the nodes a mixed-precision graph keeps in FP32 at this escalation level."""
-    layers = [
-        LayerInfo(node.name, node.op_type, node.op_type not in _NON_FLOAT_OPS)
-        for node in model.graph.node
-    ]
-    pinned = fp32_layer_names(layers, level, graph)
+    pinned = fp32_layer_names(onnx_graph_layers(model), level, graph)
     extra = [name for name in residual_sums_into_layernorm(model) if name not in set(pinned)]
     return pinned + extra
 
