@@ -27,9 +27,10 @@ from mobilesam_ros.core.processing.preprocess import FrameGeometry, encode_promp
 from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
 from mobilesam_ros.core.segmenter import Segmenter
 from mobilesam_ros.core.settings import TrackingSettings
+from mobilesam_ros.core.stream.flow import FlowFrame
 from mobilesam_ros.core.stream.frame_sync import Frame, FrameSync, PromptRequest
 from mobilesam_ros.core.stream.prompt_motion import move_prompts
-from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker, decode_track_prompts
+from mobilesam_ros.core.stream.tracking import Tracker, decode_track_prompts
 
 _log = logging.getLogger(__name__)
 
