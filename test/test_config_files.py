@@ -1,9 +1,9 @@
 """Static checks of config/seg.yaml, config/seg.rviz, the DDS profiles and their installation.
 
 The parameter file is compared with the settings types of mobilesam_ros/core/settings.py, the
-single source of the node's parameters: a parameter added there without config/seg.yaml, or a default changed in one
-place only, fails these tests. The launch file itself runs through the real launch in
-test/dds/test_launch_file.py.
+single source of the node's parameters: a parameter added there without config/seg.yaml, or a
+default changed in one place only, fails these tests. The launch file itself runs through the
+real launch in test/dds/test_launch_file.py.
 """
 
 from __future__ import annotations

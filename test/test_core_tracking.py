@@ -1,25 +1,24 @@
-"""Tracking: box propagation on real photos with known motion; association, birth, death, ids.
+"""Tracking: association, birth, death and ids of tracks, and the decoding of a frame's plan.
 
 The tracker-logic tests decode with `SceneDecoderDouble`, a deterministic stand-in that returns
-the scene's ground-truth masks: they test the bookkeeping, not segmentation quality.
+the scene's ground-truth masks: they test the bookkeeping, not segmentation quality. Box motion
+itself is tested in test_core_flow.py.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pytest
 from doubles import BoxSegmenterDouble
 from tracking_scenes import (
     HEIGHT,
+    TOLERANCE_PX,
     WIDTH,
     MovingObject,
     Scene,
     SceneDecoderDouble,
-    camera_sequence,
-    gray_photo,
-    move_box,
+    centered_patch,
+    edge_error,
 )
 
 from mobilesam_ros.core.errors import InvalidInputError
@@ -27,119 +26,7 @@ from mobilesam_ros.core.processing.preprocess import FrameGeometry
 from mobilesam_ros.core.prompts import PROMPTED, PROPAGATED, Prompt
 from mobilesam_ros.core.settings import TrackingSettings
 from mobilesam_ros.core.stream import tracking as tr
-from mobilesam_ros.core.visualize import mask_box
-
-TOLERANCE_PX = 3.0
-
-
-def box_mask(box: tuple[float, ...]) -> np.ndarray:
-    x0, y0, x1, y1 = (round(v) for v in box)
-    mask = np.zeros((HEIGHT, WIDTH), bool)
-    mask[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
-    return mask
-
-
-def edge_error(box: tuple[float, ...], expected: tuple[float, ...]) -> float:
-    return float(np.max(np.abs(np.subtract(box, expected))))
-
-
-def centered_patch(name: str, width: int, height: int) -> tuple[int, int, int, int]:
-    photo_width = gray_photo(name, HEIGHT).shape[1]
-    return (photo_width - width) // 2, (HEIGHT - height) // 2, width, height
-
-
-# --- box propagation on real photos -------------------------------------------------------------
-
-CAMERA_MOTIONS = [
-    ("astronaut", (3.0, -5.0), 1.0),
-    ("coffee", (15.0, 8.0), 1.02),
-    ("chelsea", (-7.0, 12.0), 0.98),
-    ("rocket", (10.0, -3.0), 1.03),
-    ("astronaut", (-12.5, -9.0), 1.01),
-    ("coffee", (4.5, -13.5), 0.99),
-    ("chelsea", (15.0, 15.0), 1.03),
-    ("rocket", (-15.0, 6.0), 0.97),
-]
-
-
-@pytest.mark.parametrize(("name", "shift", "zoom"), CAMERA_MOTIONS)
-def test_propagated_box_follows_camera_shift_and_zoom(name, shift, zoom):
-    frames, step = camera_sequence(name, shift, zoom, frames=8)
-    truth = (220.0, 160.0, 419.0, 319.0)
-    chained = truth  # propagated from its own last estimate, as the tracker does
-    for previous, current in itertools.pairwise(frames):
-        before, after = tr.FlowFrame(previous), tr.FlowFrame(current)
-        expected = move_box(step, truth)
-        single, from_chain = tr.estimate_motions(
-            before, after, [box_mask(truth), box_mask(chained)], [truth, chained]
-        )
-        assert single.reliable and from_chain.reliable
-        assert edge_error(single.apply(truth), expected) <= TOLERANCE_PX
-        chained = from_chain.apply(chained)
-        assert edge_error(chained, expected) <= TOLERANCE_PX
-        truth = expected
-
-
-OBJECT_MOTIONS = [
-    ("astronaut", "coffee", (6.0, -4.0), 1.02),
-    ("coffee", "rocket", (-9.0, 7.0), 0.98),
-    ("chelsea", "astronaut", (12.0, 10.0), 1.03),
-    ("rocket", "chelsea", (-14.0, -3.0), 1.01),
-]
-
-
-@pytest.mark.parametrize(("name", "background", "shift", "zoom"), OBJECT_MOTIONS)
-def test_propagated_box_follows_an_object_over_a_still_background(name, background, shift, zoom):
-    # An elliptic cut-out moves over a still photo: the points must come from the mask, not
-    # from the still background that fills the box's corners.
-    obj = MovingObject(name, centered_patch(name, 200, 160), (200.0, 150.0), shift, zoom, True)
-    scene = Scene(background, [obj])
-    previous, (mask,) = scene.render(0)
-    for frame in range(1, 7):
-        current, (next_mask,) = scene.render(frame)
-        box = mask_box(mask)
-        (motion,) = tr.estimate_motions(
-            tr.FlowFrame(previous), tr.FlowFrame(current), [mask], [box]
-        )
-        assert motion.reliable
-        assert edge_error(motion.apply(box), mask_box(next_mask)) <= TOLERANCE_PX
-        assert edge_error(motion.apply(obj.box(frame - 1)), obj.box(frame)) <= TOLERANCE_PX
-        previous, mask = current, next_mask
-
-
-def test_textureless_object_gives_an_unreliable_motion_that_keeps_the_box():
-    flat = np.full((HEIGHT, WIDTH), 128, np.uint8)
-    box = (100.0, 100.0, 199.0, 179.0)
-    (motion,) = tr.estimate_motions(tr.FlowFrame(flat), tr.FlowFrame(flat), [box_mask(box)], [box])
-    assert not motion.reliable
-    assert motion.apply(box) == box
-
-
-def test_mask_hint_moves_with_the_object():
-    size = (HEIGHT, WIDTH)
-    logits = np.full((256, 256), -10.0, np.float32)
-    logits[40:60, 80:100] = 10.0  # 2.5 image pixels per low-res pixel at 640x480
-    moved = tr.move_logits(logits, tr.BoxMotion(1.0, (40.0, -20.0), 10, True), size)
-    rows, cols = np.nonzero(moved > 0)
-    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (32, 51, 96, 115)
-    zoomed = tr.move_logits(logits, tr.BoxMotion(1.1, (-22.45, -12.45), 10, True), size)
-    rows, cols = np.nonzero(zoomed > 0)  # 10 % larger about the blob center, image (224.5, 124.5)
-    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (39, 60, 79, 100)
-    assert moved.dtype == np.float32 and moved.shape == (256, 256)
-    assert moved.min() == pytest.approx(-10.0)  # uncovered border: the map's lowest logit
-
-
-def test_frame_from_color_images_and_bad_input():
-    rgb = np.zeros((4, 6, 3), np.uint8)
-    rgb[..., 0] = 255
-    assert tr.FlowFrame.from_image(rgb).gray[0, 0] == 76  # red in RGB
-    assert tr.FlowFrame.from_image(rgb, "bgr").gray[0, 0] == 29  # blue in BGR
-    assert tr.FlowFrame.from_image(np.zeros((4, 6), np.uint8)).size == (4, 6)
-    with pytest.raises(InvalidInputError, match="channel_order"):
-        tr.FlowFrame.from_image(rgb, "yuv")
-    with pytest.raises(InvalidInputError, match="uint8"):
-        tr.FlowFrame.from_image(rgb.astype(np.float32))
-
+from mobilesam_ros.core.stream.flow import FlowFrame
 
 # --- tracker logic, with the decoder double ------------------------------------------------------
 
@@ -170,7 +57,7 @@ def run(tracker, scene, frame, now, fresh=(), double=None):
     image, masks = scene.render(frame)
     double = double or SceneDecoderDouble(masks)
     double.masks = masks
-    return tracker.step(tr.FlowFrame(image), now, list(fresh), double)
+    return tracker.step(FlowFrame(image), now, list(fresh), double)
 
 
 def test_matching_detection_refreshes_its_track_and_a_far_one_starts_a_track():
@@ -219,7 +106,7 @@ def test_click_prompts_start_tracks_and_ids_are_never_reused():
     run(tracker, scene, 0, 0.0, [detect(a)])
     center = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
     click = Prompt(id="click_0", points=(center,), point_labels=(1,))
-    plan = tracker.plan(tr.FlowFrame(scene.render(1)[0]), 0.1, [click])
+    plan = tracker.plan(FlowFrame(scene.render(1)[0]), 0.1, [click])
     assert [(p.track_id, p.origin, p.detection_id) for p in plan.prompts] == [
         ("t1", tr.ORIGIN_PROPAGATED, ""),
         ("t2", tr.ORIGIN_NEW, "click_0"),
@@ -322,7 +209,7 @@ def test_image_size_change_and_clock_jump_end_all_tracks():
     scene = still_scene()
     tracker = tr.Tracker()
     run(tracker, scene, 0, 5.0, [detect(obj.box(0)) for obj in scene.objects])
-    plan = tracker.plan(tr.FlowFrame(np.zeros((240, 320), np.uint8)), 5.1)
+    plan = tracker.plan(FlowFrame(np.zeros((240, 320), np.uint8)), 5.1)
     assert plan.prompts == () and set(plan.ended.values()) == {tr.ENDED_IMAGE_SIZE}
     assert not run(tracker, scene, 1, 1.0)  # time went back: not this plan, a fresh one
     assert tracker.counts[tr.ENDED_CLOCK_JUMP] == 2
@@ -331,7 +218,7 @@ def test_image_size_change_and_clock_jump_end_all_tracks():
 def test_stale_plans_and_wrong_result_counts_are_refused():
     scene = still_scene()
     tracker = tr.Tracker()
-    frame = tr.FlowFrame(scene.render(0)[0])
+    frame = FlowFrame(scene.render(0)[0])
     plan = tracker.plan(frame, 0.0, [detect(scene.objects[0].box(0))])
     with pytest.raises(InvalidInputError, match="decoded masks"):
         tracker.update(plan, [])
@@ -454,7 +341,7 @@ def test_min_iou_zero_turns_the_iou_check_off():
     from helpers import photo
 
     from mobilesam_ros.core.prompts import Prompt, PromptMask
-    from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker
+    from mobilesam_ros.core.stream.tracking import Tracker
 
     image = photo("astronaut")
     frame = FlowFrame.from_image(image)

@@ -10,10 +10,17 @@ import numpy as np
 from helpers import photo
 
 from mobilesam_ros.core.prompts import PromptMask
-from mobilesam_ros.core.stream.tracking import TrackPrompt, box_iou
+from mobilesam_ros.core.stream.boxes import box_iou
+from mobilesam_ros.core.stream.tracking import TrackPrompt
 from mobilesam_ros.core.visualize import mask_box
 
 HEIGHT, WIDTH = 480, 640
+TOLERANCE_PX = 3.0  # how far a propagated box edge may lie from the true one
+
+
+def edge_error(box: tuple[float, ...], expected: tuple[float, ...]) -> float:
+    """The largest distance between corresponding box coordinates."""
+    return float(np.max(np.abs(np.subtract(box, expected))))
 
 
 @cache
@@ -25,6 +32,12 @@ def gray_photo(name: str, height: int) -> np.ndarray:
     gray = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
     gray.setflags(write=False)
     return gray
+
+
+def centered_patch(name: str, width: int, height: int) -> tuple[int, int, int, int]:
+    """The `MovingObject.patch` of size `width` x `height` at the center of a photo."""
+    photo_width = gray_photo(name, HEIGHT).shape[1]
+    return (photo_width - width) // 2, (HEIGHT - height) // 2, width, height
 
 
 def zoom_shift(zoom: float, shift: tuple[float, float], center: tuple[float, float]) -> np.ndarray:

@@ -23,7 +23,8 @@ import numpy as np
 from mobilesam_ros.core import InvalidInputError, Segmenter
 from mobilesam_ros.core.prompts import Prompt
 from mobilesam_ros.core.settings import TrackingSettings
-from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker, decode_track_prompts
+from mobilesam_ros.core.stream.flow import FlowFrame
+from mobilesam_ros.core.stream.tracking import Tracker, decode_track_prompts
 
 Box = tuple[float, float, float, float]
 

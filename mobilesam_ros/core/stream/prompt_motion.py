@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from mobilesam_ros.core.prompts import Prompt
-from mobilesam_ros.core.stream.tracking import Box, FlowFrame, estimate_motions
+from mobilesam_ros.core.stream.boxes import Box
+from mobilesam_ros.core.stream.flow import FlowFrame, estimate_motions
 
 # A point prompt has no extent of its own: the flow is measured in a square of this half-size
 # around its points, large enough to hold a few trackable corners, small enough to stay on the

@@ -31,9 +31,10 @@ from mobilesam_ros.core.stream.failures import (
     StageError,
     stage,
 )
+from mobilesam_ros.core.stream.flow import FlowFrame
 from mobilesam_ros.core.stream.frame_sync import Frame, FrameSync, PromptRequest
 from mobilesam_ros.core.stream.prompt_motion import move_prompts
-from mobilesam_ros.core.stream.tracking import FlowFrame, Tracker, decode_track_prompts
+from mobilesam_ros.core.stream.tracking import Tracker, decode_track_prompts
 
 # Totals of work done (diagnostics keys, "(total)" appended there).
 IMAGES_RECEIVED = "images received"
