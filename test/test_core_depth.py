@@ -1,4 +1,4 @@
-"""Lifting masks into 3D with registered depth (core/depth.py) on synthetic RGB-D frames."""
+"""Lifting masks into 3D with registered depth (core/depth/) on synthetic RGB-D frames."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from mobilesam_ros.core.depth import (
     TOO_FEW_DEPTH_POINTS,
     CameraModel,
     DepthImage,
-    MaskCrop,
     instances_cloud,
     lift_instances,
     rotation_to_quaternion,
 )
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.settings import DepthSettings
 from mobilesam_ros.core.visualize import mask_box
 from mobilesam_ros.tools.rgbd_scene import DEFAULT_BOXES, RgbdScene
@@ -193,7 +193,7 @@ def test_instances_lifted_together_equal_each_lifted_alone(
     alone = [lift_instances([m], depth_image, camera, params).instances[0] for m in scene.masks]
     assert alone[1] is None and alone[0] is not None and alone[2] is not None
     for group_pixels in (1 << 19, 1):  # one group, and a group per instance
-        monkeypatch.setattr("mobilesam_ros.core.depth.LIFT_GROUP_PIXELS", group_pixels)
+        monkeypatch.setattr("mobilesam_ros.core.depth.lifting.LIFT_GROUP_PIXELS", group_pixels)
         together = lift_instances(scene.masks, depth_image, camera, params)
         assert together.counts == {TOO_FEW_DEPTH_POINTS: 1}
         assert together.instances[1] is None

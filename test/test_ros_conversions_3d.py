@@ -19,7 +19,7 @@ pytest.importorskip("visualization_msgs", reason="needs visualization_msgs")
 from rclpy.serialization import deserialize_message, serialize_message
 from rgbd_scenes import rgbd_frame
 from ros_test_env import REPO_ROOT, run_python
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -41,6 +41,20 @@ def _image(pixels: np.ndarray, encoding: str) -> Image:
 
 def _camera_info(values: dict) -> CameraInfo:
     return CameraInfo(**values)
+
+
+def _decoded_cloud(message: PointCloud2) -> np.ndarray:
+    """The records of a little-endian PointCloud2, read as its fields describe them."""
+    formats = {PointField.FLOAT32: "<f4", PointField.UINT32: "<u4"}
+    dtype = np.dtype(
+        {
+            "names": [field.name for field in message.fields],
+            "formats": [formats[field.datatype] for field in message.fields],
+            "offsets": [field.offset for field in message.fields],
+            "itemsize": message.point_step,
+        }
+    )
+    return np.frombuffer(bytes(message.data), dtype=dtype, count=message.width * message.height)
 
 
 def _lifted(encoding: str = "16UC1"):
@@ -77,11 +91,16 @@ def test_point_cloud_round_trip() -> None:
     back = deserialize_message(serialize_message(message), PointCloud2)
     assert back.header.frame_id == "camera_color_optical_frame"
     assert [f.name for f in back.fields] == ["x", "y", "z", "label", "rgb"]
-    cloud = conversions_3d.cloud_from_message(back)
+    assert not back.is_bigendian
+    cloud = _decoded_cloud(back)
     first = instances[0]
     on_grid = ((first.u % 2) == 0) & ((first.v % 2) == 0)
     np.testing.assert_array_equal(cloud["x"][: on_grid.sum()], first.xyz[0][on_grid])
     np.testing.assert_array_equal(cloud["z"][: on_grid.sum()], first.xyz[2][on_grid])
+    # rgb: float32 fields holding the bytes 0x00RRGGBB.
+    colors = frame.color_rgb8[first.v[on_grid], first.u[on_grid]].astype(np.uint32)
+    packed = (colors[:, 0] << 16) | (colors[:, 1] << 8) | colors[:, 2]
+    np.testing.assert_array_equal(cloud["rgb"][: on_grid.sum()].view("<u4"), packed)
     assert set(np.unique(cloud["label"])) == {1, 3}
     assert back.width == cloud.shape[0] and back.row_step == back.point_step * back.width
     without_rgb = conversions_3d.instances_cloud_message(header, instances)

@@ -1,4 +1,4 @@
-"""ROS messages <-> the core's depth lifting (core/depth.py): inputs and the 3D outputs.
+"""ROS messages <-> the core's depth lifting (core/depth/): inputs and the 3D outputs.
 
 Inputs: sensor_msgs/Image depth (16UC1 mm, 32FC1 m) and sensor_msgs/CameraInfo.
 Outputs: vision_msgs/Detection3DArray (when vision_msgs is installed: `vision_msgs_3d()`),
@@ -19,12 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mobilesam_ros.core.depth import (
-    CameraModel,
-    DepthImage,
-    Instance3D,
-    instances_cloud,
-)
+from mobilesam_ros.core.depth import CameraModel, DepthImage, Instance3D, instances_cloud
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.prompts import PromptMask
 from mobilesam_ros.core.visualize import instance_color
@@ -178,17 +173,6 @@ def instances_cloud_message(
     message.is_dense = True
     message.data = cloud.tobytes()
     return message
-
-
-def cloud_from_message(message: PointCloud2) -> np.ndarray:
-    """The structured array of a PointCloud2 that instances_cloud_message wrote (for tests)."""
-    names = [field.name for field in message.fields]
-    formats = ["<u4" if field.datatype == PointField.UINT32 else "<f4" for field in message.fields]
-    offsets = [field.offset for field in message.fields]
-    dtype = np.dtype(
-        {"names": names, "formats": formats, "offsets": offsets, "itemsize": message.point_step}
-    )
-    return np.frombuffer(bytes(message.data), dtype=dtype, count=message.width * message.height)
 
 
 BOX_NAMESPACE = "boxes"

@@ -20,13 +20,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from mobilesam_ros.core.depth import (
-    CameraModel,
-    DepthImage,
-    MaskCrop,
-    instances_cloud,
-    lift_instances,
-)
+from mobilesam_ros.core.depth import CameraModel, DepthImage, instances_cloud, lift_instances
+from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.settings import DepthSettings
 from mobilesam_ros.core.visualize import mask_box
 from mobilesam_ros.tools.rgbd_scene import grid_boxes, render_scene
