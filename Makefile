@@ -8,6 +8,7 @@
 #                printed as `[step] NAME: N s` and appended to log/steps.txt.
 #   make demo    segment a real photo; writes mask and overlay PNGs to out/demo/
 #   make bench   latency of this pipeline against the official one on this machine
+#                (the benchmarks are modules of benchmarks/, run from here with `python -m`)
 #   make bench-host  host-side cost per frame (image buffer, masks, label image, crops, overlay)
 #   make bench-stream  the node's per-frame work at 30 Hz with every output, in one process (on a
 #                GPU when one is visible: BACKEND=torch DEVICE=cuda)
@@ -56,7 +57,7 @@ build-ros: $(SETUP_STAMP)
 
 lint: $(SETUP_STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check mobilesam_ros test
+	$(VENV)/bin/ruff format --check mobilesam_ros test benchmarks
 
 STEP := scripts/timed_step.sh
 
@@ -165,15 +166,15 @@ segment-photo: setup
 
 bench: setup
 	@$(MAKE) --no-print-directory _checkpoint
-	$(VENV)/bin/mobilesam-ros bench --backend onnxruntime $(CHECKPOINT_ARG)
+	$(PY) -m benchmarks.bench --backend onnxruntime $(CHECKPOINT_ARG)
 
 # Host-side stages of one frame, old full-frame path against the cropped path (no model runs).
 bench-host: $(SETUP_STAMP)
-	$(PY) -m mobilesam_ros.tools.bench_host
+	$(PY) -m benchmarks.bench_host
 
 # The node's per-frame work at 30 Hz (10 detections per frame, every output built), without ROS.
 bench-stream: $(SETUP_STAMP)
-	$(PY) -m mobilesam_ros.tools.bench_stream --backend $(or $(BACKEND),auto) \
+	$(PY) -m benchmarks.bench_stream --backend $(or $(BACKEND),auto) \
 		--device $(or $(DEVICE),auto)
 
 # The node over DDS: 30 Hz camera, 640x480, 10 box prompts per frame (random weights by default).
@@ -185,7 +186,7 @@ bench-node: setup
 
 # Lifting 10 masks into 3D with depth on a synthetic 640x480 RGB-D frame (no model).
 bench-depth: setup
-	$(PY) -m mobilesam_ros.tools.bench_depth
+	$(PY) -m benchmarks.bench_depth
 
 # Tracking: detector at 3 Hz, camera at 30 Hz, 5 objects.
 bench-tracking: setup
@@ -200,7 +201,7 @@ bench-tracking: setup
 # run after the other.
 bench-memory: setup
 	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
-	$(PY) -m mobilesam_ros.tools.bench_memory \
+	$(PY) -m benchmarks.bench_memory \
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))
 	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
 		--seconds 60 --rate 10 --prompts 10 --backend onnxruntime --sample-rss \

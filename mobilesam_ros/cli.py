@@ -1,5 +1,5 @@
-"""`mobilesam-ros`: export the graphs, segment an image, run the benchmark, build and verify
-TensorRT engines."""
+"""`mobilesam-ros`: export the graphs, segment an image, build and verify TensorRT engines,
+evaluate tracking."""
 
 from __future__ import annotations
 
@@ -113,21 +113,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     for i, (mask, score) in enumerate(zip(result.masks, result.scores, strict=True)):
         print(f"prompt {i}: {int(mask.sum())} pixels, predicted IoU {score:.3f}")
     print(f"wrote {mask_path} and {overlay_path}")
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from mobilesam_ros.tools.bench import run_benchmark
-
-    run_benchmark(
-        checkpoint=args.checkpoint,
-        backend=args.backend,
-        device=args.device,
-        cache_dir=args.cache_dir,
-        iterations=args.iterations,
-        num_boxes=args.boxes,
-        compare_official=not args.no_official,
-    )
     return 0
 
 
@@ -365,13 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--output-dir", default="out", help="where to write the PNGs")
     segment.set_defaults(run=_cmd_segment)
-
-    bench = commands.add_parser("bench", help="per-stage latency against the official pipeline")
-    _add_model_arguments(bench)
-    bench.add_argument("--iterations", type=int, default=10)
-    bench.add_argument("--boxes", type=int, default=10)
-    bench.add_argument("--no-official", action="store_true", help="skip the official pipeline")
-    bench.set_defaults(run=_cmd_bench)
 
     build_engine = commands.add_parser(
         "build-engine",

@@ -1,4 +1,4 @@
-"""tools/bench_stream: the node's per-frame work at camera rate, driven with a fast stand-in
+"""benchmarks/bench_stream: the node's per-frame work at camera rate, driven with a fast stand-in
 segmenter (no model), so that its bookkeeping is checked, not its timings."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from doubles import BoxSegmenterDouble
 
+from benchmarks import bench_stream
 from mobilesam_ros.core.stream.pipeline import FrameResult
-from mobilesam_ros.tools import bench_stream
 
 
 def test_every_frame_is_sent_and_each_answer_is_a_sent_frame_with_its_outputs(monkeypatch):

@@ -6,7 +6,8 @@ import functools
 
 import numpy as np
 import pytest
-from rgbd_scenes import FACING_BOXES
+from rgbd_scenes import DEFAULT_BOXES, FACING_BOXES, RgbdScene
+from rgbd_scenes import render_scene as _render_scene
 
 from mobilesam_ros.core.depth import (
     CAMERA_INFO_MISSING,
@@ -26,8 +27,6 @@ from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.settings import DepthSettings
 from mobilesam_ros.core.visualize import mask_box
-from mobilesam_ros.tools.rgbd_scene import DEFAULT_BOXES, RgbdScene
-from mobilesam_ros.tools.rgbd_scene import render_scene as _render_scene
 
 CENTROID_TOLERANCE = 0.01  # m
 EXTENT_TOLERANCE = 0.02  # m

@@ -12,10 +12,8 @@ from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.visualize import (
     MaskCrop,
     draw_label_overlay,
-    draw_overlay,
     instance_color,
     instance_palette,
-    label_image,
     label_image_from_crops,
     mask_box,
 )
@@ -29,21 +27,34 @@ def _masks():
     return a, b
 
 
-def test_label_image_resolves_overlaps_by_score():
+def _reference_labels(masks, scores=None) -> np.ndarray:
+    """Label i + 1 where masks[i] is the top instance there: the highest score (the later one
+    on equal scores), or without scores the later mask."""
+    order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(masks))
+    rank = np.empty(len(masks), np.int64)
+    rank[order] = np.arange(len(masks))
+    priority = np.where(np.stack(masks), rank[:, None, None] + 1, 0)
+    labels = np.where(priority.max(axis=0) > 0, priority.argmax(axis=0) + 1, 0)
+    return labels.astype(np.uint8 if len(masks) <= 255 else np.uint16)
+
+
+def test_label_image_from_crops_resolves_overlaps_by_score():
     a, b = _masks()
-    labels = label_image([a, b], [0.9, 0.5])
+    crops = [MaskCrop.from_mask(a), MaskCrop.from_mask(b)]
+    labels = label_image_from_crops(crops, [0.9, 0.5])
     assert labels.dtype == np.uint8
     assert labels[15, 15] == 1 and labels[45, 60] == 2 and labels[0, 0] == 0
     assert labels[25, 35] == 1  # overlap: the higher score wins
-    assert label_image([a, b], [0.1, 0.5])[25, 35] == 2
-    assert label_image([], [], size=(4, 5)).shape == (4, 5)
-    assert label_image([a] * 300).dtype == np.uint16
+    assert label_image_from_crops(crops, [0.1, 0.5])[25, 35] == 2
+    assert label_image_from_crops(crops)[25, 35] == 2  # no scores: the later instance wins
+    assert label_image_from_crops(crops[:1] * 300).dtype == np.uint16
 
 
-def test_overlay_blends_only_masked_pixels_and_marks_boxes():
+def test_label_overlay_blends_only_masked_pixels_and_marks_boxes():
     a, b = _masks()
     image = np.full((60, 80, 3), 200, np.uint8)
-    overlay = draw_overlay(image, [a, b], boxes=[(10, 10, 39, 29), None], alpha=0.5)
+    labels = label_image_from_crops([MaskCrop.from_mask(a), MaskCrop.from_mask(b)])
+    overlay = draw_label_overlay(image, labels, boxes=[(10, 10, 39, 29), None], alpha=0.5)
     assert np.array_equal(image, np.full((60, 80, 3), 200, np.uint8))  # input untouched
     assert np.array_equal(overlay[55, 5], image[55, 5])  # outside every mask and box
     inside = overlay[40, 50].astype(int)  # interior of b only
@@ -56,7 +67,8 @@ def test_overlay_blends_only_masked_pixels_and_marks_boxes():
 
 
 def _reference_blend(bgr: np.ndarray, masks, alpha: float) -> np.ndarray:
-    """`draw_overlay`'s mask colors alone (no outlines, boxes or captions): later masks win."""
+    """The masks' colors alone (no outlines, boxes or captions) blended in one pass: later
+    masks win."""
     out = bgr.copy()
     colors = np.zeros_like(out)
     covered = np.zeros(out.shape[:2], dtype=bool)
@@ -89,18 +101,18 @@ def test_palette_matches_instance_colors():
 
 
 @pytest.mark.parametrize("count", [1, 10, 300])
-def test_label_image_from_crops_equals_label_image(count):
+def test_label_image_from_crops_equals_the_reference(count):
     rng = np.random.default_rng(count)
     masks = _random_masks(rng, max(count, 2), (48, 64))[:count]
     crops = [MaskCrop.from_mask(m) for m in masks]
     scores = rng.uniform(size=len(masks))
     for given in (scores, None):
-        expected = label_image(masks, given)
+        expected = _reference_labels(masks, given)
         labels = label_image_from_crops(crops, given)
         assert labels.dtype == expected.dtype and np.array_equal(labels, expected)
     buffer = np.full((48, 64), 7, expected.dtype)
     assert label_image_from_crops(crops, None, out=buffer) is buffer
-    assert np.array_equal(buffer, label_image(masks))
+    assert np.array_equal(buffer, _reference_labels(masks))
     assert not label_image_from_crops([], size=(4, 5)).any()
 
 
@@ -116,7 +128,7 @@ def test_label_image_from_crops_refuses_bad_input():
 
 @pytest.mark.parametrize("size", [(60, 80), (1, 1), (33, 7)])
 @pytest.mark.parametrize("box_overhead", [0, 40_000], ids=["per-box", "union"])
-def test_label_overlay_colors_equal_draw_overlay(size, box_overhead, monkeypatch):
+def test_label_overlay_colors_equal_the_reference_blend(size, box_overhead, monkeypatch):
     monkeypatch.setattr(visualize, "_BOX_OVERHEAD_PIXELS", box_overhead)
     rng = np.random.default_rng(5)
     image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
@@ -131,24 +143,25 @@ def test_label_overlay_colors_equal_draw_overlay(size, box_overhead, monkeypatch
         assert np.array_equal(overlay, expected)
     small = [np.zeros(size, bool) for _ in range(3)]  # boxes far smaller than their union
     small[0][:2, :2] = small[1][-3:, -1:] = small[2][size[0] // 2, size[1] // 2] = True
-    labels = label_image(small)
+    labels = _reference_labels(small)
     for boxes in (None, [mask_box(m) for m in small]):
         overlay = draw_label_overlay(image, labels, mask_boxes=boxes, outlines=False)
         assert np.array_equal(overlay, _reference_blend(image, small, 0.5))
     untouched = image.copy()
-    overlay = draw_label_overlay(image, label_image(masks))
+    labels = _reference_labels(masks)
+    overlay = draw_label_overlay(image, labels)
     assert np.array_equal(image, untouched)
     buffer = np.zeros_like(image)
-    assert draw_label_overlay(image, label_image(masks), out=buffer) is buffer
+    assert draw_label_overlay(image, labels, out=buffer) is buffer
     assert np.array_equal(buffer, overlay)
-    assert draw_label_overlay(image, label_image(masks), out=image) is image  # in place
+    assert draw_label_overlay(image, labels, out=image) is image  # in place
     assert np.array_equal(image, overlay)
 
 
 def test_label_overlay_outlines_follow_label_edges():
     a, b = _masks()
     image = np.full((60, 80, 3), 200, np.uint8)
-    labels = label_image([a, b])
+    labels = _reference_labels([a, b])
     plain = draw_label_overlay(image, labels, outlines=False)
     outlined = draw_label_overlay(image, labels)
     changed = np.any(plain != outlined, axis=2)
@@ -161,7 +174,7 @@ def test_label_overlay_outlines_follow_label_edges():
 def test_label_overlay_boxes_captions_and_scale():
     a, b = _masks()
     image = np.full((60, 80, 3), 200, np.uint8)
-    labels = label_image([a, b])
+    labels = _reference_labels([a, b])
     overlay = draw_label_overlay(
         image,
         labels,
@@ -198,7 +211,7 @@ def test_label_overlay_refuses_bad_settings(kwargs, message):
 
 def test_fast_path_equals_full_frame_path_on_a_photo(segmenters):
     """Random-weight masks on a real photo: label image and overlay colors from the crops equal
-    today's full-frame results."""
+    the references drawn from the full-frame masks."""
     segmenter = segmenters["onnxruntime"]
     image = photo("astronaut")
     height, width = image.shape[:2]
@@ -214,7 +227,7 @@ def test_fast_path_equals_full_frame_path_on_a_photo(segmenters):
     full = segmenter.decode(embedding, boxes=boxes)
     cropped = segmenter.decode(embedding, boxes=boxes, crops=True)
     labels = label_image_from_crops(cropped.mask_crops, cropped.scores)
-    assert np.array_equal(labels, label_image(full.masks, full.scores))
+    assert np.array_equal(labels, _reference_labels(full.masks, full.scores))
     bgr = np.ascontiguousarray(image[..., ::-1])
     index_order = label_image_from_crops(cropped.mask_crops)
     overlay = draw_label_overlay(bgr, index_order, outlines=False)
@@ -235,7 +248,7 @@ def _reference_outlines(overlay, labels):
 @pytest.mark.parametrize("size", [(480, 640), (721, 1283)])
 def test_overlay_and_label_image_in_row_bands_equal_one_pass(size):
     """Frames large enough to be drawn in row bands on two threads: the label image equals
-    label_image, the overlay the full-frame blend plus label-edge outlines."""
+    the reference, the overlay the full-frame blend plus label-edge outlines."""
     rng = np.random.default_rng(size[0])
     image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
     masks = _random_masks(rng, 12, size)
@@ -244,8 +257,8 @@ def test_overlay_and_label_image_in_row_bands_equal_one_pass(size):
         masks[-1][first:last, size[1] // 3 :] = True
     scores = rng.uniform(size=len(masks))
     crops = [MaskCrop.from_mask(m) for m in masks]
-    assert np.array_equal(label_image_from_crops(crops, scores), label_image(masks, scores))
-    labels = label_image_from_crops(crops)  # later wins, as draw_overlay paints
+    assert np.array_equal(label_image_from_crops(crops, scores), _reference_labels(masks, scores))
+    labels = label_image_from_crops(crops)  # later wins, as the reference blend paints
     plain = draw_label_overlay(image, labels, outlines=False)
     assert np.array_equal(plain, _reference_blend(image, masks, 0.5))
     outlined = draw_label_overlay(image, labels, mask_boxes=[c.box for c in crops])

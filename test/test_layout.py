@@ -1,11 +1,16 @@
-"""The import rules of docs/ARCHITECTURE.md, checked on the sources."""
+"""The import rules of docs/ARCHITECTURE.md, and what the package installs, checked on the
+sources."""
 
 from __future__ import annotations
 
 import ast
+import runpy
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mobilesam_ros"
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = REPO_ROOT / "mobilesam_ros"
 ROS_MODULES = (
     "rclpy",
     "sensor_msgs",
@@ -42,6 +47,30 @@ def test_core_imports_neither_ros_nor_the_layers_above_it():
 
 def test_the_ros_layer_does_not_import_the_tools():
     assert violations("ros", ("mobilesam_ros.tools", "mobilesam_ros.cli")) == []
+
+
+def test_the_package_holds_no_benchmark_and_imports_none():
+    """colcon installs every module under mobilesam_ros/; benchmarks/ is not installed, so no
+    installed module may import it."""
+    benchmarks = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name.startswith(("bench", "profile"))
+    ]
+    assert benchmarks == []
+    assert violations(".", ("benchmarks",)) == []
+
+
+def test_setup_py_installs_only_the_package(monkeypatch):
+    """pip's packages: mobilesam_ros and its subpackages, not benchmarks/ (a package too)."""
+    setuptools = pytest.importorskip("setuptools")
+    arguments: dict[str, object] = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: arguments.update(kwargs))
+    monkeypatch.chdir(REPO_ROOT)  # find_packages looks in the working directory
+    runpy.run_path(str(REPO_ROOT / "setup.py"))
+    packages = arguments["packages"]
+    assert "mobilesam_ros.tools" in packages
+    assert [name for name in packages if name.partition(".")[0] != "mobilesam_ros"] == []
 
 
 def test_torch_is_imported_only_inside_functions_outside_the_torch_modules():

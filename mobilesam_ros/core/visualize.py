@@ -1,8 +1,8 @@
 """Label images and translucent overlays of instance masks (for PNGs and rviz).
 
-Two paths give the same pixels: full-frame masks (`label_image`, `draw_overlay`) and the
-per-frame fast path for camera streams, whose cost follows the masks' boxes and the frame size
-but not the number of mask pixels drawn (`label_image_from_crops`, `draw_label_overlay`).
+Drawn from the masks' crops (`label_image_from_crops`) and the label image
+(`draw_label_overlay`): the cost follows the masks' boxes and the frame size, not the number
+of mask pixels drawn.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from mobilesam_ros.core.processing.postprocess import MaskCrop, mask_box
 __all__ = [
     "MaskCrop",
     "draw_label_overlay",
-    "draw_overlay",
     "instance_color",
     "instance_palette",
-    "label_image",
     "label_image_from_crops",
     "mask_box",
 ]
@@ -35,75 +33,6 @@ def instance_color(index: int) -> tuple[int, int, int]:
     hsv = np.array([[[hue, 200, 255]]], dtype=np.uint8)
     b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
     return int(b), int(g), int(r)
-
-
-def label_image(
-    masks: Sequence[np.ndarray] | np.ndarray,
-    scores: Sequence[float] | np.ndarray | None = None,
-    size: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """N bool (H, W) masks -> (H, W) labels: 0 background, i + 1 for masks[i].
-
-    Where masks overlap, the instance with the higher score (predicted IoU) wins; without
-    scores, the later instance wins. uint8 up to 255 instances, else uint16. `size` (H, W) is
-    needed only when there are no masks.
-    """
-    num = len(masks)
-    height, width = size if size is not None else masks[0].shape
-    labels = np.zeros((height, width), dtype=np.uint8 if num <= 255 else np.uint16)
-    order = np.argsort(scores, kind="stable") if scores is not None else np.arange(num)
-    for index in order:
-        labels[masks[index]] = index + 1
-    return labels
-
-
-def draw_overlay(
-    bgr: np.ndarray,
-    masks: Sequence[np.ndarray] | np.ndarray,
-    boxes: Sequence[Sequence[float] | None] | np.ndarray | None = None,
-    captions: Sequence[str] | None = None,
-    alpha: float = 0.5,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Blend each mask's color into `bgr`'s copy (or `out`); outline it, add box and caption.
-
-    All masks are blended in one pass (a later instance's color wins where masks overlap), and
-    outlines are traced inside each mask's bounding box only.
-    """
-    if out is None:
-        out = bgr.copy()
-    elif out is not bgr:
-        np.copyto(out, bgr)
-    colors = np.zeros_like(out)
-    covered = np.zeros(out.shape[:2], dtype=bool)
-    bounds = []
-    for index, mask in enumerate(masks):
-        colors[mask] = instance_color(index)
-        covered |= mask
-        bounds.append(mask_box(mask))
-    if any(b is not None for b in bounds):
-        blended = cv2.addWeighted(out, 1.0 - alpha, colors, alpha, 0.0)
-        np.copyto(out, blended, where=covered[..., None])
-    for index, (mask, bound) in enumerate(zip(masks, bounds, strict=True)):
-        color = instance_color(index)
-        anchor = None
-        if bound is not None:
-            x0, y0, x1, y1 = bound
-            crop = np.ascontiguousarray(mask[y0 : y1 + 1, x0 : x1 + 1], dtype=np.uint8)
-            contours, _ = cv2.findContours(
-                crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
-            )
-            cv2.drawContours(out, contours, -1, color, 2)
-            anchor = (x0, max(y0 - 6, 12))
-        box = boxes[index] if boxes is not None and index < len(boxes) else None
-        if box is not None:
-            x0, y0, x1, y1 = (round(float(v)) for v in box)
-            cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
-            anchor = (x0, max(y0 - 6, 12))
-        if captions is not None and index < len(captions) and anchor is not None:
-            cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3)
-            cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
-    return out
 
 
 _NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
@@ -139,8 +68,10 @@ def label_image_from_crops(
     size: tuple[int, int] | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`label_image` of the full masks that `crops` stand for, pixel for pixel, from the crops.
+    """(H, W) labels of the full masks that `crops` stand for: 0 background, i + 1 for crops[i].
 
+    Where masks overlap, the instance with the higher score (predicted IoU) wins; without
+    scores, the later instance wins. uint8 up to 255 instances, else uint16.
     Each crop is painted into its box only (a masked copy, no full-frame mask), in row bands on
     two threads. `size` (H, W) defaults to the crops' image size; `out` is an optional (H, W)
     uint8/uint16 buffer to reuse.
@@ -206,9 +137,9 @@ def draw_label_overlay(
 ) -> np.ndarray:
     """Overlay from a label image: one color look-up and one blend of the frame.
 
-    `labels` is a `label_image` (instance i has label i + 1 and `instance_color(i)`). The mask
-    colors equal `draw_overlay`'s where the label image gives each pixel the instance that
-    `draw_overlay` paints last. Outlines follow the label image's edges (2 pixels, the color of
+    `labels` is a label image (`label_image_from_crops`: instance i has label i + 1 and
+    `instance_color(i)`); each instance's color is blended into the frame with weight `alpha`
+    where it has the pixel. Outlines follow the label image's edges (2 pixels, the color of
     the higher label beside the edge). Boxes and captions are drawn only at the boxes.
     `mask_boxes` (e.g. `MaskCrop.box`, in full-frame pixels) place the captions of instances
     without a box and, when small, confine the drawing to them: each must hold all the pixels
@@ -265,7 +196,7 @@ def draw_label_overlay(
             colors = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
             colors[...] = instance_palette(label)[label]
             drawn = np.equal(region_labels, label)
-        # The same per-pixel blend as draw_overlay's, written only where the instance is.
+        # The same per-pixel blend as the union's, written only where the instance is.
         blended = cv2.addWeighted(bgr[y0:y1, x0:x1], 1.0 - alpha, colors, alpha, 0.0)
         cv2.copyTo(blended, drawn.view(np.uint8), out[y0:y1, x0:x1])
     if outlines:  # after every blend: boxes of instances overlap

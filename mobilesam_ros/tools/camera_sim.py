@@ -1,6 +1,6 @@
 """A simulated camera: a moving, slightly zooming view over a real photo, with known object boxes.
 
-Used by the demo and the benchmarks (and usable in tests): frame k and its boxes are a pure
+Used by the demo and the tracking evaluation (and usable in tests): frame k and its boxes are a pure
 function of k, so every run sees the same sequence. `prompt_boxes` turns a frame's boxes into any
 number of box prompts (sub-boxes of the objects when more are asked than objects are visible).
 """

@@ -40,9 +40,9 @@ from mobilesam_ros.core.model.checkpoint import resolve_checkpoint
 from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray
 from mobilesam_ros.ros.dds_profile import profile_in_effect, with_profile
 from mobilesam_ros.ros.parameters import parameter
-from mobilesam_ros.tools.bench_memory import rss_mib
 from mobilesam_ros.tools.camera_sim import astronaut_camera, prompt_boxes
 from mobilesam_ros.tools.dds_check import installed_profile
+from mobilesam_ros.tools.process_memory import rss_mib
 
 # Counters of the node's diagnostics that the summary reports (reported by releases that have them).
 NODE_IMAGE_COUNTERS = (

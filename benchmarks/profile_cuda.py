@@ -17,6 +17,9 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.bench_cuda import frame_and_boxes, model_files
+from benchmarks.bench_stream import RawImage, decode_payload, detections
+from benchmarks.common import add_model_arguments
 from mobilesam_ros.core import Segmenter
 from mobilesam_ros.core.backends.base import DecoderInputs
 from mobilesam_ros.core.backends.torch_device import DevicePipeline
@@ -24,8 +27,6 @@ from mobilesam_ros.core.model.modules import load_modules
 from mobilesam_ros.core.processing.preprocess import encode_prompts
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
 from mobilesam_ros.core.stream.pipeline import StreamPipeline, StreamSettings
-from mobilesam_ros.tools.bench_cuda import add_model_arguments, frame_and_boxes, model_files
-from mobilesam_ros.tools.bench_stream import RawImage, decode_payload, detections
 
 
 def kernel_tables(checkpoint: str, device: str, boxes: int, rows: int) -> None:
@@ -128,7 +129,7 @@ def compiled_decoder(checkpoint: str, device: str, iterations: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_arguments(parser)
+    add_model_arguments(parser, device="cuda")
     parser.add_argument("--boxes", type=int, default=10)
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--iterations", type=int, default=50)

@@ -1,13 +1,14 @@
-"""Host-side cost of one camera frame, without the model: today's full-frame path against the
-cropped path, per stage, at several frame sizes and mask counts.
+"""Host-side cost of one camera frame, without the model: the old full-frame path against the
+cropped path that the node takes, per stage, at several frame sizes and mask counts.
 
 Stages: decode the bgr8 image buffer (`decode_raw_image`), pre-process (resize + normalize),
 post-process (low-res logits -> masks), label image, crops (each mask cut to its box), their
 mono8 payloads (what the masks message carries), overlay, and, where the ROS messages import,
 building the label image and overlay messages.
-Old path: `masks_from_logits` -> `label_image` -> `mask_box` + crop of each full mask ->
-`draw_overlay`. New path: `mask_crops_from_logits` -> `label_image_from_crops` -> the crops as
-they are -> `draw_label_overlay` on the label image (scale 1, and the `--overlay-scale` one).
+Old path (its drawing kept in this module as the baseline): `masks_from_logits` ->
+`label_image` -> `mask_box` + crop of each full mask -> `draw_overlay`. New path:
+`mask_crops_from_logits` -> `label_image_from_crops` -> the crops as they are ->
+`draw_label_overlay` on the label image (scale 1, and the `--overlay-scale` one).
 
 The logits are synthetic (no model runs): "small" masks are discs of 4-8 low-res cells radius
 (25-50 pixels across at 640x480), "large" ones smooth random fields covering 60-97% of the
@@ -28,6 +29,7 @@ from types import ModuleType
 import cv2
 import numpy as np
 
+from benchmarks.common import cpu_name
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
 from mobilesam_ros.core.processing.image_codec import decode_raw_image
 from mobilesam_ros.core.processing.postprocess import (
@@ -39,11 +41,9 @@ from mobilesam_ros.core.processing.postprocess import (
 from mobilesam_ros.core.processing.preprocess import FrameGeometry, ImagePreprocessor
 from mobilesam_ros.core.visualize import (
     draw_label_overlay,
-    draw_overlay,
-    label_image,
+    instance_color,
     label_image_from_crops,
 )
-from mobilesam_ros.tools.bench import _cpu_name
 
 SIZES = ((480, 640), (720, 1280), (1080, 1920))
 COUNTS = (1, 10, 50)
@@ -75,6 +75,63 @@ def synthetic_logits(kind: str, count: int, geometry: FrameGeometry, seed: int =
             logits.append(field - np.quantile(kept, 1.0 - rng.uniform(0.6, 0.97)))
         return np.stack(logits).astype(np.float32)
     raise ValueError(f"kind must be small or large, got {kind!r}")
+
+
+# The old full-frame path, the baseline of the old/new ratios (the package draws from crops).
+
+
+def label_image(
+    masks: list[np.ndarray] | np.ndarray, scores: np.ndarray | None = None
+) -> np.ndarray:
+    """N bool (H, W) masks -> (H, W) labels: 0 background, i + 1 for masks[i]; where masks
+    overlap, the higher score wins (without scores, the later mask)."""
+    labels = np.zeros(masks[0].shape, dtype=np.uint8 if len(masks) <= 255 else np.uint16)
+    order = np.argsort(scores, kind="stable") if scores is not None else range(len(masks))
+    for index in order:
+        labels[masks[index]] = index + 1
+    return labels
+
+
+def draw_overlay(
+    bgr: np.ndarray,
+    masks: list[np.ndarray] | np.ndarray,
+    boxes: list[tuple[float, float, float, float] | None],
+    captions: list[str],
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Each mask's color blended into a copy of `bgr` in one pass (later masks win), its outline
+    traced inside its bounding box, its box and caption drawn."""
+    out = bgr.copy()
+    colors = np.zeros_like(out)
+    covered = np.zeros(out.shape[:2], dtype=bool)
+    bounds = []
+    for index, mask in enumerate(masks):
+        colors[mask] = instance_color(index)
+        covered |= mask
+        bounds.append(mask_box(mask))
+    if any(b is not None for b in bounds):
+        blended = cv2.addWeighted(out, 1.0 - alpha, colors, alpha, 0.0)
+        np.copyto(out, blended, where=covered[..., None])
+    for index, (mask, bound) in enumerate(zip(masks, bounds, strict=True)):
+        color = instance_color(index)
+        anchor = None
+        if bound is not None:
+            x0, y0, x1, y1 = bound
+            crop = np.ascontiguousarray(mask[y0 : y1 + 1, x0 : x1 + 1], dtype=np.uint8)
+            contours, _ = cv2.findContours(
+                crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+            )
+            cv2.drawContours(out, contours, -1, color, 2)
+            anchor = (x0, max(y0 - 6, 12))
+        box = boxes[index] if index < len(boxes) else None
+        if box is not None:
+            x0, y0, x1, y1 = (round(float(v)) for v in box)
+            cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
+            anchor = (x0, max(y0 - 6, 12))
+        if index < len(captions) and anchor is not None:
+            cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3)
+            cv2.putText(out, captions[index], anchor, cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
+    return out
 
 
 def camera_frame(height: int, width: int) -> bytes:
@@ -253,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--kinds takes small and/or large, got {kind!r}")
     conversions = _ros_messages()
     print(
-        f"host: {_cpu_name()}, {os.cpu_count()} logical CPUs; Python "
+        f"host: {cpu_name()}, {os.cpu_count()} logical CPUs; Python "
         f"{platform.python_version()}, numpy {np.__version__}, OpenCV {cv2.__version__} "
         f"(threads {cv2.getNumThreads()}, IPP {'on' if cv2.ipp.useIPP() else 'off'}); "
         f"{args.repeats} runs per stage, median / p99 in ms"

@@ -21,18 +21,19 @@ import cv2
 import numpy as np
 import torch
 
+from benchmarks.common import (
+    FRAME_SIZE,
+    add_model_arguments,
+    benchmark_boxes,
+    benchmark_frame,
+    checkpoint_or_random_weights,
+    median_ms,
+    time_calls,
+)
 from mobilesam_ros.core import Segmenter
 from mobilesam_ros.core.backends.torch_device import DevicePipeline
 from mobilesam_ros.core.model.checkpoint import default_cache_dir
 from mobilesam_ros.core.model.modules import load_modules
-from mobilesam_ros.tools.bench import (
-    FRAME_SIZE,
-    _median_ms,
-    _time,
-    benchmark_boxes,
-    benchmark_frame,
-    checkpoint_or_random_weights,
-)
 
 CASES = ((480, 640, 1), (480, 640, 10), (480, 640, 50), (720, 1280, 10), (1080, 1920, 10))
 
@@ -72,7 +73,7 @@ def ours(
     def one_frame() -> None:
         segmenter.decode(segmenter.encode(image), boxes=boxes, crops=crops)
 
-    total = _median_ms(_time(one_frame, iterations, warmup=5))
+    total = median_ms(time_calls(one_frame, iterations, warmup=5))
     stages = dict(vars(segmenter.timings))
     return total, stages
 
@@ -103,9 +104,9 @@ def official(
             torch.cuda.synchronize()  # set_image returns before the encoder has run
 
     figures = {
-        "set_image": _median_ms(_time(set_image, iterations, warmup=3)),
-        "set_image + predict per box": _median_ms(_time(loop, max(5, iterations // 4), 2)),
-        "set_image + batched predict_torch": _median_ms(_time(batched, iterations, warmup=3)),
+        "set_image": median_ms(time_calls(set_image, iterations, warmup=3)),
+        "set_image + predict per box": median_ms(time_calls(loop, max(5, iterations // 4), 2)),
+        "set_image + batched predict_torch": median_ms(time_calls(batched, iterations, warmup=3)),
     }
     return figures
 
@@ -139,13 +140,6 @@ def _stages_text(stages: dict[str, float]) -> str:
     )
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--checkpoint, --cache-dir and --device, shared by the GPU tools."""
-    parser.add_argument("--checkpoint", help="mobile_sam.pt (default: random weights)")
-    parser.add_argument("--cache-dir", help="exported graphs and the random-weight checkpoint")
-    parser.add_argument("--device", default="cuda")
-
-
 def model_files(args: argparse.Namespace) -> tuple[Path, str] | None:
     """(cache folder, checkpoint) from `add_model_arguments`' options, or None (said why)
     when no CUDA GPU is visible."""
@@ -158,7 +152,7 @@ def model_files(args: argparse.Namespace) -> tuple[Path, str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_arguments(parser)
+    add_model_arguments(parser, device="cuda")
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--compile-decoder", action="store_true", help="see above")
     args = parser.parse_args(argv)

@@ -12,28 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.common import benchmark_boxes, benchmark_frame
+from mobilesam_ros.tools.process_memory import peak_rss_mib, rss_mib
+
 PROMPT_COUNTS = (1, 10, 100)
 REPEATS = 2
-
-
-def rss_mib(pid: int | str = "self") -> float:
-    """Resident set size of a process in MiB (/proc/<pid>/status VmRSS); NaN once it is gone."""
-    return _status_kib(pid, "VmRSS") / 1024.0
-
-
-def peak_rss_mib(pid: int | str = "self") -> float:
-    """Highest RSS the process reached so far, in MiB (VmHWM)."""
-    return _status_kib(pid, "VmHWM") / 1024.0
-
-
-def _status_kib(pid: int | str, field: str) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return float("nan")
 
 
 def run_memory_benchmark(
@@ -44,7 +27,6 @@ def run_memory_benchmark(
 ) -> dict[str, float]:
     from mobilesam_ros.core import Segmenter
     from mobilesam_ros.core.model.checkpoint import default_cache_dir
-    from mobilesam_ros.tools.bench import benchmark_boxes, benchmark_frame
 
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if checkpoint is None:

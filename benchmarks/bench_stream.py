@@ -31,6 +31,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.common import (
+    FRAME_SIZE,
+    add_model_arguments,
+    benchmark_boxes,
+    benchmark_frame,
+    checkpoint_or_random_weights,
+    cpu_name,
+)
 from mobilesam_ros.core import Segmenter
 from mobilesam_ros.core.model.checkpoint import default_cache_dir
 from mobilesam_ros.core.processing.image_codec import DecodedImage, decode_raw_image
@@ -38,13 +46,6 @@ from mobilesam_ros.core.prompts import Prompt, captions
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
 from mobilesam_ros.core.stream.pipeline import FrameResult, StreamPipeline, StreamSettings
 from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
-from mobilesam_ros.tools.bench import (
-    FRAME_SIZE,
-    _cpu_name,
-    benchmark_boxes,
-    benchmark_frame,
-    checkpoint_or_random_weights,
-)
 
 _POLL_S = 0.05
 
@@ -65,7 +66,7 @@ def decode_payload(image: RawImage) -> DecodedImage:
 
 
 def detections(count: int, height: int, width: int) -> list[Prompt]:
-    """`count` detector boxes spread over a height x width frame (bench's boxes, scaled)."""
+    """`count` detector boxes spread over a height x width frame (`benchmark_boxes`, scaled)."""
     scale = np.array([width / FRAME_SIZE[1], height / FRAME_SIZE[0]] * 2)
     return [
         Prompt(
@@ -237,13 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boxes", type=int, default=10, help="detections per frame")
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate, Hz")
     parser.add_argument("--seconds", type=float, default=10.0, help="camera time per size")
+    add_model_arguments(parser)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp16")
     parser.add_argument("--tracking", action="store_true", help="tracking on (default off)")
     parser.add_argument("--compile-decoder", action="store_true", help="torch on CUDA only")
-    parser.add_argument("--checkpoint", help="mobile_sam.pt (default: random weights)")
-    parser.add_argument("--cache-dir", help="exported graphs and the random-weight checkpoint")
     args = parser.parse_args(argv)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     checkpoint = checkpoint_or_random_weights(args.checkpoint, cache)
@@ -257,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         compile_decoder=args.compile_decoder,
     )
     print(
-        f"machine: {_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"{segmenter.backend.describe()}; tracking {'on' if args.tracking else 'off'}"
     )
     for text in args.sizes.split(","):

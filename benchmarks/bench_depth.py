@@ -5,7 +5,7 @@ machine shared with other work the CPU time and the least wall time are the fair
 full-frame masks and for bounding-box crops, with clean depth and with sensor faults (holes,
 flying pixels, mask bleed), and the time to build the instance cloud. Not a test: figures only.
 
-    python -m mobilesam_ros.tools.bench_depth [--instances 10] [--repeats 200]
+    python -m benchmarks.bench_depth [--instances 10] [--repeats 200]
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import argparse
 import functools
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,7 +26,11 @@ from mobilesam_ros.core.depth import CameraModel, DepthImage, instances_cloud, l
 from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.settings import DepthSettings
 from mobilesam_ros.core.visualize import mask_box
-from mobilesam_ros.tools.rgbd_scene import grid_boxes, render_scene
+
+# The synthetic scenes are the tests' (test/rgbd_scenes.py): neither is installed, so the test
+# folder is put on the path, as pytest's `pythonpath` does for the tests.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "test"))
+from rgbd_scenes import grid_boxes, render_scene
 
 FAULTS = {"holes": 0.1, "flying_pixels": True, "mask_bleed_px": 3}
 

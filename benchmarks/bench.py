@@ -8,9 +8,9 @@ and the end-to-end ratio, and the pre-processing cost of a 1920x1080 camera fram
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -18,30 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import (
+    FRAME_SIZE,
+    add_model_arguments,
+    benchmark_boxes,
+    benchmark_frame,
+    checkpoint_or_random_weights,
+    cpu_name,
+    median_ms,
+    time_calls,
+)
 from mobilesam_ros.core import Segmenter
+from mobilesam_ros.core.choices import BACKENDS
 from mobilesam_ros.core.model.checkpoint import default_cache_dir
-
-FRAME_SIZE = (480, 640)  # (H, W)
-
-
-def benchmark_frame() -> np.ndarray:
-    """scikit-image's astronaut photo resized to 640x480 RGB."""
-    import cv2
-    from skimage import data
-
-    height, width = FRAME_SIZE
-    return cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
-
-
-def benchmark_boxes(count: int) -> np.ndarray:
-    """`count` boxes of varied size spread over the frame, deterministic."""
-    rng = np.random.default_rng(0)
-    height, width = FRAME_SIZE
-    x0 = rng.uniform(0, width * 0.7, count)
-    y0 = rng.uniform(0, height * 0.7, count)
-    w = rng.uniform(40, width * 0.3, count)
-    h = rng.uniform(40, height * 0.3, count)
-    return np.stack([x0, y0, np.minimum(x0 + w, width - 1), np.minimum(y0 + h, height - 1)], 1)
 
 
 def _hd_preprocess_ms(iterations: int) -> dict[str, float]:
@@ -60,50 +49,11 @@ def _hd_preprocess_ms(iterations: int) -> dict[str, float]:
     resized = np.empty((*size, 3), np.uint8)  # reused, as the node reuses its buffers
     repeats = max(iterations, 20)  # milliseconds each: more samples for a stable median
     return {
-        "hd_resize_ms": _median_ms(
-            _time(lambda: resize_like_sam(frame, size, resized), repeats, warmup=3)
+        "hd_resize_ms": median_ms(
+            time_calls(lambda: resize_like_sam(frame, size, resized), repeats, warmup=3)
         ),
-        "hd_preprocess_ms": _median_ms(_time(lambda: preprocess(frame), repeats, warmup=3)),
+        "hd_preprocess_ms": median_ms(time_calls(lambda: preprocess(frame), repeats, warmup=3)),
     }
-
-
-def _median_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1e3
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _time(fn: Callable[[], object], iterations: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
-def checkpoint_or_random_weights(checkpoint: str | None, cache: Path) -> str:
-    """`checkpoint`, or (None) a random-weight one in the official layout written to `cache`:
-    the same compute as the real weights, for timing where the official file is absent."""
-    if checkpoint is not None:
-        return checkpoint
-    from mobilesam_ros.core.model.modules import write_random_checkpoint
-
-    path = str(cache / "random-weights-seed0.pt")
-    if not os.path.isfile(path):
-        write_random_checkpoint(path, seed=0)
-    print("checkpoint: random weights in the official layout (same compute as the real ones)")
-    return path
 
 
 def run_benchmark(
@@ -120,7 +70,7 @@ def run_benchmark(
     frame = benchmark_frame()
     boxes = benchmark_boxes(num_boxes)
     segmenter = Segmenter(checkpoint, backend, cache, device)
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(
         f"ours: {segmenter.backend.describe()}; frame {FRAME_SIZE[1]}x{FRAME_SIZE[0]}, "
         f"{num_boxes} boxes decoded in calls of up to {segmenter.decode_chunk_size}; "
@@ -137,9 +87,9 @@ def run_benchmark(
         for name in stages:
             stages[name].append(getattr(t, f"{name}_ms") / 1e3)
 
-    end_to_end = _time(ours, iterations)
-    results = {f"ours_{k}_ms": _median_ms(v[-iterations:]) for k, v in stages.items()}
-    results["ours_total_ms"] = _median_ms(end_to_end)
+    end_to_end = time_calls(ours, iterations)
+    results = {f"ours_{k}_ms": median_ms(v[-iterations:]) for k, v in stages.items()}
+    results["ours_total_ms"] = median_ms(end_to_end)
     for name in stages:
         print(f"  ours {name:<12} {results[f'ours_{name}_ms']:9.1f} ms")
     print(f"  ours {'end to end':<12} {results['ours_total_ms']:9.1f} ms")
@@ -169,12 +119,12 @@ def run_benchmark(
                 predict(box)
             predict_samples.append(time.perf_counter() - started)
 
-        total = _time(official_frame, official_iterations)
-        results["official_set_image_ms"] = _median_ms(set_samples[-official_iterations:])
+        total = time_calls(official_frame, official_iterations)
+        results["official_set_image_ms"] = median_ms(set_samples[-official_iterations:])
         results["official_predict_per_box_ms"] = (
-            _median_ms(predict_samples[-official_iterations:]) / num_boxes
+            median_ms(predict_samples[-official_iterations:]) / num_boxes
         )
-        results["official_total_ms"] = _median_ms(total)
+        results["official_total_ms"] = median_ms(total)
         results["speedup"] = results["official_total_ms"] / results["ours_total_ms"]
         print(f"official ({official_iterations} iterations after 1 warm-up):")
         print(f"  official set_image      {results['official_set_image_ms']:9.1f} ms")
@@ -200,3 +150,27 @@ def _official_pipeline(
         return predictor.predict(box=box, multimask_output=False)
 
     return predictor.set_image, predict
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser)
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--boxes", type=int, default=10)
+    parser.add_argument("--no-official", action="store_true", help="skip the official pipeline")
+    args = parser.parse_args(argv)
+    run_benchmark(
+        checkpoint=args.checkpoint,
+        backend=args.backend,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        iterations=args.iterations,
+        num_boxes=args.boxes,
+        compare_official=not args.no_official,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
