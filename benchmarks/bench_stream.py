@@ -43,8 +43,10 @@ from mobilesam_ros.core import Segmenter
 from mobilesam_ros.core.model.checkpoint import default_cache_dir
 from mobilesam_ros.core.processing.image_codec import DecodedImage, decode_raw_image
 from mobilesam_ros.core.prompts import Prompt, captions
+from mobilesam_ros.core.settings import DecodeSettings, NodeSettings, TrackingSettings
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
-from mobilesam_ros.core.stream.pipeline import FrameResult, StreamPipeline, StreamSettings
+from mobilesam_ros.core.stream.pipeline import StreamPipeline
+from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
 
 _POLL_S = 0.05
@@ -148,8 +150,10 @@ def run_stream(
 
     pipeline = StreamPipeline(
         decode_payload,
-        StreamSettings(max_prompts=max(count, 1)),
-        tracking=tracking,
+        NodeSettings(
+            decode=DecodeSettings(max_prompts=max(count, 1)),
+            tracking=TrackingSettings(enabled=tracking),
+        ),
         segmenter=segmenter,
     )
     run = StreamRun()

@@ -25,8 +25,9 @@ from mobilesam_ros.core.backends.base import DecoderInputs
 from mobilesam_ros.core.backends.torch_device import DevicePipeline
 from mobilesam_ros.core.model.modules import load_modules
 from mobilesam_ros.core.processing.preprocess import encode_prompts
+from mobilesam_ros.core.settings import DecodeSettings, NodeSettings
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
-from mobilesam_ros.core.stream.pipeline import StreamPipeline, StreamSettings
+from mobilesam_ros.core.stream.pipeline import StreamPipeline
 
 
 def kernel_tables(checkpoint: str, device: str, boxes: int, rows: int) -> None:
@@ -62,9 +63,8 @@ def tracking_profile(checkpoint: str, cache: Path, device: str, boxes: int, rows
     """The stream pipeline with tracking, driven frame by frame in this thread (so that
     cProfile sees the worker's calls): `boxes` detections per frame, 30 frames."""
     segmenter = Segmenter(checkpoint, "torch", cache, device, progress=False)
-    pipeline = StreamPipeline(
-        decode_payload, StreamSettings(max_prompts=boxes), tracking=True, segmenter=segmenter
-    )
+    settings = NodeSettings(decode=DecodeSettings(max_prompts=boxes))  # tracking on
+    pipeline = StreamPipeline(decode_payload, settings, segmenter=segmenter)
     image, _ = frame_and_boxes(480, 640, boxes)
     bgr = np.ascontiguousarray(image[..., ::-1])
     prompts = detections(boxes, 480, 640)

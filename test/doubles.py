@@ -7,6 +7,7 @@ weights, for tests of scheduling, tracking and bookkeeping, never of segmentatio
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -28,11 +29,6 @@ class FakeClock:
         return self.now
 
 
-class Timings:
-    preprocess_ms = 0.0
-    encode_ms = 0.0
-
-
 class BoxSegmenterDouble:
     """encode() and decode() of a Segmenter, with masks = prompt boxes (module docstring).
 
@@ -44,7 +40,7 @@ class BoxSegmenterDouble:
     def __init__(self, score: float = 0.9) -> None:
         self.score = score
         self.mask_threshold = 0.0
-        self.timings = Timings()
+        self.timings = SimpleNamespace(preprocess_ms=0.0, encode_ms=0.0)  # as StageTimings
         self.encoded: list[int] = []
         self.fail_encode: set[int] = set()
         self.calls: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ import numpy as np
 from doubles import BoxSegmenterDouble
 
 from benchmarks import bench_stream
-from mobilesam_ros.core.stream.pipeline import FrameResult
+from mobilesam_ros.core.stream.stream import FrameResult
 
 
 def test_every_frame_is_sent_and_each_answer_is_a_sent_frame_with_its_outputs(monkeypatch):
