@@ -67,7 +67,7 @@ test:
 	@$(STEP) lint $(MAKE) --no-print-directory lint
 	@failed=""; \
 	$(STEP) pytest $(PY) -m pytest -q || failed="$$failed pytest"; \
-	$(STEP) dds $(PY) test/dds/run_dds_tests.py || failed="$$failed dds"; \
+	$(STEP) dds $(PY) test/run_ros_tests.py || failed="$$failed dds"; \
 	$(STEP) py310 $(MAKE) --no-print-directory test-py310 || failed="$$failed py310"; \
 	$(STEP) cuda12 $(MAKE) --no-print-directory test-cuda12 || failed="$$failed cuda12"; \
 	$(STEP) jazzy $(MAKE) --no-print-directory test-jazzy || failed="$$failed jazzy"; \
@@ -114,7 +114,7 @@ build-ros-jazzy: $(JAZZY_STAMP)
 		bash scripts/build_ros.sh
 
 test-jazzy: setup-jazzy
-	$(JAZZY_ENV) $(JAZZY_PY) test/dds/run_dds_tests.py
+	$(JAZZY_ENV) $(JAZZY_PY) test/run_ros_tests.py
 
 # The ROS-free core on Python 3.10 (JetPack 6's interpreter) with the runtime dependencies only:
 # no ROS, no PyTorch. Tests that need PyTorch skip; the ONNX graphs come from $(TEST_MODELS),
@@ -219,10 +219,10 @@ ctrl-c-check: setup setup-jazzy
 	@mkdir -p log && rm -f log/ctrl-c-kilted.jsonl log/ctrl-c-jazzy.jsonl
 	-MOBILESAM_ROS_CTRL_C_TRIES=$(CTRL_C_TRIES) \
 		MOBILESAM_ROS_CTRL_C_REPORT=$(CURDIR)/log/ctrl-c-kilted.jsonl \
-		$(PY) test/dds/run_dds_tests.py -k ctrl_c
+		$(PY) test/run_ros_tests.py -k ctrl_c
 	-$(JAZZY_ENV) MOBILESAM_ROS_CTRL_C_TRIES=$(CTRL_C_TRIES) \
 		MOBILESAM_ROS_CTRL_C_REPORT=$(CURDIR)/log/ctrl-c-jazzy.jsonl \
-		$(JAZZY_PY) test/dds/run_dds_tests.py -k ctrl_c
+		$(JAZZY_PY) test/run_ros_tests.py -k ctrl_c
 	$(PY) scripts/count_clean_stops.py log/ctrl-c-kilted.jsonl log/ctrl-c-jazzy.jsonl
 
 RANDOM_CHECKPOINT := .cache/random-weights-seed0.pt

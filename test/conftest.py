@@ -14,10 +14,11 @@ pytest_plugins = ["ros_fixtures"]
 # launch_tests/ holds launch_testing files, run by the `launch_test` command (see
 # test/dds/test_launch_testing.py and CMakeLists.txt), not by pytest.
 collect_ignore = ["launch_tests"]
-# The DDS tests import the generated messages from the install space; test/dds/run_dds_tests.py
-# runs them in a process prepared for that (it sets MOBILESAM_ROS_INSTALL_PREFIX).
+# The tests of ros/ and dds/ import the generated messages from the install space;
+# test/run_ros_tests.py runs them in a process prepared for that (it sets
+# MOBILESAM_ROS_INSTALL_PREFIX).
 if not os.environ.get("MOBILESAM_ROS_INSTALL_PREFIX"):
-    collect_ignore.append("dds")
+    collect_ignore += ["ros", "dds"]
 
 
 # A folder that scripts/prepare_test_models.py filled (random checkpoint + its ONNX graphs), for

@@ -41,6 +41,7 @@ class BoxSegmenterDouble:
         self.score = score
         self.mask_threshold = 0.0
         self.timings = SimpleNamespace(preprocess_ms=0.0, encode_ms=0.0)  # as StageTimings
+        self.backend = SimpleNamespace(describe=lambda: "box double", fallback_reason=None)
         self.encoded: list[int] = []
         self.fail_encode: set[int] = set()
         self.calls: list[dict[str, Any]] = []

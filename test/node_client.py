@@ -1,7 +1,7 @@
 """A test client of the installed node over DDS: publishes its inputs, collects its outputs.
 
 Imported by the DDS tests (test/dds), which run in the environment of the colcon install space
-(see test/dds/run_dds_tests.py), where `mobilesam_ros.msg` and the test-only `vision_msgs` import.
+(see test/run_ros_tests.py), where `mobilesam_ros.msg` and the test-only `vision_msgs` import.
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ def stop_node(process: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int,
 
 
 class Client:
-    """Publishes inputs to the node and collects its outputs."""
+    """Publishes inputs to the node and collects its outputs.
 
-    def __init__(self, node, namespace: str = "") -> None:
+    `status` names the node's /diagnostics status (e.g. "/mobilesam: segmentation"): then each
+    image sent is followed by waiting until the node counts it received (a node started with a
+    short diagnostics_period answers fast), else by a fixed short spin.
+    """
+
+    def __init__(self, node, namespace: str = "", status: str | None = None) -> None:
         self.node = node
+        self.status = status
         prefix = f"{namespace}/" if namespace else ""
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         # Images as camera drivers publish them: best effort, through the Fast DDS profile that
-        # run_dds_tests.py names as the README tells users to (no reliable override here).
+        # run_ros_tests.py names as the README tells users to (no reliable override here).
         camera_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.image_pub = node.create_publisher(Image, prefix + "image", camera_qos)
         self.compressed_pub = node.create_publisher(
@@ -146,12 +152,31 @@ class Client:
             step=rgb.shape[1] * 3,
         )
         message.data = np.ascontiguousarray(pixels).tobytes()
+        # The node keeps only the newest image in its queue (camera semantics): let it take this
+        # one before the test sends the next.
+        if self.status is None:
+            self.image_pub.publish(message)
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end:
+                rclpy.spin_once(self.node, timeout_sec=0.05)
+            return
+        # A report from after this call: its count holds every earlier image.
+        mark = len(self.received["diagnostics"])
+        self.spin_until(lambda: self.images_received(mark) is not None, timeout=WAIT_S)
+        before = self.images_received(mark)
+        mark = len(self.received["diagnostics"])
         self.image_pub.publish(message)
-        # The node keeps only the newest image in its queue (camera semantics): give it time to
-        # take this one before the test sends the next.
-        end = time.monotonic() + 0.2
-        while time.monotonic() < end:
-            rclpy.spin_once(self.node, timeout_sec=0.05)
+        self.spin_until(lambda: (self.images_received(mark) or 0) > before, timeout=WAIT_S)
+
+    def images_received(self, since: int = 0) -> int | None:
+        """The node's newest count of images received in the reports from index `since` on
+        (None when none came)."""
+        for array in reversed(self.received["diagnostics"][since:]):
+            for status in array.status:
+                if status.name == self.status:
+                    values = {kv.key: kv.value for kv in status.values}
+                    return int(values.get("images received (total)", 0))
+        return None
 
     def masks_for(self, header: Header, count: int = 1, where=lambda message: True):
         def arrived():

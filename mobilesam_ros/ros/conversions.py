@@ -64,11 +64,8 @@ def prompts_from_prompt_array(message: Any) -> list[Prompt]:
 
 def _best_hypothesis(detection: Any) -> tuple[str, float]:
     best_id, best_score = "", 0.0
-    for result in detection.results:
-        # vision_msgs 4.x (Humble and later) nests the class in `hypothesis`; 3.x had it flat.
-        hypothesis = getattr(result, "hypothesis", result)
-        class_id = getattr(hypothesis, "class_id", getattr(hypothesis, "id", ""))
-        score = float(hypothesis.score)
+    for result in detection.results:  # vision_msgs 4.x (Humble on): ObjectHypothesisWithPose
+        class_id, score = result.hypothesis.class_id, float(result.hypothesis.score)
         if not best_id or score > best_score:
             best_id, best_score = str(class_id), score
     return best_id, best_score
@@ -78,8 +75,7 @@ def prompts_from_detections(message: Any) -> list[Prompt]:
     """One box prompt per vision_msgs/Detection2D, carrying its id, class and score."""
     prompts = []
     for index, detection in enumerate(message.detections):
-        center = detection.bbox.center
-        position = getattr(center, "position", center)  # 4.x: Pose2D.position; 3.x: x, y
+        position = detection.bbox.center.position  # vision_msgs 4.x: Pose2D.position
         cx, cy = float(position.x), float(position.y)
         half_w, half_h = float(detection.bbox.size_x) / 2, float(detection.bbox.size_y) / 2
         class_id, score = _best_hypothesis(detection)

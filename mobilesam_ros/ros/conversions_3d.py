@@ -92,12 +92,7 @@ def _hypotheses(result: PromptMask) -> list[tuple[str, float]]:
     """(class id, score) pairs: the source detection's, else the prompt's own class if any."""
     source = result.prompt.source
     if source is not None and getattr(source, "results", None):
-        pairs = []
-        for hypothesis in source.results:
-            inner = getattr(hypothesis, "hypothesis", hypothesis)  # vision_msgs 3.x was flat
-            class_id = getattr(inner, "class_id", getattr(inner, "id", ""))
-            pairs.append((str(class_id), float(inner.score)))
-        return pairs
+        return [(str(r.hypothesis.class_id), float(r.hypothesis.score)) for r in source.results]
     if result.prompt.class_id:
         return [(result.prompt.class_id, float(result.prompt.detection_score))]
     return []

@@ -1,7 +1,7 @@
 """seg.launch.py started with the real `ros2 launch`, inspected with the real `ros2` CLI, and
 stopped with a terminal's Ctrl-C (SIGINT to the whole process group, then launch's own SIGINT).
 
-Runs in the install space's environment (run_dds_tests.py): the Fast DDS profile exported as the
+Runs in the install space's environment (run_ros_tests.py): the Fast DDS profile exported as the
 README tells users, loopback DDS in a domain of this process.
 
 MOBILESAM_ROS_CTRL_C_TRIES (default 1) sets how often each Ctrl-C case runs;

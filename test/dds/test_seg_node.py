@@ -1,6 +1,6 @@
 """The installed seg_node as a process, driven over real DDS on loopback.
 
-Runs in a process whose environment points at the colcon install space (see run_dds_tests.py),
+Runs in a process whose environment points at the colcon install space (see run_ros_tests.py),
 so `mobilesam_ros.msg` and the test-only `vision_msgs` import here.
 """
 
@@ -42,6 +42,7 @@ from node_client import (  # noqa: E402
 
 INSTALL_PREFIX = Path(os.environ["MOBILESAM_ROS_INSTALL_PREFIX"])
 SEG_NODE = INSTALL_PREFIX / "lib" / "mobilesam_ros" / "seg_node"
+STATUS = "/mobilesam: segmentation"
 PHOTOS = {"coffee": photo("coffee"), "astronaut": photo("astronaut"), "chelsea": photo("chelsea")}
 
 
@@ -64,6 +65,7 @@ def start_node(model, *parameters: str, namespace: str = ""):
         "device:=cpu",
         "sync.max_wait:=3.0",
         "tracking.enabled:=false",  # one answer per prompt message; tracking has its own test
+        "diagnostics_period:=0.1",  # the test client waits on its counters
         *parameters,
     ):
         args += ["-p", parameter]
@@ -95,7 +97,7 @@ def ros():
 @pytest.fixture(scope="module")
 def running(model, ros):
     process = start_node(model)
-    client = Client(ros)
+    client = Client(ros, status=STATUS)
     try:
         client.wait_for_node()
     except AssertionError:
@@ -170,7 +172,7 @@ def test_prompts_sent_before_their_frame_wait_for_it(running, model):
     client.prompts_pub.publish(
         PromptArray(header=stamp, prompts=[box_prompt("early", (5, 5, 200, 200))])
     )
-    client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+    wait_for_value(client, "prompt messages waiting", lambda waiting: waiting == 1)
     client.publish_image(stamp, PHOTOS["chelsea"])
     answer = client.masks_for(stamp)[0]
     assert [i.id for i in answer.instances] == ["early"]
@@ -211,8 +213,7 @@ def test_detections_and_refined_boxes(running, model):
 def test_stamped_click_with_zero_stamp_uses_newest_frame(running, model):
     _, client = running
     stamp = header(104)
-    client.publish_image(stamp, PHOTOS["astronaut"])
-    client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+    client.publish_image(stamp, PHOTOS["astronaut"])  # received: the newest frame now
     click = PointStamped(header=Header(frame_id="camera"), point=Point(x=250.0, y=200.0))
     client.click_pub.publish(click)
     answer = client.masks_for(stamp)[0]
@@ -223,8 +224,7 @@ def test_rqt_image_view_clicks_are_answered_on_the_newest_frame(running, model):
     """rqt_image_view publishes geometry_msgs/Point (pixels, no stamp) on <image>_mouse_left."""
     _, client = running
     stamp = header(105)
-    client.publish_image(stamp, PHOTOS["chelsea"])
-    client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+    client.publish_image(stamp, PHOTOS["chelsea"])  # received: the newest frame now
     client.pixel_pub.publish(Point(x=200.0, y=150.0))
     answer = client.masks_for(stamp)[0]
     assert len(answer.instances) == 1 and answer.instances[0].id.startswith("click")
@@ -251,11 +251,19 @@ def wait_for_counters(client: Client, **expected: int) -> dict[str, str]:
         ) from None
 
 
-def pause(client: Client, seconds: float = 0.3) -> None:
-    """Let the node take one message before the next: its image queue holds only the newest."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        rclpy.spin_once(client.node, timeout_sec=0.05)
+def wait_for_value(client: Client, key: str, check) -> None:
+    """Wait for a /diagnostics report whose value `key` passes `check`."""
+    mark = len(client.received["diagnostics"])
+
+    def reported():
+        """a /diagnostics value to pass its check"""
+        for array in client.received["diagnostics"][mark:]:
+            values = {kv.key: kv.value for kv in array.status[0].values}
+            if key in values and check(int(values[key])):
+                return True
+        return False
+
+    client.spin_until(reported, timeout=10)
 
 
 def test_bad_inputs_are_survived_and_counted(running, model):
@@ -265,14 +273,16 @@ def test_bad_inputs_are_survived_and_counted(running, model):
     # Images: short data, unknown encoding, zero size.
     short = Image(header=good, height=300, width=451, encoding="rgb8", step=451 * 3)
     short.data = bytes(100)
-    for bad_image in (
-        short,
-        Image(header=good, height=2, width=2, encoding="rgb32f", step=24, data=bytes(96)),
-        Image(header=good, height=0, width=0, encoding="rgb8", step=0),
+    for count, bad_image in enumerate(
+        (
+            short,
+            Image(header=good, height=2, width=2, encoding="rgb32f", step=24, data=bytes(96)),
+            Image(header=good, height=0, width=0, encoding="rgb8", step=0),
+        ),
+        start=1,
     ):
-        client.image_pub.publish(bad_image)
-        pause(client)
-    wait_for_counters(client, images_rejected=3)
+        client.image_pub.publish(bad_image)  # taken before the next (the queue holds one)
+        wait_for_counters(client, images_rejected=count)
     client.publish_image(good, image)
     # Prompts: NaN, inverted, outside the image, thousands, another frame_id, too old.
     bad = [
@@ -369,18 +379,6 @@ def test_compressed_input_in_a_namespace(model, ros):
     assert code == 0, output
 
 
-def test_shutdown_mid_inference_is_clean(running, model):
-    process, client = running
-    stamp = header(300)
-    client.publish_image(stamp, PHOTOS["astronaut"])
-    many = [box_prompt(str(i), (i, i, i + 100, i + 100)) for i in range(100)]
-    client.prompts_pub.publish(PromptArray(header=stamp, prompts=many))
-    client.spin_until(lambda: time.sleep(0.2) or True, timeout=1)  # inference now running
-    code, _, output = stop_node(process)
-    assert code == 0, output  # -1: it had to be killed (stop_node waits up to 10 s)
-    assert "Traceback" not in output
-
-
 def detection_array(stamp: Header, detections) -> vision_msgs.Detection2DArray:
     array = vision_msgs.Detection2DArray(header=stamp)
     for detection_id, (x0, y0, x1, y1), label in detections:
@@ -395,13 +393,10 @@ def detection_array(stamp: Header, detections) -> vision_msgs.Detection2DArray:
     return array
 
 
-def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros):
-    """The default mode: detections, a frame between, reordered detections, a click that
-    outlives tracking.max_age; ids, order, origin and refined detections on every frame."""
-    from mobilesam_ros.msg import InstanceMask
-
-    from mobilesam_ros.tools.camera_sim import astronaut_camera
-
+@pytest.fixture(scope="module")
+def tracked(model):
+    """A node with tracking on (the default mode), for the tests that need live tracks; each
+    test brings its own client node, so that none is left listening after it."""
     process = start_node(
         model,
         "tracking.enabled:=true",
@@ -409,7 +404,22 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros)
         "tracking.min_iou:=0.0",
         namespace="/tracked",
     )
-    client = Client(ros, namespace="/tracked")
+    yield process
+    if process.poll() is None:
+        code, _, output = stop_node(process)
+        assert code == 0, output
+
+
+def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(tracked):
+    """The default mode: detections, a frame between, reordered detections, a click that
+    outlives tracking.max_age; ids, order, origin and refined detections on every frame."""
+    from mobilesam_ros.msg import InstanceMask
+
+    from mobilesam_ros.tools.camera_sim import astronaut_camera
+
+    process = tracked
+    ros = rclpy.create_node("tracking_client")
+    client = Client(ros, namespace="/tracked", status="/tracked/mobilesam: segmentation")
     camera = astronaut_camera()
 
     def frame(index: int, stamp: Header) -> dict:
@@ -455,8 +465,7 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros)
         assert all(i.origin == propagated for i in instances[2:])
         assert len({i.track_id for i in instances}) == len(instances)
 
-        frame(3, stamps[3])
-        client.spin_until(lambda: time.sleep(0.3) or True, timeout=1)
+        frame(3, stamps[3])  # received: the newest frame now
         client.pixel_pub.publish(Point(x=250.0, y=200.0))
         clicked = client.masks_for(stamps[3], where=lambda m: m.instances[0].id.startswith("click"))
         click_id, click_track = clicked[0].instances[0].id, clicked[0].instances[0].track_id
@@ -472,23 +481,18 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(model, ros)
         output = process.communicate(timeout=10)[0]
         raise AssertionError(f"{exc}\n{output}") from None
     finally:
-        if process.poll() is None:
-            code, _, output = stop_node(process)
-            assert code == 0, output
+        ros.destroy_node()
 
 
-def test_parameters_are_validated_at_run_time_and_at_start(model, ros):
+def test_parameters_are_validated_at_run_time_and_at_start(running, model, ros):
     from rcl_interfaces.srv import SetParameters
 
-    node = start_node(model, namespace="/params")
-    client = ros.create_client(SetParameters, "/params/mobilesam/set_parameters")
+    client = ros.create_client(SetParameters, "/mobilesam/set_parameters")
     try:
         assert client.wait_for_service(timeout_sec=30)
         _check_parameter_updates(ros, client)
     finally:
         ros.destroy_client(client)
-        code, _, output = stop_node(node)
-    assert code == 0, output
 
     process = start_node(model, "backend:=tflite")
     output, _ = process.communicate(timeout=30)
@@ -650,19 +654,14 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def test_nobody_listening_with_live_tracks_costs_no_cpu(model, ros):
+def test_nobody_listening_with_live_tracks_costs_no_cpu(tracked):
     """Tracks live, then the only subscriber leaves (rviz closed): the node must go idle."""
-    process = start_node(
-        model,
-        "tracking.enabled:=true",
-        "tracking.max_age:=30.0",
-        namespace="/idle",
-    )
+    process = tracked
     viewer = rclpy.create_node("idle_viewer")
-    client = Client(viewer, namespace="/idle")
+    client = Client(viewer, namespace="/tracked")
     try:
         try:
-            client.wait_until_the_node_receives_images("/idle")
+            client.wait_until_the_node_receives_images("/tracked")
             stamp = header(800)
             client.publish_image(stamp, PHOTOS["coffee"])
             client.prompts_pub.publish(
@@ -684,30 +683,28 @@ def test_nobody_listening_with_live_tracks_costs_no_cpu(model, ros):
         time.sleep(5.0)
         used = process_cpu_seconds(process.pid) - before
     finally:
-        code, _, output = stop_node(process)
+        assert process.poll() is None
     print(f"idle node with a live track: {used / 5.0:.1%} of a core over 5 s")
     # A busy loop would burn about 5 s of CPU here; the node's timers cost milliseconds.
     assert used < 0.5, f"{used:.2f} s of CPU in 5 s with nobody listening"
-    assert code == 0, output
 
 
-def test_depth_and_camera_info_give_3d_outputs_and_missing_depth_is_counted(model, ros):
+def test_depth_and_camera_info_give_3d_outputs_and_missing_depth_is_counted(running, ros):
     from rgbd_scenes import rgbd_frame
     from sensor_msgs.msg import CameraInfo, PointCloud2
     from visualization_msgs.msg import MarkerArray
 
-    process = start_node(model, namespace="/rgbd")
-    client = Client(ros, namespace="/rgbd")
+    process, client = running
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    depth_pub = ros.create_publisher(Image, "/rgbd/depth", qos)
-    info_pub = ros.create_publisher(CameraInfo, "/rgbd/camera_info", qos)
+    depth_pub = ros.create_publisher(Image, "/depth", qos)
+    info_pub = ros.create_publisher(CameraInfo, "/camera_info", qos)
     outputs: dict[str, list] = {"detections_3d": [], "instances_cloud": [], "markers": []}
     for topic, message_type in (
         ("detections_3d", vision_msgs.Detection3DArray),
         ("instances_cloud", PointCloud2),
         ("markers", MarkerArray),
     ):
-        ros.create_subscription(message_type, f"/rgbd/{topic}", outputs[topic].append, qos)
+        ros.create_subscription(message_type, f"/{topic}", outputs[topic].append, qos)
     scene = rgbd_frame("16UC1")
     try:
         client.spin_until(
@@ -767,12 +764,26 @@ def test_depth_and_camera_info_give_3d_outputs_and_missing_depth_is_counted(mode
             """the node's diagnostics counting the instances without depth"""
             for array in reversed(client.received["diagnostics"]):
                 for status in array.status:
-                    if status.name.startswith("/rgbd/"):
+                    if status.name == STATUS:
                         values = {kv.key: kv.value for kv in status.values}
                         return int(values.get("depth_missing", 0)) >= len(prompts)
             return False
 
         client.spin_until(depth_missing_counted, timeout=10)
     finally:
-        code, _, output = stop_node(process)
-    assert code == 0, output
+        ros.destroy_publisher(depth_pub)
+        ros.destroy_publisher(info_pub)
+    assert process.poll() is None
+
+
+def test_shutdown_mid_inference_is_clean(running, model):
+    process, client = running
+    stamp = header(300)
+    client.publish_image(stamp, PHOTOS["astronaut"])
+    many = [box_prompt(str(i), (i, i, i + 100, i + 100)) for i in range(100)]
+    client.prompts_pub.publish(PromptArray(header=stamp, prompts=many))
+    # Taken by the worker: the encoder runs now (hundreds of ms on a CPU).
+    wait_for_value(client, "prompt messages waiting", lambda waiting: waiting == 0)
+    code, _, output = stop_node(process)
+    assert code == 0, output  # -1: it had to be killed (stop_node waits up to 10 s)
+    assert "Traceback" not in output

@@ -1,6 +1,6 @@
 """Camera-sized images over DDS with the installed Fast DDS profile, as users are told to run.
 
-Runs in the environment of run_dds_tests.py, which names the installed config/fastdds.xml the way
+Runs in the environment of run_ros_tests.py, which names the installed config/fastdds.xml the way
 the README tells users to (ros_test_env.ros_env). A publisher process sends best-effort bgr8 frames,
 as camera drivers do, and a subscriber process counts them (mobilesam_ros.tools.dds_check): none
 may be lost. Counts only, no timing.

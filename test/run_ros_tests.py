@@ -1,4 +1,5 @@
-"""Run the DDS tests (test/dds) in a pytest process that uses the colcon install spaces.
+"""Run the tests that need the colcon install space (test/ros: the ROS layer in one process;
+test/dds: the installed node as users run it) in a pytest process prepared for it.
 
 The node's messages are generated into install/, not the source tree, and the compiled message
 libraries load only with the install's lib folders on LD_LIBRARY_PATH, which must be set when a
@@ -15,7 +16,7 @@ from pathlib import Path
 
 # test/ for ros_test_env; the repository root for the package's ROS-free modules, which an
 # environment without the package installed (the Jazzy venv) does not otherwise find.
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from ros_test_env import (  # noqa: E402
     MAIN_INSTALL,
@@ -41,7 +42,10 @@ def main() -> None:
     # The console script puts its own folder first on sys.path, not the working directory, so
     # the installed mobilesam_ros (with its generated msg module) wins over the source tree.
     os.chdir(REPO_ROOT)
-    args = [str(pytest), "-q", str(Path("test") / "dds"), *sys.argv[1:]]
+    # Both folders unless the arguments name test files or folders themselves.
+    named = [a for a in sys.argv[1:] if Path(a.split("::")[0]).exists()]
+    folders = [] if named else [str(Path("test") / "ros"), str(Path("test") / "dds")]
+    args = [str(pytest), "-q", *folders, *sys.argv[1:]]
     os.execve(args[0], args, env)
 
 

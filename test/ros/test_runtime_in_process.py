@@ -1,0 +1,232 @@
+"""The ROS layer in one process: a real rclpy node with the node's runtime (parameters, inputs,
+outputs, diagnostics) and a client node, spun by one executor; the model is the box-filling
+stand-in of doubles.py, so every expected mask is known.
+
+Runs in the install space's environment (run_ros_tests.py): the generated messages import.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from doubles import BoxSegmenterDouble
+from helpers import photo
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from mobilesam_ros.ros import conversions  # noqa: E402
+from mobilesam_ros.ros.runtime import SegmentationRuntime  # noqa: E402
+
+vision_msgs = pytest.importorskip("vision_msgs.msg")
+
+IMAGE = photo("astronaut")[:240, :320]
+BOXES = [(10, 20, 110, 140), (150, 30, 300, 200)]
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class World:
+    """The node under test and a client, spun together."""
+
+    def __init__(self) -> None:
+        self.node = rclpy.create_node("mobilesam", namespace="/inproc")
+        self.runtime = SegmentationRuntime(self.node)
+        self.runtime.create_outputs()
+        self.runtime.start()
+        self.segmenter = BoxSegmenterDouble()
+        self.runtime.pipeline.attach(self.segmenter)
+        self.client = rclpy.create_node("inproc_client", namespace="/inproc")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.client)
+        self.received: dict[str, list] = {}
+        for name, kind in (
+            ("masks", InstanceMaskArray),
+            ("mask_image", Image),
+            ("overlay", Image),
+            ("detections_refined", vision_msgs.Detection2DArray),
+        ):
+            self.received[name] = []
+            self.client.create_subscription(kind, name, self.received[name].append, RELIABLE)
+        self.received["diagnostics"] = []
+        self.client.create_subscription(
+            DiagnosticArray, "/diagnostics", self.received["diagnostics"].append, RELIABLE
+        )
+        best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.images = self.client.create_publisher(Image, "image", best_effort)
+        self.prompts = self.client.create_publisher(PromptArray, "prompts", RELIABLE)
+        self.detections = self.client.create_publisher(
+            vision_msgs.Detection2DArray, "detections", RELIABLE
+        )
+        self.spin_until(lambda: self.images.get_subscription_count(), "the node's subscriptions")
+
+    def spin_until(self, condition, what: str, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+            value = condition()
+            if value:
+                return value
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def frame(self, seconds: int) -> Header:
+        header = Header(frame_id="camera")
+        header.stamp.sec = seconds
+        message = conversions.image_message(header, IMAGE, "rgb8")
+        # Best effort: a frame sent before the subscription matched is lost, so send until the
+        # node counts it.
+        received = self.runtime.pipeline.totals()["images received"]
+        self.spin_until(
+            lambda: (
+                self.images.publish(message)
+                or self.runtime.pipeline.totals()["images received"] > received
+            ),
+            "the node to receive a frame",
+        )
+        return header
+
+    def answer(self, header: Header, boxes=BOXES) -> InstanceMaskArray:
+        self.prompts.publish(
+            PromptArray(
+                header=header,
+                prompts=[
+                    Prompt(id=f"p{i}", has_box=True, box=[float(v) for v in box])
+                    for i, box in enumerate(boxes)
+                ],
+            )
+        )
+        ids = {f"p{i}" for i in range(len(boxes))}
+        # With tracking, a frame may be answered for its live tracks before the prompts arrive.
+        return self.spin_until(
+            lambda: next(
+                (
+                    m
+                    for m in self.received["masks"]
+                    if m.header == header and {i.id for i in m.instances} >= ids
+                ),
+                None,
+            ),
+            "masks",
+        )
+
+    def close(self) -> None:
+        self.runtime.stop()
+        self.runtime.close()
+        self.executor.shutdown()
+        self.client.destroy_node()
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def world():
+    rclpy.init()
+    world = World()
+    yield world
+    world.close()
+    rclpy.try_shutdown()
+
+
+def test_masks_label_image_and_refined_boxes_are_the_answer_with_the_images_header(world):
+    header = world.frame(10)
+    answer = world.answer(header)
+    assert answer.header == header and [i.id for i in answer.instances] == ["p0", "p1"]
+    for instance, (x0, y0, x1, y1) in zip(answer.instances, BOXES, strict=True):
+        full = conversions.instance_full_mask(instance, *IMAGE.shape[:2])
+        expected = np.zeros(IMAGE.shape[:2], bool)
+        expected[y0 : y1 + 1, x0 : x1 + 1] = True  # the stand-in's mask is its prompt box
+        assert np.array_equal(full, expected)
+    labels_message = world.spin_until(
+        lambda: next((m for m in world.received["mask_image"] if m.header == header), None),
+        "mask_image",
+    )
+    labels = np.frombuffer(bytes(labels_message.data), np.uint8).reshape(IMAGE.shape[:2])
+    assert set(np.unique(labels)) == {0, 1, 2}
+    refined = world.spin_until(
+        lambda: next((m for m in world.received["detections_refined"] if m.header == header), None),
+        "detections_refined",
+    )
+    sizes = [(d.bbox.size_x, d.bbox.size_y) for d in refined.detections]
+    assert sizes == [(x1 - x0 + 1, y1 - y0 + 1) for x0, y0, x1, y1 in BOXES]
+
+
+def test_overlay_max_rate_skips_overlays_and_counts_them(world):
+    assert world.node.set_parameters([Parameter("overlay.max_rate", value=0.2)])[0].successful
+    before = len(world.received["overlay"])
+    for second in range(20, 23):
+        world.answer(world.frame(second))
+    # The settings reach the frames after the change: at most one overlay in 5 s.
+    assert len(world.received["overlay"]) - before <= 1
+    assert world.runtime.camera.overlays_skipped >= 2
+    assert world.node.set_parameters([Parameter("overlay.max_rate", value=0.0)])[0].successful
+
+
+def test_run_time_parameter_changes_are_checked_together_and_applied_between_frames(world):
+    set_parameters = world.node.set_parameters
+    refused = set_parameters([Parameter("depth.min", value=20.0)])[0]  # above depth.max (10)
+    assert not refused.successful and "depth.min/depth.max" in refused.reason
+    assert world.runtime.settings.depth.min_depth == 0.1
+    both = world.node.set_parameters_atomically(
+        [Parameter("depth.max", value=30.0), Parameter("depth.min", value=20.0)]
+    )
+    assert both.successful and world.runtime.settings.depth.min_depth == 20.0
+    assert not set_parameters([Parameter("overlay.alpha", value=2.0)])[0].successful
+    assert not set_parameters([Parameter("backend", value="torch")])[0].successful  # read-only
+    assert set_parameters([Parameter("mask_threshold", value=1.5)])[0].successful
+    world.answer(world.frame(30))  # the worker applies queued settings before its next job
+    assert world.segmenter.mask_threshold == 1.5
+    set_parameters([Parameter("mask_threshold", value=0.0)])
+    world.node.set_parameters_atomically(
+        [Parameter("depth.min", value=0.1), Parameter("depth.max", value=10.0)]
+    )
+
+
+def test_detections_become_prompts_with_their_ids_and_classes(world):
+    header = world.frame(40)
+    detection = vision_msgs.Detection2D(id="d7")
+    detection.bbox.center.position.x, detection.bbox.center.position.y = 60.0, 80.0
+    detection.bbox.size_x, detection.bbox.size_y = 100.0, 120.0
+    hypothesis = vision_msgs.ObjectHypothesisWithPose()
+    hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = "cup", 0.8
+    detection.results.append(hypothesis)
+    world.detections.publish(vision_msgs.Detection2DArray(header=header, detections=[detection]))
+    # With tracking (on by default) the frame may first be answered for the live tracks alone,
+    # and the answer to the detections carries the other live tracks too.
+    instance = world.spin_until(
+        lambda: next(
+            (
+                i
+                for m in world.received["masks"]
+                if m.header == header
+                for i in m.instances
+                if i.id == "d7"
+            ),
+            None,
+        ),
+        "the detection's mask",
+    )
+    assert instance.class_id == "cup"
+    assert instance.detection_score == pytest.approx(0.8)
+    assert (instance.roi.x_offset, instance.roi.width) == (10, 101)
+
+
+def test_diagnostics_say_ready_and_carry_the_counters(world):
+    world.frame(50)
+    world.received["diagnostics"].clear()
+    world.runtime._diagnostics.publish()
+    status = world.spin_until(
+        lambda: next(iter(world.received["diagnostics"]), None), "/diagnostics"
+    ).status[0]
+    assert status.name == "/inproc/mobilesam: segmentation"
+    values = {kv.key: kv.value for kv in status.values}
+    assert int(values["images received (total)"]) >= 5
+    assert int(values["images encoded (total)"]) >= 4
+    assert "lifecycle state" not in values  # the plain node has none
+    assert status.message in ("ready", "inputs dropped or rejected since the last report")
