@@ -17,12 +17,16 @@ from helpers import photo
 torch = pytest.importorskip("torch")
 
 from mobilesam_ros.core.backends.base import DecoderInputs  # noqa: E402
-from mobilesam_ros.core.backends.torch_device import (  # noqa: E402
-    PROMPT_BUCKETS,
-    DevicePipeline,
+from mobilesam_ros.core.backends.torch_device import DevicePipeline  # noqa: E402
+from mobilesam_ros.core.backends.torch_device.precision import (  # noqa: E402
     MixedPrecisionDecoder,
-    prompt_bucket,
     reduced_precision_encoder,
+)
+from mobilesam_ros.core.backends.torch_device.programs import (  # noqa: E402
+    PROMPT_BUCKETS,
+    prompt_bucket,
+)
+from mobilesam_ros.core.backends.torch_device.resize import (  # noqa: E402
     resize_like_pillow,
     upscale_logits,
 )

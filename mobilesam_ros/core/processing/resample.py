@@ -9,15 +9,14 @@ release the GIL, so row bands run in parallel.
 
 The weights are Pillow's own fixed-point ones (`precompute_coeffs` and `normalize_coeffs_8bpc`
 in libImaging/Resample.c), applied in float32. Pillow rounds its horizontal pass to 8 bits
-before the vertical one; this module does not, so the difference before the final rounding is
-at most half a grey level and the result at most 1 grey level from Pillow's, in about 10-18 %
-of the values (tests). Rounding in between would not make it exact: float32 cannot tell which
-way Pillow's exact sum rounds where it lies within 1e-5 of k + 0.5, and the weights' rational
-ratios put 1-3 % of the sums there; plain rounding then reached 2 grey levels. Keeping those
-ties at k + 0.5 holds 1 grey level in 1-3 % of the values, but its four extra passes over the
-intermediate cost about a quarter of the shrink's time. Unrounded, the two passes commute, so
-the vertical one runs first: over contiguous rows it is the cheaper pass per pixel, and the
-horizontal one then has half as many rows.
+before the vertical one; this module does not: at most half a grey level apart before the final
+rounding, the result is at most 1 grey level from Pillow's in about 10-18 % of the values
+(tests). Rounding in between would not make it exact: float32 cannot tell which way Pillow's
+exact sum rounds within 1e-5 of k + 0.5, where the weights' rational ratios put 1-3 % of the
+sums. Plain rounding then reached 2 grey levels; keeping those ties at k + 0.5 held 1 grey level
+in 1-3 % of the values, for four extra passes costing a quarter of the shrink's time. Unrounded,
+the passes commute, so the vertical one runs first: over contiguous rows it is the cheaper pass
+per pixel, and the horizontal one then has half as many rows.
 """
 
 from __future__ import annotations
@@ -47,9 +46,8 @@ def pillow_bilinear_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np
     """Pillow's bilinear weights for resizing an axis of `in_size` pixels to `out_size`.
 
     Returns (first, weights): output i is sum_t weights[i, t] * input[first[i] + t] / 2**22, the
-    weights as integers (in float64) exactly as Pillow rounds them for 8-bit images. Each step
-    repeats Pillow's double arithmetic in the same order, so the integers are equal to Pillow's.
-    """
+    weights as integers (in float64) equal to Pillow's for 8-bit images: each step repeats
+    Pillow's double arithmetic in the same order."""
     scale = in_size / out_size
     filter_scale = max(scale, 1.0)
     support = filter_scale  # the triangle reaches 1 pixel, stretched by the scale
@@ -79,8 +77,7 @@ class _Taps:
 
 @dataclass(frozen=True)
 class _BorderBlock:
-    """A block whose weights differ from the repeating ones (at the image borders, where Pillow
-    clips and renormalizes the window)."""
+    """A block whose weights differ from the repeating ones (see `axis_plan`)."""
 
     block: int
     start: int  # its inputs [start, stop)
@@ -90,11 +87,9 @@ class _BorderBlock:
 
 @dataclass(frozen=True)
 class AxisPlan:
-    """One axis's filter as blocks: each `period` inputs give `outputs` outputs.
-
-    Block b's outputs read inputs [period * b - before, period * b + period + after) with the
-    weights `window` (the same for every block but `borders`).
-    """
+    """One axis's filter as blocks: each `period` inputs give `outputs` outputs. Block b's
+    outputs read inputs [period * b - before, period * b + period + after) with the weights
+    `window`, the same for every block but `borders`."""
 
     period: int  # P
     outputs: int  # Q
@@ -211,10 +206,9 @@ def _matmul_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 def _add_taps(
     taps: _Taps | None, source: np.ndarray, target: np.ndarray, scratch: np.ndarray, reach: int
 ) -> None:
-    """Add the taps of each block's neighbour (`reach` -1: the previous block, +1: the next)
-    into `target` (rows, blocks, Q) from `source` (rows, blocks, P).
-    `scratch`: float32 (2, rows, blocks - 1). Two-dimensional operations, one per output and
-    input: a column every P (or Q) elements is all they touch."""
+    """Add the taps of each block's neighbour (`reach` -1: the previous block, +1: the next) into
+    `target` (rows, blocks, Q) from `source` (rows, blocks, P); `scratch`: float32 (2, rows,
+    blocks - 1). One 2-D operation per output and input: each touches a column every P or Q."""
     if taps is None:
         return
     into, read = (
@@ -297,9 +291,8 @@ _Finish = Callable[["_BandBuffers", int, np.ndarray, int, int], None]
 
 
 class PeriodicShrink:
-    """Pillow's bilinear shrink of (H, W, C) uint8 images of one size to another, both axes in
-    block form, in row bands on two threads. Keeps its buffers for the next frame; one caller
-    at a time."""
+    """Pillow's bilinear shrink of (H, W, C) uint8 images of one size to another, in block form
+    and in row bands. Keeps its buffers for the next frame; one caller at a time."""
 
     def __init__(self, rows: AxisPlan, columns: AxisPlan, in_hw: tuple[int, int]) -> None:
         self.rows, self.columns = rows, columns
@@ -332,9 +325,8 @@ class PeriodicShrink:
         finish: _Finish,
         after: Callable[[_BandBuffers, int, int], None] | None,
     ) -> None:
-        """Row blocks [b0, b1): `finish` for each of `channels` with its output rows (float32
-        before the final rounding, in a buffer that the next channel reuses), then
-        `after(buffers, y0, y1)`."""
+        """Row blocks [b0, b1): `finish` for each of `channels` with its output rows (float32,
+        unrounded, in a buffer the next channel reuses), then `after(buffers, y0, y1)`."""
         r0, r1 = self._input_rows(b0, b1)
         y0, y1 = b0 * self.rows.outputs, b1 * self.rows.outputs
         buffers = self._buffers.get((b0, b1, image.shape[2]))
@@ -399,10 +391,9 @@ class PeriodicShrink:
         channels: Sequence[int],
         finish: Callable[[int, np.ndarray, int, int], None],
     ) -> None:
-        """For each of `channels` and each piece of rows: `finish(index, rows, y0, y1)` with
-        that channel's output rows [y0, y1) as float32 whole grey levels (reused after the
-        call), `index` its place in `channels`. Row bands run in parallel; `finish` must write
-        only its rows."""
+        """`finish(index, rows, y0, y1)` for each of `channels` (`index` its place there) and each
+        piece of rows: its output rows [y0, y1) as float32 whole grey levels, reused after the
+        call. Row bands run in parallel; `finish` must write only its rows."""
         order = {channel: index for index, channel in enumerate(channels)}
 
         def rounded(_: _BandBuffers, channel: int, rows: np.ndarray, y0: int, y1: int) -> None:
@@ -432,9 +423,8 @@ class _BandBuffers:
 
 
 _idle_lock = threading.Lock()
-# Idle shrinks (with their buffers) for `shrink_like_pillow`'s next call, by size pair. The
-# buffers are tens of MiB for HD frames (about 24 MiB at 1920x1080), so only the last size is
-# kept: enough for a stream of frames of one size.
+# Idle shrinks for `shrink_like_pillow`'s next call, by size pair: only the last size's, as their
+# buffers are tens of MiB for HD frames (about 24 MiB at 1920x1080).
 _idle: dict[tuple[tuple[int, int], tuple[int, int]], PeriodicShrink] = {}
 _IDLE_SIZES = 1
 
@@ -442,7 +432,7 @@ _IDLE_SIZES = 1
 def shrink_like_pillow(image: np.ndarray, size_hw: tuple[int, int], out: np.ndarray) -> bool:
     """Shrink `image` (H, W, C) uint8 into `out` (h, w, C) uint8 as Pillow's bilinear resize
     does, within 1 grey level; False (nothing written) where a ratio has no short period.
-    Buffers are kept per size pair, so a stream of same-size frames allocates nothing."""
+    The last size pair's buffers are kept, so a stream of same-size frames allocates nothing."""
     key = (image.shape[:2], tuple(size_hw))
     with _idle_lock:
         shrink = _idle.pop(key, None)
