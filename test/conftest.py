@@ -21,6 +21,17 @@ if not os.environ.get("MOBILESAM_ROS_INSTALL_PREFIX"):
     collect_ignore += ["ros", "dds"]
 
 
+_FOLDER_MARKERS = {"ros": pytest.mark.ros, "dds": pytest.mark.dds}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The folder's marker on every test of test/ros and test/dds."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in _FOLDER_MARKERS and item.path.parent.parent.name == "test":
+            item.add_marker(_FOLDER_MARKERS[folder])
+
+
 # A folder that scripts/prepare_test_models.py filled (random checkpoint + its ONNX graphs), for
 # environments without PyTorch: their tests use those graphs instead of exporting their own.
 PREPARED_MODELS = os.environ.get("MOBILESAM_ROS_TEST_MODELS")

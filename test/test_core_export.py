@@ -55,6 +55,7 @@ def test_decoder_graph_interface(models, multimask):
     }
 
 
+@pytest.mark.slow
 def test_export_runs_in_a_child_process_and_is_deterministic(models, random_checkpoint, tmp_path):
     # A fresh interpreter exports again: the graphs are byte for byte the same, and the
     # exporting process never imports PyTorch itself (the child does, then exits).

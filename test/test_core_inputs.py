@@ -95,6 +95,7 @@ def test_bad_mask_input_and_foreign_embedding(segmenters):
         torch_segmenter.decode(embedding, boxes=[[1, 1, 20, 20]])
 
 
+@pytest.mark.slow
 def test_decoder_memory_budget_chunks_prompts_with_the_same_results(
     random_checkpoint, cache_dir, monkeypatch
 ):

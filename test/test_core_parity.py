@@ -12,6 +12,7 @@ import pytest
 from helpers import camera_frame, photo
 
 mobile_sam = pytest.importorskip("mobile_sam")
+pytestmark = pytest.mark.slow
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 

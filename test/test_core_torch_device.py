@@ -40,7 +40,13 @@ from mobilesam_ros.core.processing.preprocess import (  # noqa: E402
     encode_prompts,
 )
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+def needs_cuda(test):
+    """A test of the CUDA path itself: marked gpu, skipped without a CUDA GPU."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    return pytest.mark.gpu(skip(test))
+
+
 BOXES = np.array([[40, 30, 300, 380], [250, 50, 590, 390], [10, 200, 200, 395]], float)
 
 
@@ -248,6 +254,7 @@ def test_fp16_layer_norm_2d_survives_large_activations():
     assert _relative_error(got, want) < 2e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fused_attention", [False, True])
 def test_fp16_encoder_pieces_agree_with_fp32_under_large_activations(modules, fused_attention):
     """One 64x64 attention block and the neck of the real encoder, with the neck's input scaled

@@ -46,10 +46,13 @@ def _builder_api() -> TrtApi | None:
 
 
 API = _builder_api()
-pytestmark = pytest.mark.skipif(
-    API is None or not API.strongly_typed,
-    reason="needs a strongly typed TensorRT builder (TensorRT-RTX wheels or TensorRT >= 10)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        API is None or not API.strongly_typed,
+        reason="needs a strongly typed TensorRT builder (TensorRT-RTX wheels or TensorRT >= 10)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

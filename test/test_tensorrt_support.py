@@ -84,9 +84,12 @@ def _gpu_and_tensorrt() -> bool:
     return tensorrt_unavailable_reason() is None
 
 
-needs_tensorrt_gpu = pytest.mark.skipif(
-    not _gpu_and_tensorrt(), reason="needs the tensorrt module, cuda-python and a CUDA GPU"
-)
+def needs_tensorrt_gpu(test):
+    """A test that runs TensorRT engines: marked gpu, skipped without TensorRT and a GPU."""
+    skip = pytest.mark.skipif(
+        not _gpu_and_tensorrt(), reason="needs the tensorrt module, cuda-python and a CUDA GPU"
+    )
+    return pytest.mark.gpu(skip(test))
 
 
 # ---------------------------------------------------------------------------------------------
