@@ -73,7 +73,7 @@ def process_gone(pid: int) -> bool:
     """True when the process has ended (also while it waits, a zombie, for launch to reap it)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while read
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
@@ -174,16 +174,18 @@ class LaunchedSystem:
     def stop_report(self, executable: str) -> StopReport:
         """Ctrl-C, then: was the node gone within STOP_WITHIN_S, did launch report it finished
         cleanly, and is the output free of tracebacks?"""
-        pid = self.node_pid(executable, timeout=1.0)
-        started = time.monotonic()
-        self.ctrl_c()
-        gone_after = None
-        while time.monotonic() - started < 10.0:
-            if process_gone(pid):
-                gone_after = time.monotonic() - started
-                break
-            time.sleep(0.01)
-        code = self.stop()
+        try:
+            pid = self.node_pid(executable, timeout=1.0)
+            started = time.monotonic()
+            self.ctrl_c()
+            gone_after = None
+            while time.monotonic() - started < 10.0:
+                if process_gone(pid):
+                    gone_after = time.monotonic() - started
+                    break
+                time.sleep(0.01)
+        finally:
+            code = self.stop()  # never leave a launch running for the next test
         self._reader.join(timeout=5)
         report = StopReport(gone_after, code)
         output = self.output
