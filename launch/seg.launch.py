@@ -5,9 +5,9 @@
     ros2 launch mobilesam_ros seg.launch.py lifecycle:=true autostart:=false
 
 Parameters come from params_file (default: the installed config/seg.yaml). The backend,
-checkpoint, device, use_compressed and use_sim_time arguments override it only when given: left
-empty (their default) they are not passed, and the file's value (else the node's own default)
-holds; use_sim_time, when given, reaches rviz2 too. test/dds/test_launch_file.py runs this file
+checkpoint, device, detections_input_size, detections_letterbox, use_compressed and use_sim_time
+arguments override it only when given: left empty (their default) they are not passed, and the
+file's value (else the node's own default) holds; use_sim_time, when given, reaches rviz2 too. test/dds/test_launch_file.py runs this file
 through launch with stand-in executables and checks what each process is started with.
 
 lifecycle:=true starts the managed node (seg_lifecycle_node) instead; with autostart:=true (the
@@ -65,7 +65,14 @@ LIFECYCLE_EXECUTABLE = "seg_lifecycle_node"
 DEFAULT_NODE_NAME = "mobilesam"
 # Launch arguments that set the node parameter of the same name when given; an empty value (the
 # default) is not passed, so that params_file keeps its say.
-STRING_PARAMETER_ARGUMENTS = ("backend", "checkpoint", "device")
+# Launch argument -> the string parameter it sets (when given).
+STRING_PARAMETER_ARGUMENTS = {
+    "backend": "backend",
+    "checkpoint": "checkpoint",
+    "device": "device",
+    "detections_input_size": "detections.input_size",
+    "detections_letterbox": "detections.letterbox",
+}
 BOOLEAN_PARAMETER_ARGUMENTS = ("use_compressed", "use_sim_time")
 
 
@@ -79,10 +86,10 @@ def _boolean(arguments: dict[str, str], name: str) -> bool:
 def parameter_overrides(arguments: dict[str, str]) -> dict[str, str | bool]:
     """The node parameters that the given (non-empty) parameter arguments set."""
     overrides: dict[str, str | bool] = {}
-    for name in STRING_PARAMETER_ARGUMENTS:
+    for name, parameter in STRING_PARAMETER_ARGUMENTS.items():
         value = arguments.get(name, "").strip()
         if value:
-            overrides[name] = value
+            overrides[parameter] = value
     for name in BOOLEAN_PARAMETER_ARGUMENTS:
         if arguments.get(name, "").strip():
             overrides[name] = _boolean(arguments, name)
@@ -177,6 +184,7 @@ def _launch_nodes(context: LaunchContext) -> list[Any]:
             ("image", image_topic),
             ("image/compressed", f"{image_topic}/compressed"),
             ("detections", arguments["detections_topic"]),
+            ("yolo_detections", arguments["yolo_detections_topic"]),
             ("prompts", arguments["prompts_topic"]),
             ("clicked_pixel_stamped", arguments["clicked_pixel_stamped_topic"]),
             ("clicked_pixel", arguments["clicked_pixel_topic"] or f"{image_topic}_mouse_left"),
@@ -220,6 +228,26 @@ def generate_launch_description() -> LaunchDescription:
             default_value="detections",
             description="Topic of the detector's boxes used as prompts "
             "(vision_msgs/Detection2DArray).",
+        ),
+        DeclareLaunchArgument(
+            "yolo_detections_topic",
+            default_value="yolo_detections",
+            description="Topic of yolo_ros's boxes (yolo_msgs/DetectionArray, e.g. "
+            "/yolo/tracking or /yolo/detections); read when yolo_msgs is installed.",
+        ),
+        DeclareLaunchArgument(
+            "detections_input_size",
+            default_value="",
+            description="The detector network's input WxH when its boxes are in those pixels "
+            "(960x544: Isaac ROS Grounding DINO; 640x640: Isaac ROS YOLOv8), 0 for camera "
+            "pixels; sets detections.input_size when given.",
+        ),
+        DeclareLaunchArgument(
+            "detections_letterbox",
+            default_value="",
+            description="none, bottom_right (Isaac ROS Grounding DINO) or center (Isaac ROS "
+            "YOLOv8): how the camera image was fitted into the network input; sets "
+            "detections.letterbox when given.",
         ),
         DeclareLaunchArgument(
             "prompts_topic",

@@ -17,6 +17,7 @@ ROS_MODULES = (
     "std_msgs",
     "geometry_msgs",
     "vision_msgs",
+    "yolo_msgs",
     "diagnostic_msgs",
 )
 

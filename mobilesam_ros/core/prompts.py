@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +27,10 @@ class Prompt:
     detection_score: float = 0.0
     source: object = field(default=None, compare=False)  # e.g. the detection it came from
     from_detector: bool = False  # detections start tracks that end unless re-detected
+    generated_id: bool = False  # the id was made up for a detection that had none
+
+    def with_box(self, box: tuple[float, float, float, float] | None) -> Prompt:
+        return dataclasses.replace(self, box=box)
 
     @property
     def structure(self) -> tuple[bool, int]:

@@ -72,24 +72,65 @@ def _best_hypothesis(detection: Any) -> tuple[str, float]:
 
 
 def prompts_from_detections(message: Any) -> list[Prompt]:
-    """One box prompt per vision_msgs/Detection2D, carrying its id, class and score."""
+    """One box prompt per vision_msgs/Detection2D, carrying its id, class and score; boxes in
+    the detector's pixel space (the worker maps them, see core/stream/detections.py). A
+    detection without an id gets "d<index>" (Isaac ROS decoders leave ids empty)."""
     prompts = []
     for index, detection in enumerate(message.detections):
         position = detection.bbox.center.position  # vision_msgs 4.x: Pose2D.position
-        cx, cy = float(position.x), float(position.y)
-        half_w, half_h = float(detection.bbox.size_x) / 2, float(detection.bbox.size_y) / 2
         class_id, score = _best_hypothesis(detection)
         prompts.append(
-            Prompt(
-                id=detection.id or str(index),
-                box=(cx - half_w, cy - half_h, cx + half_w, cy + half_h),
-                class_id=class_id,
-                detection_score=score,
-                source=detection,
-                from_detector=True,
+            _detection_prompt(
+                detection.id,
+                index,
+                (position.x, position.y, detection.bbox.size_x, detection.bbox.size_y),
+                class_id,
+                score,
+                detection,
             )
         )
     return prompts
+
+
+def prompts_from_yolo_detections(message: Any) -> list[Prompt]:
+    """One box prompt per yolo_msgs/Detection (yolo_ros; boxes in camera pixels): its tracking
+    id (empty without yolo_ros's tracker: "d<index>" then), class name and score."""
+    return [
+        _detection_prompt(
+            detection.id,
+            index,
+            (
+                detection.bbox.center.position.x,
+                detection.bbox.center.position.y,
+                detection.bbox.size.x,
+                detection.bbox.size.y,
+            ),
+            detection.class_name,
+            detection.score,
+            detection,
+        )
+        for index, detection in enumerate(message.detections)
+    ]
+
+
+def _detection_prompt(
+    detection_id: str,
+    index: int,
+    center_size: tuple[float, float, float, float],
+    class_id: str,
+    score: float,
+    source: Any,
+) -> Prompt:
+    cx, cy, width, height = (float(v) for v in center_size)
+    return Prompt(
+        id=detection_id or f"d{index}",
+        box=(cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2),
+        class_id=str(class_id),
+        detection_score=float(score),
+        source=source,
+        from_detector=True,
+        generated_id=not detection_id,
+    )
 
 
 def prompt_from_click(point: Any, index: int) -> Prompt:
@@ -98,13 +139,18 @@ def prompt_from_click(point: Any, index: int) -> Prompt:
     return Prompt(id=f"click_{index}", points=((x, y),), point_labels=(1,))
 
 
-def instance_mask_array(header: Any, results: Sequence[PromptMask]) -> InstanceMaskArray:
-    """InstanceMaskArray with roi-cropped mono8 masks (255 = object), in the results' order."""
+def instance_mask_array(
+    header: Any, results: Sequence[PromptMask], image_size: tuple[int, int]
+) -> InstanceMaskArray:
+    """InstanceMaskArray with roi-cropped mono8 masks (255 = object), in the results' order;
+    `image_size` is the source image's (height, width)."""
     array = InstanceMaskArray()
     array.header = header
+    array.height, array.width = (int(v) for v in image_size)
     instances = []
-    for result in results:
+    for label, result in enumerate(results, start=1):
         instance = InstanceMask()
+        instance.label = label
         instance.id = result.prompt.id
         instance.track_id = result.track_id
         instance.origin = result.origin
@@ -139,7 +185,9 @@ def instance_full_mask(instance: Any, height: int, width: int) -> np.ndarray:
 
 
 def refined_detections(header: Any, results: Sequence[PromptMask], detection_types: Any) -> Any:
-    """Detection2DArray with mask-tight boxes and the source detections' hypotheses and ids."""
+    """Detection2DArray with mask-tight boxes and the source detections' hypotheses; id: the
+    instance's identity (track id with tracking, else the prompt's or detection's id; the
+    source detection's own id is masks' InstanceMask.id of the same position)."""
     array_type, detection_type = detection_types
     array = array_type()
     array.header = header
@@ -148,16 +196,13 @@ def refined_detections(header: Any, results: Sequence[PromptMask], detection_typ
         source = result.prompt.source
         detection = detection_type()
         detection.header = header
+        detection.id = result.track_id or result.prompt.id
         if source is not None:
             detection.results = list(source.results)
-            detection.id = source.id
-        else:
-            detection.id = result.prompt.id
         box = result.crop.box
         if box is not None:
             x0, y0, x1, y1 = box
-            center = detection.bbox.center
-            position = getattr(center, "position", center)
+            position = detection.bbox.center.position
             # Box of pixel edges: the mask covers [x0, x1 + 1) x [y0, y1 + 1).
             position.x, position.y = (x0 + x1 + 1) / 2.0, (y0 + y1 + 1) / 2.0
             detection.bbox.size_x, detection.bbox.size_y = float(x1 - x0 + 1), float(y1 - y0 + 1)

@@ -15,6 +15,7 @@ from mobilesam_ros.core import InvalidInputError
 from mobilesam_ros.core.processing.image_codec import check_raw_image
 from mobilesam_ros.core.prompts import Prompt
 from mobilesam_ros.core.settings import InputSettings
+from mobilesam_ros.core.stream.detections import SOURCE_DETECTIONS, SOURCE_YOLO
 from mobilesam_ros.core.stream.failures import IMAGES_REJECTED, FailureLog
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
 from mobilesam_ros.core.stream.pipeline import StreamPipeline
@@ -23,11 +24,17 @@ from mobilesam_ros.ros import conversions
 from mobilesam_ros.ros.diagnostics import StageStats
 from mobilesam_ros.ros.outputs import Detection2DArray
 
+try:  # optional: yolo_ros's messages, when installed
+    from yolo_msgs.msg import DetectionArray as YoloDetectionArray
+except ImportError:  # pragma: no cover - depends on the install
+    YoloDetectionArray = None
+
 CLICKS_IN_OTHER_FRAME = "clicks_in_another_frame"
 
 
 class InputSubscriptions:
-    """image (or image/compressed), prompts, detections, clicked_pixel_stamped, clicked_pixel.
+    """image (or image/compressed), prompts, detections (vision_msgs), yolo_detections
+    (yolo_msgs, when installed), clicked_pixel_stamped, clicked_pixel.
 
     Images: sensor-data QoS, depth 1 (the newest frame wins), overridable by qos_overrides.
     """
@@ -66,6 +73,12 @@ class InputSubscriptions:
             )
         else:
             node.get_logger().info("vision_msgs not installed: no detections input")
+        if YoloDetectionArray is not None:  # yolo_ros publishes its own message type
+            self._subscriptions.append(
+                node.create_subscription(
+                    YoloDetectionArray, "yolo_detections", self._on_yolo_detections, 10
+                )
+            )
 
     def destroy(self) -> None:
         for subscription in self._subscriptions:
@@ -99,7 +112,12 @@ class InputSubscriptions:
         self._enqueue(message.header, conversions.prompts_from_prompt_array(message), "prompts")
 
     def _on_detections(self, message: Any) -> None:
-        self._enqueue(message.header, conversions.prompts_from_detections(message), "detections")
+        prompts = conversions.prompts_from_detections(message)
+        self._enqueue(message.header, prompts, SOURCE_DETECTIONS)
+
+    def _on_yolo_detections(self, message: Any) -> None:
+        prompts = conversions.prompts_from_yolo_detections(message)
+        self._enqueue(message.header, prompts, SOURCE_YOLO)
 
     def _on_click(self, message: PointStamped) -> None:
         frame_id = message.header.frame_id

@@ -11,6 +11,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from mobilesam_ros.core.prompts import captions
+from mobilesam_ros.core.stream.detections import DETECTOR_SOURCES
 from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
 from mobilesam_ros.msg import InstanceMaskArray
@@ -23,7 +24,6 @@ except ImportError:  # pragma: no cover - depends on the install
     Detection2D = Detection2DArray = None
 
 OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-DETECTIONS_SOURCE = "detections"
 
 
 class OutputPublishers:
@@ -65,7 +65,8 @@ class OutputPublishers:
         published = 0
         labels = None  # the label image, shared by mask_image and overlay
         if self.masks.get_subscription_count() > 0:
-            self.masks.publish(conversions.instance_mask_array(header, result.instances))
+            size = result.decoded.pixels.shape[:2]
+            self.masks.publish(conversions.instance_mask_array(header, result.instances, size))
             published += 1
         if self.mask_image.get_subscription_count() > 0:
             labels = self._labels(result)
@@ -78,7 +79,7 @@ class OutputPublishers:
             self.overlay.publish(self._overlay_message(header, result, labels))
             published += 1
         # Without tracking, refined detections answer detection messages only (not clicks).
-        refined_wanted = self._tracking or DETECTIONS_SOURCE in result.sources
+        refined_wanted = self._tracking or bool(DETECTOR_SOURCES.keys() & set(result.sources))
         if self.refined is not None and refined_wanted and self.refined.get_subscription_count():
             self.refined.publish(
                 conversions.refined_detections(

@@ -76,6 +76,8 @@ class DemoClient(Node):
         self.published: dict[int, float] = {}  # stamp ns -> wall time published
         self.latencies_ms: list[float] = []
         self.answered: list[int] = []
+        self.most_instances = 0  # in one answer
+        self.answers_repeating_an_id = 0  # an object answered twice (a duplicated track)
         self.overlays: list[Image] = []
         self.diagnostics: dict[str, str] = {}
         qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
@@ -126,6 +128,9 @@ class DemoClient(Node):
         if stamp in self.published:
             self.latencies_ms.append((self.get_clock().now().nanoseconds - stamp) / 1e6)
             self.answered.append(stamp)
+            self.most_instances = max(self.most_instances, len(message.instances))
+            ids = [instance.id for instance in message.instances]
+            self.answers_repeating_an_id += len(set(ids)) < len(ids)
             self._score_instances(message, self.frame_boxes.get(stamp, {}))
 
     def _score_instances(self, message: InstanceMaskArray, boxes: dict) -> None:
@@ -251,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
             "latency p99 (ms)": _percentile(client.latencies_ms, 99),
             "answers with every object": client.complete_answers,
             "id switches": client.id_switches,
+            "most instances in an answer": client.most_instances,
+            "answers repeating an id": client.answers_repeating_an_id,
         }
         print("summary (latency: image stamp to masks received here):")
         for key, value in summary.items():

@@ -38,11 +38,21 @@ LAUNCH_FILE = REPO_ROOT / "launch" / "seg.launch.py"
 PACKAGE = "mobilesam_ros"
 SPECS = {spec.name: spec for spec in PARAMETERS}
 # Launch arguments that set the node parameter of the same name only when given.
-PARAMETER_ARGUMENTS = ("backend", "checkpoint", "device", "use_compressed", "use_sim_time")
+# Launch arguments -> the node parameter each sets only when given.
+PARAMETER_ARGUMENTS = {
+    "backend": "backend",
+    "checkpoint": "checkpoint",
+    "device": "device",
+    "detections_input_size": "detections.input_size",
+    "detections_letterbox": "detections.letterbox",
+    "use_compressed": "use_compressed",
+    "use_sim_time": "use_sim_time",
+}
 SUBSCRIPTIONS = (
     "image",
     "image/compressed",
     "detections",
+    "yolo_detections",
     "prompts",
     "clicked_pixel_stamped",
     "clicked_pixel",
@@ -207,6 +217,7 @@ def test_topic_arguments_remap_every_input(prefix) -> None:
         "image": "image",
         "image/compressed": "image/compressed",
         "detections": "detections",
+        "yolo_detections": "yolo_detections",
         "prompts": "prompts",
         # Stamped pixels: never rviz's /clicked_point, whose points are metres in a TF frame.
         "clicked_pixel_stamped": "clicked_pixel_stamped",
@@ -244,15 +255,22 @@ def test_given_parameter_arguments_override_the_file_with_their_types(prefix) ->
 
 @pytest.mark.parametrize("name", PARAMETER_ARGUMENTS)
 def test_each_parameter_argument_overrides_only_itself(prefix, name: str) -> None:
-    value = {"backend": "onnxruntime", "checkpoint": "/weights/mobile_sam.pt", "device": "cpu"}
+    value = {
+        "backend": "onnxruntime",
+        "checkpoint": "/weights/mobile_sam.pt",
+        "device": "cpu",
+        "detections_input_size": "960x544",
+        "detections_letterbox": "bottom_right",
+    }
     _, started = run_launch(prefix, **{name: value.get(name, "true")})
     node = started["seg_node"]
     files = [node.argv[i + 1] for i, a in enumerate(node.argv) if a == "--params-file"]
     assert files[0] == installed(prefix, "config", "seg.yaml")
-    assert list(node.parameter_files[1]) == [name]
-    spec = SPECS.get(name)
+    parameter = PARAMETER_ARGUMENTS[name]
+    assert list(node.parameter_files[1]) == [parameter]
+    spec = SPECS.get(parameter)
     if spec is not None:  # use_sim_time is every node's own
-        assert type(node.parameter_files[1][name]) is type(spec.default)
+        assert type(node.parameter_files[1][parameter]) is type(spec.default)
 
 
 def test_bad_boolean_argument_fails_the_launch(prefix) -> None:

@@ -21,6 +21,7 @@ from mobilesam_ros.core.processing.preprocess import FrameGeometry, encode_promp
 from mobilesam_ros.core.prompts import Prompt, PromptMask, decode_prompts
 from mobilesam_ros.core.segmenter import Segmenter
 from mobilesam_ros.core.settings import NodeSettings
+from mobilesam_ros.core.stream.detections import DETECTOR_SOURCES, detection_prompts
 from mobilesam_ros.core.stream.failures import (
     PROMPTS_REJECTED,
     STAGE_DECODE_PROMPTS,
@@ -216,8 +217,20 @@ class Stream:
         for an older one (a slow detector)."""
         fresh: list[Prompt] = []
         for source_frame, request in ready:
-            self.decoded(source_frame)
-            prompts = self.valid_prompts(source_frame, request.prompts)
+            image = self.decoded(source_frame)
+            prompts = request.prompts
+            if request.source in DETECTOR_SOURCES:
+                left_out: Counter[str] = Counter()
+                prompts = detection_prompts(
+                    prompts,
+                    image.pixels.shape[:2],
+                    self.settings.detections,
+                    left_out,
+                    network_space=DETECTOR_SOURCES[request.source],
+                )
+                with self._lock:
+                    self.totals.update(left_out)
+            prompts = self.valid_prompts(source_frame, prompts)
             if source_frame is not frame and prompts:
                 with stage(STAGE_TRACKING):
                     prompts = move_prompts(self._flow(source_frame), self._flow(frame), prompts)

@@ -11,12 +11,17 @@ together, so a frame costs one encoder run and one decoder call per prompt struc
 points cannot be followed (they left the image, blur, no texture) coasts on its last measured
 velocity.
 
-Association rule: box IoU between each fresh prompt's box and each track's propagated box;
-pairs at or above `iou_match_threshold` are taken greedily by descending IoU (ties: older track
-first, then earlier prompt), each track and each prompt at most once. A prompt without a box
-(a click) whose foreground points all lie in the propagated box of a live click-started track
-re-prompts that track (the smallest such box), so clicking an object twice does not stack two
-tracks on it; any other click starts a track.
+Association rules (`association.py`), in this order, each track and prompt at most once:
+1. By id: a prompt (not a detection) whose id is that of a live prompt-started track refreshes
+   it, whatever the boxes: prompt ids are the sender's identity of its objects. Detections do
+   the same with `match_detection_ids` (detectors with stable ids); made-up ids never match.
+2. By box IoU between each fresh prompt's box and each track's propagated box: pairs at or
+   above `iou_match` are taken greedily by descending IoU (ties: older track first, then
+   earlier prompt). Many detectors number their boxes anew on each frame, so this is their rule.
+3. A prompt without a box (a click) whose foreground points all lie in the propagated box of a
+   live click-started track re-prompts that track (the smallest such box), so clicking an object
+   twice does not stack two tracks on it; any other click starts a track.
+At most `max_tracks` tracks live: the oldest propagated tracks end first.
 
 A detector-started track ends when no detection has confirmed it for more than `max_age`
 seconds; a track started by a prompt or a click (nobody will re-detect it) only after
@@ -43,11 +48,9 @@ from mobilesam_ros.core.processing.postprocess import MaskCrop
 from mobilesam_ros.core.prompts import PROMPTED, PROPAGATED, Prompt, PromptMask, decode_prompts
 from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
 from mobilesam_ros.core.settings import TrackingSettings
+from mobilesam_ros.core.stream.association import associate
 from mobilesam_ros.core.stream.boxes import (
     Box,
-    area,
-    box_iou,
-    holds_points,
     prompt_box,
     visible_fraction,
 )
@@ -65,6 +68,7 @@ ENDED_LEFT_IMAGE = "tracks_that_left_the_image"
 ENDED_EMPTY_MASK = "tracks_with_empty_mask"
 ENDED_IMAGE_SIZE = "tracks_ended_by_image_size_change"
 ENDED_CLOCK_JUMP = "tracks_ended_by_clock_jump"
+ENDED_OVER_MAX_TRACKS = "tracks_ended_over_max_tracks"
 UNRELIABLE_FLOW = "propagations_without_reliable_flow"
 
 
@@ -213,8 +217,7 @@ class Tracker:
             for m, t in zip(motions, tracks, strict=True)
         ]
         predicted = [m.apply(t.box) for m, t in zip(motions, tracks, strict=True)]
-        matches = self._associate(predicted, fresh)
-        matches.update(self._associate_clicks(tracks, predicted, fresh, set(matches.values())))
+        matches = associate(tracks, predicted, fresh, self.settings)
         prompts: list[TrackPrompt] = []
         for index, track in enumerate(tracks):
             detection = matches.get(index)
@@ -256,7 +259,16 @@ class Tracker:
                 track_id = f"t{self._next_id}"
                 self._next_id += 1  # ids are never reused, even when a plan is dropped
                 prompts.append(TrackPrompt(fresh_prompt, ORIGIN_NEW, track_id, fresh_index=index))
+        self._bound_tracks(prompts, ended)
         return FramePlan(frame, float(now), tuple(prompts), ended, self._generation)
+
+    def _bound_tracks(self, prompts: list[TrackPrompt], ended: dict[str, str]) -> None:
+        """At most max_tracks planned: the oldest propagated tracks end first (the fresh
+        prompts of this frame are answered whatever their number)."""
+        excess = len(prompts) - self.settings.max_tracks
+        for planned in [p for p in prompts if p.origin == ORIGIN_PROPAGATED][: max(excess, 0)]:
+            prompts.remove(planned)
+            ended[planned.track_id] = ENDED_OVER_MAX_TRACKS
 
     def update(self, plan: FramePlan, results: Sequence[PromptMask]) -> list[PromptMask]:
         """Apply `plan` with the decoded `results` (one per plan prompt, in order).
@@ -337,6 +349,9 @@ class Tracker:
                 propagated.append(output)
             else:
                 prompted.append((planned.fresh_index, output))
+        if len(live) > self.settings.max_tracks:  # more fresh prompts than max_tracks
+            self.counts[ENDED_OVER_MAX_TRACKS] += len(live) - self.settings.max_tracks
+            live = live[len(live) - self.settings.max_tracks :]  # the newest stay
         self._tracks = live
         self._frame = plan.frame
         self._now = plan.now
@@ -356,56 +371,9 @@ class Tracker:
         limit = self.settings.max_age if track.from_detector else self.settings.prompt_max_age
         return limit > 0 and now - track.last_confirmed > limit
 
-    def _associate_clicks(
-        self,
-        tracks: Sequence[Track],
-        predicted: Sequence[Box],
-        fresh: Sequence[Prompt],
-        taken: set[int],
-    ) -> dict[int, int]:
-        """Track index -> click index: a click (points only) whose foreground points all lie in
-        the propagated box of a live click-started track re-prompts that track instead of
-        starting a second one on the same object (the smallest such box wins)."""
-        matches: dict[int, int] = {}
-        for prompt_index, prompt in enumerate(fresh):
-            if prompt.box is not None or prompt_index in taken:
-                continue
-            foreground = [
-                point
-                for point, label in zip(prompt.points, prompt.point_labels, strict=True)
-                if label == 1
-            ]
-            inside = [
-                (area(predicted[i]), i)
-                for i, track in enumerate(tracks)
-                if track.click and i not in matches and holds_points(predicted[i], foreground)
-            ]
-            if inside:
-                matches[min(inside)[1]] = prompt_index
-        return matches
-
     def _visible(self, box: Box, size: tuple[int, int]) -> bool:
         fraction = visible_fraction(box, size)
         return fraction > 0 and fraction >= self.settings.min_visible
-
-    def _associate(self, predicted: Sequence[Box], fresh: Sequence[Prompt]) -> dict[int, int]:
-        """Track index -> fresh prompt index, greedily by descending box IoU."""
-        pairs = []
-        for track_index, track_box in enumerate(predicted):
-            for prompt_index, prompt in enumerate(fresh):
-                if prompt.box is None:
-                    continue
-                iou = box_iou(track_box, prompt.box)
-                if iou >= self.settings.iou_match:
-                    pairs.append((-iou, track_index, prompt_index))
-        pairs.sort()
-        matches: dict[int, int] = {}
-        taken: set[int] = set()
-        for _, track_index, prompt_index in pairs:
-            if track_index not in matches and prompt_index not in taken:
-                matches[track_index] = prompt_index
-                taken.add(prompt_index)
-        return matches
 
 
 def decode_track_prompts(
