@@ -7,8 +7,9 @@
 Parameters come from params_file (default: the installed config/seg.yaml). The backend,
 checkpoint, device, detections_input_size, detections_letterbox, use_compressed and use_sim_time
 arguments override it only when given: left empty (their default) they are not passed, and the
-file's value (else the node's own default) holds; use_sim_time, when given, reaches rviz2 too. test/dds/test_launch_file.py runs this file
-through launch with stand-in executables and checks what each process is started with.
+file's value (else the node's own default) holds; use_sim_time, when given, reaches rviz2 too.
+test/dds/test_launch_file.py runs this file through launch with stand-in executables and checks
+what each process is started with.
 
 lifecycle:=true starts the managed node (seg_lifecycle_node) instead; with autostart:=true (the
 default) launch then drives it through configure and activate, once: a later deactivate or
