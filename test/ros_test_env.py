@@ -4,9 +4,9 @@
   repository root, or $MOBILESAM_ROS_INSTALL_BASE, built by scripts/build_ros.sh) plus other
   install spaces, with DDS traffic kept on loopback, a ROS domain of its own per pytest process,
   and the installed Fast DDS profile (config/fastdds.xml) named the way the README tells users to.
-- `build_test_vision_msgs()`: builds the TEST-ONLY vision_msgs subset in test/vision_msgs_subset
-  with colcon (through scripts/build_ros.sh, so with the same environment and CMake arguments as
-  the main package) and caches the result.
+- `build_test_messages()`: builds the TEST-ONLY message packages of test/message_packages
+  (vision_msgs, yolo_msgs) with colcon (through scripts/build_ros.sh, so with the same
+  environment and CMake arguments as the main package) and caches the result.
 """
 
 from __future__ import annotations
@@ -28,12 +28,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MAIN_BUILD = REPO_ROOT / os.environ.get("MOBILESAM_ROS_BUILD_BASE", "build")
 MAIN_INSTALL = REPO_ROOT / os.environ.get("MOBILESAM_ROS_INSTALL_BASE", "install")
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build_ros.sh"
-VISION_MSGS_SOURCE = REPO_ROOT / "test" / "vision_msgs_subset"
+# TEST-ONLY message packages the node reads when they are installed: vision_msgs (a subset of
+# 4.x) and yolo_msgs (yolo_ros's), with their upstream field layouts.
+TEST_MESSAGES_SOURCE = REPO_ROOT / "test" / "message_packages"
+TEST_MESSAGE_PACKAGES = ("vision_msgs", "yolo_msgs")
 # Where the test fixtures build it (build/ is ignored by git).
-VISION_MSGS_BUILD_ROOT = MAIN_BUILD / "test_vision_msgs"
+TEST_MESSAGES_BUILD_ROOT = MAIN_BUILD / "test_messages"
 
 # Written into the install base after a successful build; names the hash of the sources it holds.
-_STAMP_NAME = ".vision_msgs_subset.sha256"
+_STAMP_NAME = ".test_messages.sha256"
 
 
 def _prefixes(install_base: Path) -> list[Path]:
@@ -201,13 +204,13 @@ def _locked(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def vision_msgs_install(build_root: Path) -> Path:
-    """The colcon install base that build_test_vision_msgs() builds into."""
+def test_messages_install(build_root: Path) -> Path:
+    """The colcon install base that build_test_messages() builds into."""
     return Path(build_root) / "install"
 
 
-def build_test_vision_msgs(build_root: Path) -> dict[str, str]:
-    """Builds the test-only vision_msgs subset under build_root; returns its environment additions.
+def build_test_messages(build_root: Path) -> dict[str, str]:
+    """Builds the test-only message packages under build_root; returns its environment additions.
 
     The build goes to build_root/build and build_root/install; colcon's logs go to the repository's
     log/ as for the main package, and the build's output replaces log/build_ros.log (the script
@@ -215,19 +218,20 @@ def build_test_vision_msgs(build_root: Path) -> dict[str, str]:
     sources; changed sources are built from scratch.
     The returned PYTHONPATH, LD_LIBRARY_PATH and AMENT_PREFIX_PATH hold only this install's
     entries; add them to an environment with `prepend_env()` (or use
-    `ros_env([vision_msgs_install(build_root)])`), after which a subprocess can import
-    `vision_msgs.msg`. Raises RuntimeError with the build output when the build fails.
+    `ros_env([test_messages_install(build_root)])`), after which a subprocess can import
+    `vision_msgs.msg` and `yolo_msgs.msg`. Raises RuntimeError with the build output when the
+    build fails.
     """
     build_root = Path(build_root).resolve()
-    install_base = vision_msgs_install(build_root)
+    install_base = test_messages_install(build_root)
     stamp = install_base / _STAMP_NAME
-    expected = _source_hash(VISION_MSGS_SOURCE)
+    expected = _source_hash(TEST_MESSAGES_SOURCE)
 
     def up_to_date() -> bool:
         return (
             stamp.is_file()
             and stamp.read_text(encoding="utf-8").strip() == expected
-            and _has_python_package(install_base, "vision_msgs")
+            and all(_has_python_package(install_base, p) for p in TEST_MESSAGE_PACKAGES)
         )
 
     with _locked(build_root / ".lock"):
@@ -246,7 +250,7 @@ def build_test_vision_msgs(build_root: Path) -> dict[str, str]:
                 "bash",
                 str(BUILD_SCRIPT),
                 "--base-paths",
-                str(VISION_MSGS_SOURCE.relative_to(REPO_ROOT)),
+                str(TEST_MESSAGES_SOURCE.relative_to(REPO_ROOT)),
                 "--build-base",
                 str(build_root / "build"),
                 "--install-base",
@@ -257,10 +261,10 @@ def build_test_vision_msgs(build_root: Path) -> dict[str, str]:
             )
             if result.returncode != 0:
                 raise RuntimeError(
-                    f"building the test vision_msgs failed ({' '.join(command)}):\n"
+                    f"building the test message packages failed ({' '.join(command)}):\n"
                     f"{result.stdout}\n{result.stderr}"
                 )
-            if not _has_python_package(install_base, "vision_msgs"):
+            if not all(_has_python_package(install_base, p) for p in TEST_MESSAGE_PACKAGES):
                 raise RuntimeError(
                     f"colcon built nothing importable into {install_base}:\n{result.stdout}"
                 )

@@ -3,7 +3,7 @@ test/dds: the installed node as users run it) in a pytest process prepared for i
 
 The node's messages are generated into install/, not the source tree, and the compiled message
 libraries load only with the install's lib folders on LD_LIBRARY_PATH, which must be set when a
-process starts. So this builds the test-only vision_msgs subset (cached), prepares that
+process starts. So this builds the test-only message packages (cached), prepares that
 environment (which names the installed Fast DDS profile, see ros_test_env.ros_env) and replaces
 itself with pytest. Extra arguments go to pytest.
 """
@@ -21,11 +21,11 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from ros_test_env import (  # noqa: E402
     MAIN_INSTALL,
     REPO_ROOT,
-    VISION_MSGS_BUILD_ROOT,
-    build_test_vision_msgs,
+    TEST_MESSAGES_BUILD_ROOT,
+    build_test_messages,
     installed_dds_profile,
     ros_env,
-    vision_msgs_install,
+    test_messages_install,
 )
 
 
@@ -35,8 +35,8 @@ def main() -> None:
         sys.exit(f"{package_prefix} has no seg_node: run scripts/build_ros.sh (make setup) first")
     if installed_dds_profile() is None:
         sys.exit(f"{package_prefix} has no config/fastdds.xml: rebuild with scripts/build_ros.sh")
-    build_test_vision_msgs(VISION_MSGS_BUILD_ROOT)
-    env = ros_env([vision_msgs_install(VISION_MSGS_BUILD_ROOT)])
+    build_test_messages(TEST_MESSAGES_BUILD_ROOT)
+    env = ros_env([test_messages_install(TEST_MESSAGES_BUILD_ROOT)])
     env["MOBILESAM_ROS_INSTALL_PREFIX"] = str(package_prefix)
     pytest = Path(sys.executable).parent / "pytest"
     # The console script puts its own folder first on sys.path, not the working directory, so

@@ -1,7 +1,7 @@
 """ROS conversions of depth lifting (ros/conversions_3d.py): inputs, cloud, markers, detections.
 
 Detection3DArray needs vision_msgs: it is checked in a fresh interpreter with the TEST-ONLY subset
-(test/vision_msgs_subset) built by the fixtures; the rest runs in this process.
+(test/message_packages/vision_msgs) built by the fixtures; the rest runs in this process.
 """
 
 from __future__ import annotations
@@ -235,8 +235,10 @@ DETECTIONS_3D = textwrap.dedent(
 )
 
 
-def test_detection_3d_array_round_trip(vision_msgs_ros_env: dict[str, str], tmp_path: Path) -> None:
+def test_detection_3d_array_round_trip(
+    test_messages_ros_env: dict[str, str], tmp_path: Path
+) -> None:
     output = run_python(
-        DETECTIONS_3D, vision_msgs_ros_env, tmp_path, str(REPO_ROOT), str(REPO_ROOT / "test")
+        DETECTIONS_3D, test_messages_ros_env, tmp_path, str(REPO_ROOT), str(REPO_ROOT / "test")
     )
     assert "detections 3d ok" in output

@@ -1,4 +1,5 @@
-"""The TEST-ONLY vision_msgs subset (test/vision_msgs_subset): layout, serialization, real DDS.
+"""The TEST-ONLY vision_msgs subset (test/message_packages/vision_msgs): layout, serialization,
+real DDS.
 
 Layouts of the 2D and 3D detection messages; round trips and DDS with the 2D ones.
 
@@ -13,7 +14,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from ros_test_env import VISION_MSGS_BUILD_ROOT, run_python, vision_msgs_install
+from ros_test_env import TEST_MESSAGES_BUILD_ROOT, run_python, test_messages_install
 
 pytest_plugins = ["ros_fixtures"]
 
@@ -162,21 +163,21 @@ PUBLISH_SUBSCRIBE = MAKE_DETECTIONS + textwrap.dedent(
 )
 
 
-def test_env_additions_point_into_the_build(vision_msgs_env: dict[str, str]) -> None:
+def test_env_additions_point_into_the_build(test_messages_env: dict[str, str]) -> None:
     for name in ("PYTHONPATH", "LD_LIBRARY_PATH", "AMENT_PREFIX_PATH"):
-        assert vision_msgs_env[name], f"{name} is empty"
-        for entry in vision_msgs_env[name].split(os.pathsep):
-            assert VISION_MSGS_BUILD_ROOT in Path(entry).parents, f"{name}: {entry}"
+        assert test_messages_env[name], f"{name} is empty"
+        for entry in test_messages_env[name].split(os.pathsep):
+            assert TEST_MESSAGES_BUILD_ROOT in Path(entry).parents, f"{name}: {entry}"
 
 
 def test_detection_array_serialization_round_trip(
-    vision_msgs_ros_env: dict[str, str], tmp_path: Path
+    test_messages_ros_env: dict[str, str], tmp_path: Path
 ) -> None:
-    install_base = vision_msgs_install(VISION_MSGS_BUILD_ROOT)
-    output = run_python(ROUND_TRIP, vision_msgs_ros_env, tmp_path, str(install_base))
+    install_base = test_messages_install(TEST_MESSAGES_BUILD_ROOT)
+    output = run_python(ROUND_TRIP, test_messages_ros_env, tmp_path, str(install_base))
     assert "round trip ok" in output
 
 
-def test_detection_array_over_dds(vision_msgs_ros_env: dict[str, str], tmp_path: Path) -> None:
-    output = run_python(PUBLISH_SUBSCRIBE, vision_msgs_ros_env, tmp_path)
+def test_detection_array_over_dds(test_messages_ros_env: dict[str, str], tmp_path: Path) -> None:
+    output = run_python(PUBLISH_SUBSCRIBE, test_messages_ros_env, tmp_path)
     assert "received ok" in output

@@ -188,17 +188,22 @@ def refined_detections(header: Any, results: Sequence[PromptMask], detection_typ
     """Detection2DArray with mask-tight boxes and the source detections' hypotheses; id: the
     instance's identity (track id with tracking, else the prompt's or detection's id; the
     source detection's own id is masks' InstanceMask.id of the same position)."""
-    array_type, detection_type = detection_types
+    array_type, detection_type, hypothesis_type = detection_types
     array = array_type()
     array.header = header
     detections = []
     for result in results:
-        source = result.prompt.source
+        prompt = result.prompt
         detection = detection_type()
         detection.header = header
-        detection.id = result.track_id or result.prompt.id
-        if source is not None:
-            detection.results = list(source.results)
+        detection.id = result.track_id or prompt.id
+        if prompt.source is not None and hasattr(prompt.source, "results"):  # vision_msgs
+            detection.results = list(prompt.source.results)
+        elif prompt.class_id:  # another detector's class and score (yolo_ros)
+            hypothesis = hypothesis_type()
+            hypothesis.hypothesis.class_id = prompt.class_id
+            hypothesis.hypothesis.score = float(prompt.detection_score)
+            detection.results = [hypothesis]
         box = result.crop.box
         if box is not None:
             x0, y0, x1, y1 = box

@@ -19,9 +19,9 @@ from mobilesam_ros.ros import conversions
 from mobilesam_ros.ros.outputs_3d import Outputs3D, publisher_calls
 
 try:  # optional: the node runs without vision_msgs
-    from vision_msgs.msg import Detection2D, Detection2DArray
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 except ImportError:  # pragma: no cover - depends on the install
-    Detection2D = Detection2DArray = None
+    Detection2D = Detection2DArray = ObjectHypothesisWithPose = None
 
 OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -83,7 +83,9 @@ class OutputPublishers:
         if self.refined is not None and refined_wanted and self.refined.get_subscription_count():
             self.refined.publish(
                 conversions.refined_detections(
-                    header, result.instances, (Detection2DArray, Detection2D)
+                    header,
+                    result.instances,
+                    (Detection2DArray, Detection2D, ObjectHypothesisWithPose),
                 )
             )
             published += 1

@@ -7,128 +7,24 @@ Runs in the install space's environment (run_ros_tests.py): the generated messag
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from doubles import BoxSegmenterDouble
 from helpers import photo
 
 rclpy = pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+vision_msgs = pytest.importorskip("vision_msgs.msg")
+from inprocess_world import BOXES, World  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
 
 from mobilesam_ros.ros import conversions  # noqa: E402
-from mobilesam_ros.ros.runtime import SegmentationRuntime  # noqa: E402
-
-vision_msgs = pytest.importorskip("vision_msgs.msg")
 
 IMAGE = photo("astronaut")[:240, :320]
-BOXES = [(10, 20, 110, 140), (150, 30, 300, 200)]
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-class World:
-    """The node under test and a client, spun together."""
-
-    def __init__(self) -> None:
-        self.node = rclpy.create_node("mobilesam", namespace="/inproc")
-        self.runtime = SegmentationRuntime(self.node)
-        self.runtime.create_outputs()
-        self.runtime.start()
-        self.segmenter = BoxSegmenterDouble()
-        self.runtime.pipeline.attach(self.segmenter)
-        self.client = rclpy.create_node("inproc_client", namespace="/inproc")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.client)
-        self.received: dict[str, list] = {}
-        for name, kind in (
-            ("masks", InstanceMaskArray),
-            ("mask_image", Image),
-            ("overlay", Image),
-            ("detections_refined", vision_msgs.Detection2DArray),
-        ):
-            self.received[name] = []
-            self.client.create_subscription(kind, name, self.received[name].append, RELIABLE)
-        self.received["diagnostics"] = []
-        self.client.create_subscription(
-            DiagnosticArray, "/diagnostics", self.received["diagnostics"].append, RELIABLE
-        )
-        best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.images = self.client.create_publisher(Image, "image", best_effort)
-        self.prompts = self.client.create_publisher(PromptArray, "prompts", RELIABLE)
-        self.detections = self.client.create_publisher(
-            vision_msgs.Detection2DArray, "detections", RELIABLE
-        )
-        self.spin_until(lambda: self.images.get_subscription_count(), "the node's subscriptions")
-
-    def spin_until(self, condition, what: str, timeout: float = 15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.02)
-            value = condition()
-            if value:
-                return value
-        raise AssertionError(f"timed out waiting for {what}")
-
-    def frame(self, seconds: int) -> Header:
-        header = Header(frame_id="camera")
-        header.stamp.sec = seconds
-        message = conversions.image_message(header, IMAGE, "rgb8")
-        # Best effort: a frame sent before the subscription matched is lost, so send until the
-        # node counts it.
-        received = self.runtime.pipeline.totals()["images received"]
-        self.spin_until(
-            lambda: (
-                self.images.publish(message)
-                or self.runtime.pipeline.totals()["images received"] > received
-            ),
-            "the node to receive a frame",
-        )
-        return header
-
-    def answer(self, header: Header, boxes=BOXES) -> InstanceMaskArray:
-        self.prompts.publish(
-            PromptArray(
-                header=header,
-                prompts=[
-                    Prompt(id=f"p{i}", has_box=True, box=[float(v) for v in box])
-                    for i, box in enumerate(boxes)
-                ],
-            )
-        )
-        ids = {f"p{i}" for i in range(len(boxes))}
-        # With tracking, a frame may be answered for its live tracks before the prompts arrive.
-        return self.spin_until(
-            lambda: next(
-                (
-                    m
-                    for m in self.received["masks"]
-                    if m.header == header and {i.id for i in m.instances} >= ids
-                ),
-                None,
-            ),
-            "masks",
-        )
-
-    def close(self) -> None:
-        self.runtime.stop()
-        self.runtime.close()
-        self.executor.shutdown()
-        self.client.destroy_node()
-        self.node.destroy_node()
 
 
 @pytest.fixture(scope="module")
 def world():
     rclpy.init()
-    world = World()
+    world = World(IMAGE)
     yield world
     world.close()
     rclpy.try_shutdown()
