@@ -11,21 +11,21 @@ What the started node then does is test_launch.py's: the real node under `ros2 l
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 pytest.importorskip("launch_ros", reason="launch and launch_ros are not installed")
-from launch import LaunchDescription, LaunchService
-from launch.actions import IncludeLaunchDescription, RegisterEventHandler
-from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.actions import RegisterEventHandler
 from launch_ros.actions import LifecycleNode
+from launch_stand_ins import (
+    REPO_ROOT,
+    installed,
+    load_launch_module,
+    make_prefix,
+    run_launch,
+)
 
 from mobilesam_ros.ros.dds_profile import (
     FAST_DDS_2_PROFILE_VARIABLE,
@@ -33,9 +33,6 @@ from mobilesam_ros.ros.dds_profile import (
 )
 from mobilesam_ros.ros.parameters import NODE_NAME, PARAMETERS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LAUNCH_FILE = REPO_ROOT / "launch" / "seg.launch.py"
-PACKAGE = "mobilesam_ros"
 SPECS = {spec.name: spec for spec in PARAMETERS}
 # Launch arguments that set the node parameter of the same name only when given.
 # Launch arguments -> the node parameter each sets only when given.
@@ -60,114 +57,10 @@ SUBSCRIPTIONS = (
     "camera_info",
 )
 
-STAND_IN = """#!{python}
-import json, os, sys
-from pathlib import Path
-arguments = sys.argv[1:]
-files = [arguments[i + 1] for i, a in enumerate(arguments) if a == "--params-file"]
-record = {{
-    "argv": arguments,
-    "params_files": [Path(f).read_text() for f in files],
-    "env": {{k: v for k, v in os.environ.items() if k.endswith("_DEFAULT_PROFILES_FILE")}},
-}}
-name = Path(sys.argv[0]).name
-Path(os.environ["LAUNCH_RECORD_DIR"], name + ".json").write_text(json.dumps(record))
-"""
-
 
 @pytest.fixture()
 def prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A package prefix with the package's config and stand-ins for its executables and rviz2."""
-    import sys
-
-    root = tmp_path / "prefix"
-    for package, executables in (
-        (PACKAGE, ("seg_node", "seg_lifecycle_node")),
-        ("rviz2", ("rviz2",)),
-    ):
-        index = root / "share" / "ament_index" / "resource_index" / "packages" / package
-        index.parent.mkdir(parents=True, exist_ok=True)
-        index.write_text("")
-        (root / "share" / package).mkdir(parents=True, exist_ok=True)
-        for executable in executables:
-            path = root / "lib" / package / executable
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(STAND_IN.format(python=sys.executable))
-            path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    shutil.copytree(REPO_ROOT / "config", root / "share" / PACKAGE / "config")
-    records = tmp_path / "records"
-    records.mkdir()
-    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{root}{os.pathsep}{os.environ['AMENT_PREFIX_PATH']}")
-    monkeypatch.setenv("LAUNCH_RECORD_DIR", str(records))
-    for variable in (
-        FAST_DDS_2_PROFILE_VARIABLE,
-        FAST_DDS_3_PROFILE_VARIABLE,
-        "RMW_IMPLEMENTATION",
-    ):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.delenv("ROS_DISTRO", raising=False)
-    return root
-
-
-class Started:
-    """What one stand-in was started with."""
-
-    def __init__(self, record: dict[str, Any]) -> None:
-        self.argv: list[str] = record["argv"]
-        self.env: dict[str, str] = record["env"]
-        # Each --params-file's parameters (of every node block), in the order given.
-        self.parameter_files: list[dict[str, Any]] = [
-            {
-                name: value
-                for block in (yaml.safe_load(text) or {}).values()
-                for name, value in block.get("ros__parameters", {}).items()
-            }
-            for text in record["params_files"]
-        ]
-        self.parameters = {k: v for f in self.parameter_files for k, v in f.items()}
-        self.remappings = dict(
-            self.argv[i + 1].split(":=", 1) for i, a in enumerate(self.argv) if a == "-r"
-        )
-
-    @property
-    def log_level(self) -> str:
-        return self.argv[self.argv.index("--log-level") + 1]
-
-
-def run_launch(prefix: Path, **arguments: str) -> tuple[int, dict[str, Started]]:
-    """Run the launch file with these arguments until every process has exited."""
-    service = LaunchService()
-    service.include_launch_description(
-        LaunchDescription(
-            [
-                IncludeLaunchDescription(
-                    PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
-                    launch_arguments=list(arguments.items()),
-                )
-            ]
-        )
-    )
-    code = service.run()
-    records = Path(os.environ["LAUNCH_RECORD_DIR"])
-    started = {
-        path.stem: Started(json.loads(path.read_text())) for path in sorted(records.glob("*.json"))
-    }
-    for path in records.glob("*.json"):
-        path.unlink()
-    return code, started
-
-
-def load_launch_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("seg_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def installed(prefix: Path, *parts: str) -> str:
-    return str(prefix / "share" / PACKAGE / Path(*parts))
+    return make_prefix(tmp_path, monkeypatch)
 
 
 # --- arguments --------------------------------------------------------------------------

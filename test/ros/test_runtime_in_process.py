@@ -7,6 +7,8 @@ Runs in the install space's environment (run_ros_tests.py): the generated messag
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import photo
@@ -126,3 +128,19 @@ def test_diagnostics_say_ready_and_carry_the_counters(world):
     assert int(values["images encoded (total)"]) >= 4
     assert "lifecycle state" not in values  # the plain node has none
     assert status.message in ("ready", "inputs dropped or rejected since the last report")
+
+
+def test_the_readmes_subscriber_example_rebuilds_the_masks_from_the_message_alone(world):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```python\nimport rclpy\nfrom rclpy.node import Node\n")
+    code = readme[start + len("```python\n") : readme.index("```\n", start + 10)]
+    namespace: dict = {"__name__": "readme_example"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    listener = namespace["MaskListener"]()
+    try:
+        answer = world.answer(world.frame(60))
+        listener.on_masks(answer)  # the message alone: no image size from elsewhere
+        for instance, (x0, y0, x1, y1) in zip(answer.instances, BOXES, strict=True):
+            assert listener.areas[instance.track_id] == [(x1 - x0 + 1) * (y1 - y0 + 1)]
+    finally:
+        listener.destroy_node()
