@@ -394,7 +394,7 @@ def detection_array(stamp: Header, detections) -> vision_msgs.Detection2DArray:
 
 
 @pytest.fixture(scope="module")
-def tracked(model):
+def tracked(model, ros):
     """A node with tracking on (the default mode), for the tests that need live tracks; each
     test brings its own client node, so that none is left listening after it."""
     process = start_node(
@@ -450,13 +450,16 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(tracked):
         refined = client.spin_until(
             lambda: [m for m in client.received["refined"] if m.header == stamps[1]]
         )[0]
-        assert [d.id for d in refined.detections] == ["7", "9"]
+        # One identity for every output: the track ids (the detections' own ids are in masks).
+        assert [d.id for d in refined.detections] == ["t1", "t2"]
         assert [d.results[0].hypothesis.class_id for d in refined.detections] == ["face", "shuttle"]
 
         boxes = frame(2, stamps[2])  # the detector lists them the other way round
         pairs = [("9", boxes["shuttle"], "shuttle"), ("7", boxes["face"], "face")]
         client.detections_pub.publish(detection_array(stamps[2], pairs))
-        reordered = client.masks_for(stamps[2], where=lambda m: m.instances[0].origin == prompted)
+        reordered = client.masks_for(
+            stamps[2], where=lambda m: m.instances and m.instances[0].origin == prompted
+        )
         # The answered prompts first, in the detector's order; which track each refreshes
         # depends on mask quality (box IoU), which random weights do not give: the unit tests
         # check association with a deterministic decoder.
@@ -467,7 +470,9 @@ def test_tracking_keeps_prompt_ids_beside_track_ids_and_prompt_order(tracked):
 
         frame(3, stamps[3])  # received: the newest frame now
         client.pixel_pub.publish(Point(x=250.0, y=200.0))
-        clicked = client.masks_for(stamps[3], where=lambda m: m.instances[0].id.startswith("click"))
+        clicked = client.masks_for(
+            stamps[3], where=lambda m: m.instances and m.instances[0].id.startswith("click")
+        )
         click_id, click_track = clicked[0].instances[0].id, clicked[0].instances[0].track_id
         assert clicked[0].instances[0].origin == prompted
         assert click_track not in {i.track_id for i in instances}  # a new track
@@ -647,6 +652,40 @@ def test_lifecycle_node_walks_its_transitions(model, ros):
         ros.destroy_client(get_state)
         code, _, output = stop_node(process)
     assert code == 0, output
+
+
+def test_repeated_prompt_ids_answer_each_id_once(tracked):
+    """A program that names its objects: the same ids again and again, on random weights (masks
+    that fill the frame, so boxes overlap nothing): one track per id, not one per message."""
+    ros = rclpy.create_node("repeating_client")
+    client = Client(ros, namespace="/tracked", status="/tracked/mobilesam: segmentation")
+    boxes = [(20 + 100 * i, 40, 90 + 100 * i, 200) for i in range(5)]
+    ids = [f"o{i}" for i in range(5)]
+    try:
+        client.wait_until_the_node_receives_images("/tracked")
+        for second in range(600, 606):
+            stamp = header(second)
+            client.publish_image(stamp, PHOTOS["coffee"])
+            if second % 2 == 0:  # named again on every other frame
+                client.prompts_pub.publish(
+                    PromptArray(
+                        header=stamp,
+                        prompts=[box_prompt(i, b) for i, b in zip(ids, boxes, strict=True)],
+                    )
+                )
+                answer = client.masks_for(
+                    stamp, where=lambda m: any(i.origin == 0 for i in m.instances)
+                )[0]
+            else:
+                answer = client.masks_for(stamp)[0]
+            named = [i.id for i in answer.instances if i.id in ids]
+            assert sorted(named) == ids, [(i.id, i.track_id) for i in answer.instances]
+            tracks = {i.id: i.track_id for i in answer.instances if i.id in ids}
+            if second == 600:
+                first_tracks = tracks
+            assert tracks == first_tracks  # the same track for each id, every time
+    finally:
+        ros.destroy_node()
 
 
 def process_cpu_seconds(pid: int) -> float:
