@@ -67,7 +67,7 @@ test:
 	@$(STEP) lint $(MAKE) --no-print-directory lint
 	@failed=""; \
 	$(STEP) pytest $(PY) -m pytest -q || failed="$$failed pytest"; \
-	$(STEP) dds $(PY) test/run_ros_tests.py || failed="$$failed dds"; \
+	$(STEP) dds env MOBILESAM_ROS_COLCON_TEST=1 $(PY) test/run_ros_tests.py || failed="$$failed dds"; \
 	$(STEP) py310 $(MAKE) --no-print-directory test-py310 || failed="$$failed py310"; \
 	$(STEP) cuda12 $(MAKE) --no-print-directory test-cuda12 || failed="$$failed cuda12"; \
 	$(STEP) jazzy $(MAKE) --no-print-directory test-jazzy || failed="$$failed jazzy"; \
