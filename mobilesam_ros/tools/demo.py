@@ -60,11 +60,20 @@ def _seg_node_executable() -> Path:
 
 class DemoClient(Node):
     def __init__(
-        self, rate_hz: float, num_prompts: int, frames: int, detector_rate: float = 0.0
+        self,
+        rate_hz: float,
+        num_prompts: int,
+        frames: int,
+        detector_rate: float = 0.0,
+        fixed_prompts: bool = False,
     ) -> None:
         super().__init__("mobilesam_demo_camera")
         self.camera = astronaut_camera()
         self.num_prompts = num_prompts
+        # The first frame's prompts, sent again and again with the same ids (a program that
+        # names its objects), instead of the boxes of what is in view.
+        self.fixed_prompts = fixed_prompts
+        self.first_prompts: dict[str, tuple[float, float, float, float]] | None = None
         self.frames_total = frames
         # Prompts on every frame (0), or as a detector running at this rate would send them.
         self.detector_every = max(1, round(rate_hz / detector_rate)) if detector_rate else 1
@@ -111,6 +120,9 @@ class DemoClient(Node):
         # The visible objects' boxes, completed with sub-boxes of them up to num_prompts; the
         # scoring below treats each sub-box as an object of its own, matched by its own box.
         objects = prompt_boxes(frame.boxes, self.num_prompts)
+        if self.fixed_prompts:
+            self.first_prompts = self.first_prompts or objects
+            objects = self.first_prompts
         stamp = header.stamp.sec * 10**9 + header.stamp.nanosec
         self.frame_boxes[stamp] = objects
         self.image_pub.publish(image)
@@ -206,7 +218,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"starting seg_node ({checkpoint.name}, backend {args.backend}) ...", flush=True)
     process = subprocess.Popen(node_args)
     rclpy.init()
-    client = DemoClient(args.rate, args.prompts, int(args.seconds * args.rate), args.detector_rate)
+    client = DemoClient(
+        args.rate,
+        args.prompts,
+        int(args.seconds * args.rate),
+        args.detector_rate,
+        args.fixed_prompts,
+    )
     try:
         deadline = time.monotonic() + 300  # first start may export the ONNX graphs
         while client.prompts_pub.get_subscription_count() == 0 or not client.diagnostics:
@@ -367,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="send the boxes as a detector at this rate would (Hz); 0: with every frame",
+    )
+    parser.add_argument(
+        "--fixed-prompts",
+        action="store_true",
+        help="send the first frame's prompts (same ids, same boxes) every time instead of the "
+        "boxes in view: a program that names its objects",
     )
     parser.add_argument(
         "--drain-seconds",
