@@ -20,6 +20,8 @@ setup(
         # SAM's own resize (bilinear, antialiased): pre-processing matches the official model.
         "pillow>=9.0",
         "onnxruntime>=1.16",
+        # Intel CPUs (FP32, BF16 with AMX) and GPUs; backend auto takes it on an x86 CPU.
+        "openvino>=2024.0; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
         "tqdm>=4.60",
     ],
     extras_require={

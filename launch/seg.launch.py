@@ -59,13 +59,14 @@ from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
 from mobilesam_ros.ros.dds_profile import launch_environment
+from mobilesam_ros.ros.parameters import launch_argument_description
 
 PACKAGE = "mobilesam_ros"
 EXECUTABLE = "seg_node"
 LIFECYCLE_EXECUTABLE = "seg_lifecycle_node"
 DEFAULT_NODE_NAME = "mobilesam"
-# Launch arguments that set the node parameter of the same name when given; an empty value (the
-# default) is not passed, so that params_file keeps its say.
+# Launch arguments that set a node parameter when given; an empty value (the default) is not
+# passed, so that params_file keeps its say.
 # Launch argument -> the string parameter it sets (when given).
 STRING_PARAMETER_ARGUMENTS = {
     "backend": "backend",
@@ -75,6 +76,8 @@ STRING_PARAMETER_ARGUMENTS = {
     "detections_letterbox": "detections.letterbox",
 }
 BOOLEAN_PARAMETER_ARGUMENTS = ("use_compressed", "use_sim_time")
+# The arguments of the node's own parameters, described by the parameters' descriptions.
+PARAMETER_ARGUMENTS = {**STRING_PARAMETER_ARGUMENTS, "use_compressed": "use_compressed"}
 
 
 def _boolean(arguments: dict[str, str], name: str) -> bool:
@@ -237,20 +240,6 @@ def generate_launch_description() -> LaunchDescription:
             "/yolo/tracking or /yolo/detections); read when yolo_msgs is installed.",
         ),
         DeclareLaunchArgument(
-            "detections_input_size",
-            default_value="",
-            description="The detector network's input WxH when its boxes are in those pixels "
-            "(960x544: Isaac ROS Grounding DINO; 640x640: Isaac ROS YOLOv8), 0 for camera "
-            "pixels; sets detections.input_size when given.",
-        ),
-        DeclareLaunchArgument(
-            "detections_letterbox",
-            default_value="",
-            description="none, bottom_right (Isaac ROS Grounding DINO) or center (Isaac ROS "
-            "YOLOv8): how the camera image was fitted into the network input; sets "
-            "detections.letterbox when given.",
-        ),
-        DeclareLaunchArgument(
             "prompts_topic",
             default_value="prompts",
             description="Topic of explicit point and box prompts (mobilesam_ros/PromptArray).",
@@ -294,28 +283,11 @@ def generate_launch_description() -> LaunchDescription:
             default_value=PathJoinSubstitution([package_share, "config", "seg.yaml"]),
             description="YAML file with the node's parameters.",
         ),
-        DeclareLaunchArgument(
-            "backend",
-            default_value="",
-            description="Inference runtime: auto, onnxruntime, torch or tensorrt; overrides "
-            "params_file when given.",
-        ),
-        DeclareLaunchArgument(
-            "checkpoint",
-            default_value="",
-            description="Path of mobile_sam.pt; overrides params_file when given.",
-        ),
-        DeclareLaunchArgument(
-            "device",
-            default_value="",
-            description="Where inference runs: auto, cpu, cuda or cuda:N; overrides params_file "
-            "when given.",
-        ),
-        DeclareLaunchArgument(
-            "use_compressed",
-            default_value="",
-            description="true: read <image_topic>/compressed instead of <image_topic>; overrides "
-            "params_file when given.",
+        *(
+            DeclareLaunchArgument(
+                argument, default_value="", description=launch_argument_description(parameter)
+            )
+            for argument, parameter in PARAMETER_ARGUMENTS.items()
         ),
         DeclareLaunchArgument(
             "use_sim_time",

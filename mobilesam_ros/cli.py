@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mobilesam_ros.core import BackendUnavailableError, InvalidInputError, MobileSamError, Segmenter
-from mobilesam_ros.core.choices import BACKENDS, check_device
+from mobilesam_ros.core.choices import BACKENDS, DEFAULT_PRECISION, PRECISIONS, check_device
 
 if TYPE_CHECKING:
     from mobilesam_ros.core.model.export import OnnxModels
@@ -26,7 +26,25 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", help="cache folder (default: $XDG_CACHE_HOME/mobilesam_ros)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
-    parser.add_argument("--device", default="auto", type=_device, help="auto, cpu or cuda[:N]")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=_device,
+        help="auto, cpu, cuda[:N] (an NVIDIA GPU) or gpu (an Intel GPU, with OpenVINO)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        choices=PRECISIONS,
+        help="fp16 on NVIDIA GPUs (FP32 on CPUs); bf16 with OpenVINO on CPUs with AMX or "
+        "AVX-512 BF16",
+    )
+
+
+def _segmenter(args: argparse.Namespace) -> Segmenter:
+    return Segmenter(
+        args.checkpoint, args.backend, args.cache_dir, args.device, precision=args.precision
+    )
 
 
 def read_rgb(source: str) -> np.ndarray:
@@ -81,7 +99,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if boxes is None and points is None:
         raise MobileSamError("give at least one --box or --point")
     print("[1/3] loading model ...", file=sys.stderr, flush=True)
-    segmenter = Segmenter(args.checkpoint, args.backend, args.cache_dir, args.device)
+    segmenter = _segmenter(args)
     print(f"[2/3] segmenting with {segmenter.backend.describe()} ...", file=sys.stderr, flush=True)
     result = segmenter.segment(rgb, boxes=boxes, points=points, point_labels=labels)
     t = segmenter.timings
@@ -121,7 +139,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         DEFAULT_MAX_PROMPTS,
         DEFAULT_WORKSPACE_MIB,
     )
-    from mobilesam_ros.core.choices import DEFAULT_PRECISION, PRECISIONS
+    from mobilesam_ros.core.choices import GPU_PRECISIONS
 
     parser.add_argument(
         "--checkpoint",
@@ -132,7 +150,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default=DEFAULT_PRECISION,
-        choices=PRECISIONS,
+        choices=GPU_PRECISIONS,
         help="fp16 keeps the layers that lose accuracy in FP32; fp32 builds everything in FP32",
     )
     parser.add_argument(
@@ -295,7 +313,7 @@ def _cmd_eval_tracking(args: argparse.Namespace) -> int:
 
     if bool(args.images) != bool(args.boxes):
         raise MobileSamError("--images and --boxes go together")
-    segmenter = Segmenter(args.checkpoint, args.backend, args.cache_dir, args.device)
+    segmenter = _segmenter(args)
     if args.images:
         frames = folder_sequence(Path(args.images), Path(args.boxes))
         source = args.images

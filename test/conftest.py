@@ -79,7 +79,11 @@ def segmenters(random_checkpoint: Path, cache_dir: Path) -> dict:
 
     backends = [
         name
-        for name, module in (("torch", "torch"), ("onnxruntime", "onnxruntime"))
+        for name, module in (
+            ("torch", "torch"),
+            ("onnxruntime", "onnxruntime"),
+            ("openvino", "openvino"),
+        )
         if importlib.util.find_spec(module) is not None
     ]
     return _SegmentersByBackend(

@@ -12,12 +12,15 @@ from helpers import photo
 from mobilesam_ros.cli import main
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_segment_writes_mask_and_overlay(
-    segmenters, random_checkpoint, cache_dir, tmp_path, capsys
+    segmenters, random_checkpoint, cache_dir, tmp_path, capsys, backend
 ):
+    expected_segmenter = segmenters[backend]  # skips a backend not installed here
     boxes = [[30, 40, 300, 380], [250, 60, 590, 390]]
     args = ["segment", "skimage:coffee", "--checkpoint", str(random_checkpoint)]
-    args += ["--cache-dir", str(cache_dir), "--backend", "onnxruntime", "--device", "cpu"]
+    args += ["--cache-dir", str(cache_dir), "--backend", backend, "--device", "cpu"]
+    args += ["--precision", "fp32"]
     for box in boxes:
         args += ["--box", *map(str, box)]
     assert main([*args, "--output-dir", str(tmp_path)]) == 0
@@ -26,7 +29,7 @@ def test_segment_writes_mask_and_overlay(
     image = photo("coffee")
     assert mask.shape == image.shape[:2] and overlay.shape == image.shape
 
-    expected = segmenters["onnxruntime"].segment(image, boxes=np.array(boxes, float))
+    expected = expected_segmenter.segment(image, boxes=np.array(boxes, float))
     step = 255 // len(boxes)
     for i, instance in enumerate(expected.masks):
         # Each instance's pixels carry its label, except where a higher-scored one overlaps.
@@ -35,7 +38,9 @@ def test_segment_writes_mask_and_overlay(
         assert np.all(mask[alone] == (i + 1) * step)
     assert np.all(mask[~expected.masks.any(axis=0)] == 0)
     assert not np.array_equal(overlay, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    assert "predicted IoU" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "predicted IoU" in printed.out
+    assert f"segmenting with {backend} on" in printed.err
 
 
 def test_export_prints_graph_paths(segmenters, random_checkpoint, cache_dir, capsys):

@@ -2,7 +2,7 @@
 camera-sized frames built from them (shrunk with antialiasing, where a resize differs most).
 
 Per prompt: mask IoU >= 0.99, |predicted IoU difference| <= 1e-3, relative L2 error of the
-low-res logits <= 1e-3, for the torch and onnxruntime backends.
+low-res logits <= 1e-3, for the torch, onnxruntime and openvino (FP32) backends.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _assert_matches(official, ours_mask, ours_score, ours_logits):
     assert relative <= 1e-3, f"relative L2 of logits {relative:.2e}"
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
 @pytest.mark.parametrize("photo_name", PHOTOS)
 def test_matches_official_predictor(segmenters, official_predictor, backend, photo_name):
     image = photo(photo_name)

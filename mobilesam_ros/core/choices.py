@@ -9,11 +9,15 @@ import re
 
 from mobilesam_ros.core.errors import InvalidInputError
 
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
-PRECISIONS = ("fp16", "fp32")
+BACKENDS = ("auto", "onnxruntime", "openvino", "torch", "tensorrt")
+PRECISIONS = ("fp16", "fp32", "bf16")
+# What the NVIDIA GPU backends (TensorRT, PyTorch on CUDA) compute in; BF16 is OpenVINO's, on
+# CPUs with AMX or AVX-512 BF16.
+GPU_PRECISIONS = ("fp16", "fp32")
 DEFAULT_PRECISION = "fp16"
 SYNC_POLICIES = ("exact", "nearest", "latest")
-DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
+DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N", "gpu")
+# "gpu" is an Intel GPU, through OpenVINO; "cuda[:N]" an NVIDIA GPU.
 
 _CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
 
@@ -27,7 +31,9 @@ def check_choice(what: str, value: object, accepted: tuple[str, ...]) -> str:
 
 def check_device(device: object) -> str:
     """'auto', 'cpu', 'cuda' or 'cuda:N', else InvalidInputError naming the accepted forms."""
-    if isinstance(device, str) and (device in ("auto", "cpu") or _CUDA_DEVICE.fullmatch(device)):
+    if isinstance(device, str) and (
+        device in ("auto", "cpu", "gpu") or _CUDA_DEVICE.fullmatch(device)
+    ):
         return device
     raise InvalidInputError(f"device must be one of {', '.join(DEVICE_FORMS)}; got {device!r}")
 

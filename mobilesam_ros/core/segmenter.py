@@ -80,16 +80,17 @@ class Segmenter:
 
     Args:
       checkpoint: path of mobile_sam.pt; None downloads the official file into `cache_dir`.
-      backend: "auto", "onnxruntime" or "torch".
+      backend: "auto", "onnxruntime", "openvino", "torch" or "tensorrt".
       cache_dir: folder for the downloaded checkpoint and exported graphs (default: XDG cache).
-      device: "auto", "cpu" or "cuda[:N]".
+      device: "auto", "cpu", "cuda[:N]" (an NVIDIA GPU) or "gpu" (an Intel GPU, OpenVINO).
       mask_threshold: logit above which a pixel belongs to the mask.
       max_batch: prompts per decoder call; larger N are decoded in several calls.
       decoder_memory_mb: working memory one decoder call may take on the CPU path, in MB
         (about 40 MB per prompt); prompts are decoded in chunks that fit, at least one prompt
         per call, so memory stays flat however many prompts a frame has.
       progress: show download and export progress on stderr.
-      precision: "fp16" or "fp32" for the GPU backends (tensorrt engines, torch on CUDA).
+      precision: "fp16" or "fp32" for the NVIDIA GPU backends (tensorrt engines, torch on
+        CUDA); CPUs compute FP32 unless "bf16" asks OpenVINO for BF16 (AMX or AVX-512 BF16).
       force_rebuild: build TensorRT engines again even when a valid one is cached.
       compile_decoder: on the PyTorch CUDA path, run the decoder through `torch.compile`
         (needs Triton; about 2x faster decoder on an H100, 10-20 s of compiling the first time

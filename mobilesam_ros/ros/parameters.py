@@ -53,6 +53,22 @@ def _shown(value: Any) -> str:
     return str(value) if value != "" else '""'
 
 
+def accepted_values(item: Setting) -> str:
+    """What a parameter takes, in words: its range, its choices or its forms."""
+    info = item.info
+    if info.minimum is not None and info.maximum is not None:
+        return f"{info.minimum:g} to {info.maximum:g}"
+    return ", ".join(info.choices) or info.forms
+
+
+def launch_argument_description(name: str) -> str:
+    """The description of the launch argument that sets parameter `name` when given."""
+    item = parameter(name)
+    accepted = accepted_values(item)
+    values = f" Values: {accepted}." if accepted else ""
+    return f"{item.info.description}{values} Sets parameter {name} when given."
+
+
 def markdown_table() -> str:
     """The README's parameter table, made from the settings types."""
     lines = [
@@ -61,9 +77,7 @@ def markdown_table() -> str:
     ]
     for item in PARAMETERS:
         info = item.info
-        accepted = ", ".join(info.choices) or info.forms
-        if info.minimum is not None and info.maximum is not None:
-            accepted = f"{info.minimum:g} to {info.maximum:g}"
+        accepted = accepted_values(item)
         changeable = "yes" if info.dynamic else "no"
         lines.append(
             f"| `{item.name}` | `{_shown(item.default)}` | {accepted} | {changeable} | "

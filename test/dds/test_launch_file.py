@@ -27,6 +27,7 @@ from launch_stand_ins import (
     run_launch,
 )
 
+from mobilesam_ros.core.choices import BACKENDS
 from mobilesam_ros.ros.dds_profile import (
     FAST_DDS_2_PROFILE_VARIABLE,
     FAST_DDS_3_PROFILE_VARIABLE,
@@ -80,6 +81,10 @@ def test_arguments_are_declared_with_descriptions_and_defaults() -> None:
         assert name in arguments
     for name, argument in arguments.items():
         assert argument.description.strip(), f"launch argument {name!r}: no description"
+    # A parameter's argument is described by the parameter's own description and values.
+    assert arguments["backend"].description.endswith(
+        f"{', '.join(BACKENDS)}. Sets parameter backend when given."
+    )
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Launch arguments") :]
     section = section[: section.index("\n### ", 1)]

@@ -502,7 +502,7 @@ def test_parameters_are_validated_at_run_time_and_at_start(running, model, ros):
     process = start_node(model, "backend:=tflite")
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 2
-    assert "backend" in output and "auto, onnxruntime, torch, tensorrt" in output
+    assert "backend" in output and "auto, onnxruntime, openvino, torch, tensorrt" in output
 
 
 def _check_parameter_updates(ros, client) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from mobilesam_ros.core.choices import BACKENDS, check_choice, check_device, is_
 from mobilesam_ros.core.errors import BackendUnavailableError, MobileSamError
 
 TENSORRT_OPTIONS = ("precision", "max_prompts", "force_rebuild", "workspace_mib")
+X86 = ("x86_64", "amd64")
 
 logger = logging.getLogger(__name__)
 _reported_fallbacks: set[str] = set()
@@ -28,8 +30,10 @@ def create_backend(
     """Build the backend `name` for a checkpoint file.
 
     `auto` takes TensorRT when it imports, sees a GPU, builds (minutes once, then cached) and
-    passes its self-check; otherwise ONNX Runtime with CUDA, PyTorch with CUDA, ONNX Runtime on
-    the CPU, in that order. Why TensorRT was passed over is logged once and kept in the
+    passes its self-check; otherwise ONNX Runtime with CUDA, PyTorch with CUDA, then the CPU:
+    OpenVINO on x86 where it is installed (FP32 unless precision says bf16), else ONNX
+    Runtime, in that order. Device "cpu" goes to the CPU directly; "gpu" (an Intel GPU) and
+    precision "bf16" to OpenVINO. Why TensorRT was passed over is logged once and kept in the
     returned backend's `fallback_reason`. `tensorrt` asked for by name fails with the reason
     instead. Options: tensorrt: precision, max_prompts, force_rebuild, workspace_mib (defaults
     in `engine_cache`: FP16, 64 prompts, 2048 MiB); torch: fp16, compile_decoder.
@@ -39,6 +43,13 @@ def create_backend(
     check_device(device)
     if name == "auto":
         return _create_auto(checkpoint, cache_dir, device, progress, options)
+    if name == "openvino":
+        from mobilesam_ros.core.backends.openvino_backend import OpenVinoBackend
+        from mobilesam_ros.core.model.export import export_onnx
+
+        models = export_onnx(checkpoint, Path(cache_dir), progress=progress)
+        return OpenVinoBackend(models, Path(cache_dir), device, options.get("precision", "fp32"))
+    _check_not_openvino_only(name, device, options.get("precision", "fp16"))
     if name == "onnxruntime":
         from mobilesam_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
         from mobilesam_ros.core.model.export import export_onnx
@@ -60,6 +71,20 @@ def create_backend(
     return create_tensorrt_backend(checkpoint, cache_dir, device, progress=progress, **trt_options)
 
 
+def _check_not_openvino_only(name: str, device: str, precision: str) -> None:
+    """Device 'gpu' (an Intel GPU) and precision 'bf16' are OpenVINO's alone."""
+    if device == "gpu":
+        raise BackendUnavailableError(
+            f"device 'gpu' is an Intel GPU, run by backend 'openvino', not {name!r}; an NVIDIA "
+            "GPU is 'cuda' or 'cuda:N'"
+        )
+    if precision == "bf16":
+        raise BackendUnavailableError(
+            f"precision 'bf16' is computed by backend 'openvino' (on CPUs with AMX or AVX-512 "
+            f"BF16), not {name!r}"
+        )
+
+
 def _create_auto(
     checkpoint: str | os.PathLike[str],
     cache_dir: str | os.PathLike[str],
@@ -67,8 +92,11 @@ def _create_auto(
     progress: bool,
     options: dict[str, Any],
 ) -> Backend:
-    if device == "cpu":
-        return create_backend("onnxruntime", checkpoint, cache_dir, "cpu", progress, options)
+    if device in ("cpu", "gpu") or options.get("precision") == "bf16":
+        # No NVIDIA GPU asked for: OpenVINO where it serves this device, else ONNX Runtime.
+        return create_backend(
+            _cpu_backend(device), checkpoint, cache_dir, device, progress, options
+        )
     from mobilesam_ros.core.backends.tensorrt.compat import tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
@@ -109,7 +137,16 @@ def _pick_without_tensorrt(device: str, tensorrt_reason: str) -> tuple[str, str]
             f"device {device!r} asked for, but neither onnxruntime-gpu nor a CUDA PyTorch is "
             f"installed, and TensorRT cannot be used: {tensorrt_reason}"
         )
-    return "onnxruntime", "cpu"
+    return _cpu_backend("cpu"), "cpu"
+
+
+def _cpu_backend(device: str) -> str:
+    """OpenVINO on an x86 CPU (and for an Intel GPU) where it is installed, else ONNX Runtime."""
+    from mobilesam_ros.core.backends.openvino_backend import openvino_available
+
+    if device == "gpu" or (platform.machine().lower() in X86 and openvino_available()):
+        return "openvino"
+    return "onnxruntime"
 
 
 __all__ = ["Backend", "create_backend"]

@@ -21,11 +21,15 @@ class ModelSettings(Settings):
         "", "Path of mobile_sam.pt; empty downloads the official checkpoint once into cache_dir."
     )
     backend: str = setting("auto", "Inference runtime.", choices=BACKENDS)
-    device: str = setting("auto", "Where inference runs.", forms=", ".join(DEVICE_FORMS))
+    device: str = setting(
+        "auto",
+        "Where inference runs: cuda[:N] is an NVIDIA GPU, gpu an Intel GPU (with OpenVINO).",
+        forms=", ".join(DEVICE_FORMS),
+    )
     precision: str = setting(
         DEFAULT_PRECISION,
-        "Arithmetic of the GPU backends (TensorRT engines, PyTorch on CUDA); layers that lose "
-        "accuracy stay FP32.",
+        "Arithmetic: fp16 or fp32 on NVIDIA GPUs (layers that lose accuracy stay FP32); CPUs "
+        "compute FP32 unless bf16 asks OpenVINO for BF16 (CPUs with AMX or AVX-512 BF16).",
         choices=PRECISIONS,
     )
     compile_decoder: bool = setting(

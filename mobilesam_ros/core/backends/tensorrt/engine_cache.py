@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mobilesam_ros.core.choices import PRECISIONS
+from mobilesam_ros.core.choices import GPU_PRECISIONS
 from mobilesam_ros.core.errors import InvalidInputError, MobileSamError
 from mobilesam_ros.core.files import exclusive_lock, write_bytes_atomically
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
@@ -59,9 +59,9 @@ class EngineCacheError(MobileSamError):
 
 
 def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
+    if precision not in GPU_PRECISIONS:
         raise InvalidInputError(
-            f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}"
+            f"precision must be one of {', '.join(GPU_PRECISIONS)} on TensorRT; got {precision!r}"
         )
     return precision
 
