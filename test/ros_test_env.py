@@ -204,7 +204,7 @@ def _locked(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def test_messages_install(build_root: Path) -> Path:
+def installed_test_messages(build_root: Path) -> Path:
     """The colcon install base that build_test_messages() builds into."""
     return Path(build_root) / "install"
 
@@ -218,12 +218,12 @@ def build_test_messages(build_root: Path) -> dict[str, str]:
     sources; changed sources are built from scratch.
     The returned PYTHONPATH, LD_LIBRARY_PATH and AMENT_PREFIX_PATH hold only this install's
     entries; add them to an environment with `prepend_env()` (or use
-    `ros_env([test_messages_install(build_root)])`), after which a subprocess can import
+    `ros_env([installed_test_messages(build_root)])`), after which a subprocess can import
     `vision_msgs.msg` and `yolo_msgs.msg`. Raises RuntimeError with the build output when the
     build fails.
     """
     build_root = Path(build_root).resolve()
-    install_base = test_messages_install(build_root)
+    install_base = installed_test_messages(build_root)
     stamp = install_base / _STAMP_NAME
     expected = _source_hash(TEST_MESSAGES_SOURCE)
 

@@ -24,8 +24,8 @@ from ros_test_env import (  # noqa: E402
     TEST_MESSAGES_BUILD_ROOT,
     build_test_messages,
     installed_dds_profile,
+    installed_test_messages,
     ros_env,
-    test_messages_install,
 )
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     if installed_dds_profile() is None:
         sys.exit(f"{package_prefix} has no config/fastdds.xml: rebuild with scripts/build_ros.sh")
     build_test_messages(TEST_MESSAGES_BUILD_ROOT)
-    env = ros_env([test_messages_install(TEST_MESSAGES_BUILD_ROOT)])
+    env = ros_env([installed_test_messages(TEST_MESSAGES_BUILD_ROOT)])
     env["MOBILESAM_ROS_INSTALL_PREFIX"] = str(package_prefix)
     pytest = Path(sys.executable).parent / "pytest"
     # The console script puts its own folder first on sys.path, not the working directory, so

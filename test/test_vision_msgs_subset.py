@@ -14,7 +14,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from ros_test_env import TEST_MESSAGES_BUILD_ROOT, run_python, test_messages_install
+from ros_test_env import TEST_MESSAGES_BUILD_ROOT, installed_test_messages, run_python
 
 pytest_plugins = ["ros_fixtures"]
 
@@ -173,7 +173,7 @@ def test_env_additions_point_into_the_build(test_messages_env: dict[str, str]) -
 def test_detection_array_serialization_round_trip(
     test_messages_ros_env: dict[str, str], tmp_path: Path
 ) -> None:
-    install_base = test_messages_install(TEST_MESSAGES_BUILD_ROOT)
+    install_base = installed_test_messages(TEST_MESSAGES_BUILD_ROOT)
     output = run_python(ROUND_TRIP, test_messages_ros_env, tmp_path, str(install_base))
     assert "round trip ok" in output
 
