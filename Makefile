@@ -166,7 +166,7 @@ segment-photo: setup
 
 bench: setup
 	@$(MAKE) --no-print-directory _checkpoint
-	$(PY) -m benchmarks.bench --backend onnxruntime $(CHECKPOINT_ARG)
+	$(PY) -m benchmarks.bench $(CHECKPOINT_ARG)
 
 # Host-side stages of one frame, old full-frame path against the cropped path (no model runs).
 bench-host: $(SETUP_STAMP)
@@ -195,20 +195,23 @@ bench-tracking: setup
 		--seconds 20 --prompts 5 --detector-rate 3 --backend onnxruntime \
 		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
 
-# Memory on the CPU with ONNX Runtime: the core's RSS after load, encode and decoding 1, 10 and
-# 100 boxes, then the node for 60 s under a 10 Hz 640x480 camera with 10 boxes per frame, then
-# another 60 s with 100 boxes per frame (the visible objects' boxes and sub-boxes of them), one
-# run after the other.
+# Memory on the CPU, per CPU backend installed here (ONNX Runtime; OpenVINO on x86): the core's
+# RSS after load, encode and decoding 1, 10 and 100 boxes, then the node for 60 s under a 10 Hz
+# 640x480 camera with 10 boxes per frame, then another 60 s with 100 boxes per frame (the
+# visible objects' boxes and sub-boxes of them), one run after the other.
+CPU_BACKENDS = onnxruntime $(shell $(PY) -c "import openvino" 2>/dev/null && echo openvino)
+MEMORY_CHECKPOINT = $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))
 bench-memory: setup
 	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
-	$(PY) -m benchmarks.bench_memory \
-		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))
-	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
-		--seconds 60 --rate 10 --prompts 10 --backend onnxruntime --sample-rss \
-		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
-	@bash -c '$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo \
-		--seconds 60 --rate 10 --prompts 100 --backend onnxruntime --sample-rss \
-		--checkpoint $(or $(filter-out random,$(CHECKPOINT)),$(RANDOM_CHECKPOINT))'
+	@for backend in $(CPU_BACKENDS); do \
+		$(PY) -m benchmarks.bench_memory --backend $$backend --checkpoint $(MEMORY_CHECKPOINT) \
+			|| exit 1; \
+	done
+	@for backend in $(CPU_BACKENDS); do for prompts in 10 100; do \
+		bash -c "$(ROS_RUN) $(PY) install/mobilesam_ros/lib/mobilesam_ros/seg_demo --seconds 60 \
+			--rate 10 --prompts $$prompts --backend $$backend --sample-rss \
+			--checkpoint $(MEMORY_CHECKPOINT)" || exit 1; \
+	done; done
 
 # Ctrl-C of `ros2 launch` as a terminal sends it (SIGINT to the whole process group), CTRL_C_TRIES
 # times in each of five cases (while loading, while exporting, idle, mid-inference, during the
