@@ -27,15 +27,17 @@ from mobilesam_ros.core.backends.tensorrt.compat import TrtApi, import_tensorrt 
 from mobilesam_ros.core.backends.tensorrt.engine_cache import (  # noqa: E402
     GRAPHS,
     DecoderProfile,
+    GpuIdentity,
     read_engine,
     write_engine,
 )
 from mobilesam_ros.core.backends.tensorrt.engine_set import engine_specs  # noqa: E402
+from mobilesam_ros.core.backends.tensorrt.graph_prep import point_embedding_nodes  # noqa: E402
 from mobilesam_ros.core.errors import BackendUnavailableError  # noqa: E402
 from mobilesam_ros.core.model.export import export_onnx  # noqa: E402
 
 # The spec's GPU fields: nothing is built for a real device here.
-NO_GPU = ("no GPU (build-only test)", "8.9")
+NO_GPU = GpuIdentity("no GPU (build-only test)", "8.9", 128, 24564, 13000, 13000)
 
 
 def _builder_api() -> TrtApi | None:
@@ -107,11 +109,35 @@ def test_fp16_network_keeps_its_fp32_islands(prepared, graph):
     # LayerNorm and softmax compute in FP32 inside the FP16 network ...
     assert set(kinds["NORMALIZATION"]) == {"FLOAT"}
     assert set(kinds["SOFTMAX"]) == {"FLOAT"}
-    # ... while the bulk (matrix products, convolutions) is FP16.
-    assert set(kinds["MATRIX_MULTIPLY"]) == {"HALF"}
+    # ... while the bulk (matrix products, convolutions) is FP16, but for the decoders' one
+    # projection of the point coordinates onto the random Fourier basis.
+    products = kinds["MATRIX_MULTIPLY"]
+    assert products["FLOAT"] == (0 if graph == "encoder" else 1) and products["HALF"] > 10
     assert kinds["CAST"]["HALF"] > 0 and kinds["CAST"]["FLOAT"] > 0
     level2, _ = graphs.for_build(API, graph, "fp16", level=2)  # escalated to FP32 throughout
     assert "HALF" not in {t for counts in _precisions_by_kind(level2).values() for t in counts}
+
+
+@pytest.mark.parametrize("graph", ["decoder_single", "decoder_multi"])
+def test_fp16_decoder_computes_the_point_fourier_features_in_fp32(prepared, graph):
+    """Coordinates up to 1024 pixels, projected and times 2 pi: sin and cos of arguments where
+    FP16 steps by 0.5. Every layer from point_coords to Sin and Cos outputs FP32."""
+    assert API is not None
+    graphs = prepared[1]["fp16"][1]
+    path, islands = graphs.for_build(API, graph, "fp16", level=0)
+    feature_nodes = point_embedding_nodes(onnx.load(str(graphs.folded(graph))))
+    assert {"Sin", "Cos", "MatMul"} <= {
+        name.rsplit("/", 1)[-1].rstrip("_0123456789") for name in feature_nodes
+    }
+    assert set(feature_nodes) <= set(islands)
+    network = parse_network(API, path, verbose=False).network
+    types = {
+        layer.name: {layer.get_output(i).dtype.name for i in range(layer.num_outputs)}
+        for layer in (network.get_layer(i) for i in range(network.num_layers))
+    }
+    assert all(types[name] == {"FLOAT"} for name in feature_nodes), {
+        name: types[name] for name in feature_nodes
+    }
 
 
 @pytest.mark.parametrize("graph", GRAPHS)

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import AUTO_CPU_BACKEND
 
 from mobilesam_ros.cli import main
 from mobilesam_ros.core.backends import create_backend
@@ -35,6 +36,7 @@ from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     DecoderProfile,
     EngineCacheError,
     EngineSpec,
+    GpuIdentity,
     ShapeRange,
     encode_engine_file,
     engine_problem,
@@ -76,6 +78,10 @@ def _spec(**changes) -> EngineSpec:
         compute_capability="8.7",
         precision="fp16",
         profile=graph_profile("decoder_single", DecoderProfile(max_prompts=16)),
+        sm_count=8,
+        total_memory_mib=7620,
+        driver_cuda_version=12060,
+        runtime_cuda_version=12060,
     )
     return dataclasses.replace(spec, **changes)
 
@@ -104,6 +110,10 @@ def needs_tensorrt_gpu(test):
         {"tensorrt_version": "8.6.2"},
         {"gpu_name": "NVIDIA GeForce RTX 4090"},
         {"compute_capability": "8.9"},
+        {"sm_count": 16},  # an AGX Orin against an Orin Nano: both "Orin", 8.7
+        {"total_memory_mib": 30697},
+        {"driver_cuda_version": 12020},
+        {"runtime_cuda_version": 12020},
         {"precision": "fp32"},
         {"profile": graph_profile("decoder_single", DecoderProfile(max_prompts=17))},
         {"profile": graph_profile("decoder_single", DecoderProfile(16, max_points=8))},
@@ -536,12 +546,15 @@ def test_shim_layer_info_and_pinning():
 
 def _fake_cudart(count_error: str, driver_version: int = 0):
     errors = {name: SimpleNamespace(name=name) for name in ("cudaSuccess", count_error)}
-    props = SimpleNamespace(name=b"Orin\x00\x00junk", major=8, minor=7)
+    props = SimpleNamespace(
+        name=b"Orin\x00\x00junk", major=8, minor=7, multiProcessorCount=8, totalGlobalMem=7 << 30
+    )
     return SimpleNamespace(
         cudaError_t=SimpleNamespace(cudaSuccess=errors["cudaSuccess"]),
         cudaGetErrorName=lambda error: (errors["cudaSuccess"], error.name.encode()),
         cudaGetDeviceCount=lambda: (errors[count_error], 1 if count_error == "cudaSuccess" else 0),
         cudaDriverGetVersion=lambda: (errors["cudaSuccess"], driver_version),
+        cudaRuntimeGetVersion=lambda: (errors["cudaSuccess"], 12060),
         cudaGetDeviceProperties=lambda device: (errors["cudaSuccess"], props),
         cudaStreamSynchronize=lambda stream: (errors["cudaSuccess"],),
     )
@@ -551,7 +564,7 @@ def test_cuda_shim_counts_devices_and_reads_names():
     cuda = CudaApi(_fake_cudart("cudaSuccess"))
     assert cuda.device_count() == 1
     assert cuda.call("cudaStreamSynchronize", 0) is None
-    assert cuda.device_identity(0) == ("Orin", "8.7")
+    assert cuda.device_identity(0) == GpuIdentity("Orin", "8.7", 8, 7168, 0, 12060)
     with pytest.raises(BackendUnavailableError, match="reports 1 device"):
         cuda.require_device(1)
     no_device = CudaApi(_fake_cudart("cudaErrorNoDevice"))
@@ -836,7 +849,7 @@ def test_tensorrt_11_build_failure_falls_back_and_explicit_choice_fails(
     with caplog.at_level(logging.INFO, logger="mobilesam_ros.core.backends"):
         first = create_backend("auto", random_checkpoint, cache_dir, "auto", False, options)
         second = create_backend("auto", random_checkpoint, cache_dir, "auto", False, options)
-    assert first.name == second.name == "onnxruntime"
+    assert first.name == second.name == AUTO_CPU_BACKEND
     assert "TensorRT 11.0.0 failed to build the encoder engine" in first.fallback_reason
     assert second.fallback_reason == first.fallback_reason
     logged = [r for r in caplog.records if "does not use TensorRT" in r.getMessage()]
@@ -845,7 +858,7 @@ def test_tensorrt_11_build_failure_falls_back_and_explicit_choice_fails(
 
 def test_auto_on_the_cpu_records_no_fallback(random_checkpoint, cache_dir):
     backend = create_backend("auto", random_checkpoint, cache_dir, "cpu", progress=False)
-    assert backend.name == "onnxruntime" and backend.fallback_reason is None
+    assert backend.name == AUTO_CPU_BACKEND and backend.fallback_reason is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,10 +11,8 @@ ctrl-c-check` counts them).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import platform
 import random
 import shutil
 import time
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import camera_frame
+from helpers import AUTO_CPU_BACKEND, camera_frame
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("launch_ros", reason="ros2 launch is not installed")
@@ -42,12 +40,6 @@ TRIES = int(os.environ.get("MOBILESAM_ROS_CTRL_C_TRIES", "1"))
 REPORT = os.environ.get("MOBILESAM_ROS_CTRL_C_REPORT")
 FRAME = camera_frame(720, 1280)
 BOXES = [(100, 80, 500, 600), (600, 100, 1100, 650), (200, 300, 900, 700)]
-# What backend auto on a CPU is documented to take here.
-AUTO_CPU_BACKEND = (
-    "openvino"
-    if platform.machine() == "x86_64" and importlib.util.find_spec("openvino")
-    else "onnxruntime"
-)
 
 
 @pytest.fixture(scope="module")

@@ -252,7 +252,7 @@ class TensorRtBackend(Backend):
         self._cuda.require_device(self._device_id)
         self._cuda.call("cudaSetDevice", self._device_id)
         self.device = f"cuda:{self._device_id}"
-        self.gpu_name, _ = self._cuda.device_identity(self._device_id)
+        self.gpu_name = self._cuda.device_identity(self._device_id).name
         self.precision = precision
         self.profile = profile
         self._multimask_bytes = engines["decoder_multi"]  # deserialized on first use

@@ -36,7 +36,7 @@ from mobilesam_ros.core.backends.tensorrt.fp32_policy import (
 from mobilesam_ros.core.backends.tensorrt.graph_prep import (
     fold_constants,
     mixed_fp16_graph,
-    residual_sums,
+    topology_fp32_nodes_of_file,
 )
 from mobilesam_ros.core.errors import BackendUnavailableError
 from mobilesam_ros.core.files import write_atomically, write_bytes_atomically
@@ -203,8 +203,9 @@ def build_engine(
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         infos = [api.layer_info(layer) for layer in layers]
         pinned = fp32_layer_names(infos, level, spec.graph)
-        # The residual sums feeding LayerNorm, as in the mixed-precision graphs.
-        pinned += [name for name in residual_sums(onnx_path) if name not in set(pinned)]
+        # Residual sums feeding LayerNorm and the Fourier features, as in the mixed graphs.
+        pinned_set = set(pinned)
+        pinned += [n for n in topology_fp32_nodes_of_file(onnx_path) if n not in pinned_set]
         pinned_set = set(pinned)
         for layer, info in zip(layers, infos, strict=True):
             if info.name in pinned_set:

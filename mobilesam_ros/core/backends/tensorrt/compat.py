@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mobilesam_ros.core.backends.tensorrt.engine_cache import GpuIdentity
 from mobilesam_ros.core.backends.tensorrt.fp32_policy import LayerInfo
 from mobilesam_ros.core.choices import cuda_index
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
@@ -270,13 +271,20 @@ class CudaApi:
                 f"device 'cuda:{device_id}' asked for, but CUDA reports {count} device(s)"
             )
 
-    def device_identity(self, device_id: int) -> tuple[str, str]:
-        """(GPU name, compute capability "major.minor")."""
+    def device_identity(self, device_id: int) -> GpuIdentity:
+        """Name, compute capability, SM count, memory and CUDA versions of a device."""
         props = self.call("cudaGetDeviceProperties", device_id)
         name = props.name
         if isinstance(name, bytes):
             name = name.split(b"\0", 1)[0].decode(errors="replace")
-        return str(name).strip(), f"{props.major}.{props.minor}"
+        return GpuIdentity(
+            str(name).strip(),
+            f"{props.major}.{props.minor}",
+            sm_count=int(props.multiProcessorCount),
+            total_memory_mib=int(props.totalGlobalMem) >> 20,
+            driver_cuda_version=self.driver_cuda_version(),
+            runtime_cuda_version=int(self.call("cudaRuntimeGetVersion")),
+        )
 
     def host_to_device(self) -> Any:
         return self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice

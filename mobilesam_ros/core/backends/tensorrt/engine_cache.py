@@ -2,8 +2,9 @@
 
 Everything here is plain Python, so that tests run on any machine:
 
-- `EngineSpec`: what an engine is built from (ONNX hash, TensorRT version, GPU, precision,
-  optimization profile, FP32 policy version); its `key` names the cache entry.
+- `EngineSpec`: what an engine is built from (ONNX hash, TensorRT version, GPU with its SM
+  count, memory and CUDA versions, precision, optimization profile, FP32 policy version); its
+  `key` names the cache entry.
 - The engine file: magic bytes `MSAMTRT1`, a 4-byte little-endian length, that many bytes of
   JSON metadata, then the serialized engine. `read_engine` validates all of it (key, sizes,
   SHA-256 of the engine bytes) before any byte reaches TensorRT; `needs_rebuild` says why an
@@ -45,8 +46,8 @@ DEFAULT_MAX_POINTS = 32
 DEFAULT_WORKSPACE_MIB = 2048
 # Bump when what an FP16 build keeps in FP32 changes, so engines built by older rules are
 # rebuilt. 2: constants folded, strongly typed mixed-precision graphs on TensorRT >= 10, TF32
-# off, decoders escalate to FP32 like the encoder.
-FP32_POLICY_VERSION = 2
+# off, decoders escalate to FP32 like the encoder. 3: the point prompts' Fourier features FP32.
+FP32_POLICY_VERSION = 3
 
 
 class EngineCacheError(MobileSamError):
@@ -126,6 +127,29 @@ def graph_profile(graph: str, decoder_profile: DecoderProfile) -> tuple[ShapeRan
 
 
 @dataclass(frozen=True)
+class GpuIdentity:
+    """The GPU an engine's kernels are chosen for, as CUDA reports it.
+
+    The name and compute capability alone do not tell boards apart: every Jetson Orin reports
+    "Orin", 8.7, from the 8-SM Orin Nano to the 16-SM AGX Orin. The CUDA versions are the
+    driver's (cudaDriverGetVersion, 12060 for 12.6) and the runtime's.
+    """
+
+    name: str
+    compute_capability: str
+    sm_count: int = 0
+    total_memory_mib: int = 0
+    driver_cuda_version: int = 0
+    runtime_cuda_version: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.name} (compute {self.compute_capability}, {self.sm_count} SMs, "
+            f"{self.total_memory_mib} MiB)"
+        )
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """Everything an engine depends on; `key` changes when any of it changes."""
 
@@ -135,6 +159,10 @@ class EngineSpec:
     gpu_name: str
     compute_capability: str
     precision: str
+    sm_count: int = 0
+    total_memory_mib: int = 0
+    driver_cuda_version: int = 0
+    runtime_cuda_version: int = 0
     profile: tuple[ShapeRange, ...] = ()
     fp32_policy_version: int = FP32_POLICY_VERSION
     workspace_mib: int = DEFAULT_WORKSPACE_MIB

@@ -41,6 +41,7 @@ from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     DecoderProfile,
     EngineCacheError,
     EngineSpec,
+    GpuIdentity,
     check_precision,
     engine_folder,
     graph_profile,
@@ -75,12 +76,12 @@ def check_workspace(workspace_mib: int) -> int:
 class GpuTarget:
     """The TensorRT flavour, GPU and decoder profile that engines are built and run for.
 
-    device: as asked for ("auto", "cuda" or "cuda:N"); gpu: (name, compute capability).
+    device: as asked for ("auto", "cuda" or "cuda:N").
     """
 
     api: TrtApi
     device: str
-    gpu: tuple[str, str]
+    gpu: GpuIdentity
     precision: str
     profile: DecoderProfile
 
@@ -99,13 +100,13 @@ def open_gpu(device: str, precision: str, max_prompts: int) -> GpuTarget:
 
 def engine_specs(
     api: TrtApi,
-    gpu: tuple[str, str],
+    gpu: GpuIdentity,
     models: OnnxModels,
     precision: str,
     profile: DecoderProfile,
     workspace_mib: int = DEFAULT_WORKSPACE_MIB,
 ) -> dict[str, EngineSpec]:
-    """Specs of the three engines; gpu: (name, compute capability)."""
+    """Specs of the three engines."""
     from mobilesam_ros.core.model.checkpoint import file_sha256
 
     return {
@@ -113,9 +114,13 @@ def engine_specs(
             graph=graph,
             onnx_sha256=file_sha256(path),
             tensorrt_version=api.label,
-            gpu_name=gpu[0],
-            compute_capability=gpu[1],
+            gpu_name=gpu.name,
+            compute_capability=gpu.compute_capability,
             precision=precision,
+            sm_count=gpu.sm_count,
+            total_memory_mib=gpu.total_memory_mib,
+            driver_cuda_version=gpu.driver_cuda_version,
+            runtime_cuda_version=gpu.runtime_cuda_version,
             profile=graph_profile(graph, profile),
             fp32_policy_version=FP32_POLICY_VERSION,
             workspace_mib=workspace_mib,
@@ -235,8 +240,8 @@ def _build_and_store(
     api, encoder = config.target.api, config.specs["encoder"]
     say(
         _log,
-        f"building {api.label} engines ({encoder.precision}) for {encoder.gpu_name} "
-        f"(compute {encoder.compute_capability}); this takes minutes once, then they are cached",
+        f"building {api.label} engines ({encoder.precision}) for "
+        f"{config.target.gpu.describe()}; this takes minutes once, then they are cached",
         progress,
     )
     started = time.perf_counter()

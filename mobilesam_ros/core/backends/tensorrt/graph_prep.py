@@ -5,7 +5,8 @@
   the pads of the encoder's Pad nodes become constants instead of run-time computations.
 - `mixed_fp16_graph`: strongly typed TensorRT (10.x, 11.x, TensorRT-RTX) takes each tensor's
   type from the graph, so FP16 means an FP16 graph whose sensitive parts (the FP32 policy's
-  layers plus the residual sums that feed a LayerNorm) stay FP32 behind explicit Casts.
+  layers, the residual sums that feed a LayerNorm and the point prompts' Fourier features)
+  stay FP32 behind explicit Casts.
 
 Needs onnx, onnxruntime and onnxconverter-common (build time only, never at run time).
 """
@@ -22,6 +23,8 @@ from mobilesam_ros.core.errors import BackendUnavailableError
 
 # Ops kept FP32 by the converter whatever the policy says (shape and index computations).
 _ALWAYS_FP32_OPS = ("Range", "Resize", "TopK", "CumSum", "NonZero", "Min", "Max")
+# Ops whose outputs are shapes, indices or booleans: a float path does not run through them.
+_NON_FLOAT_OPS = frozenset({"Shape", "Equal", "Not", "Less", "Greater", "NonZero", "Size"})
 
 
 def _import_onnx() -> Any:
@@ -58,6 +61,38 @@ def residual_sums_into_layernorm(model: Any) -> list[str]:
         if producer is not None and producer.op_type == "Add" and producer.name not in names:
             names.append(producer.name)
     return names
+
+
+def point_embedding_nodes(model: Any) -> list[str]:
+    """Nodes on the float paths from the point_coords input to the Sin and Cos of SAM's random
+    Fourier features (coordinate normalization, projection, sin/cos), in graph order.
+
+    Pixel coordinates up to 1024, projected and multiplied by 2 pi, are arguments of
+    sin and cos far beyond FP16's precision (a step of 0.5 at 1000): the PyTorch path keeps
+    them FP32 as well. Empty for graphs without point prompts (the encoder).
+    """
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    from_coords: dict[str, Any] = {}
+    frontier = ["point_coords"]
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if node.name in from_coords or node.op_type in _NON_FLOAT_OPS:
+                continue
+            from_coords[node.name] = node
+            frontier.extend(node.output)
+    producers = {out: node for node in from_coords.values() for out in node.output}
+    on_path: set[str] = set()
+    stack = [node for node in from_coords.values() if node.op_type in ("Sin", "Cos")]
+    while stack:
+        node = stack.pop()
+        if node.name in on_path:
+            continue
+        on_path.add(node.name)
+        stack.extend(producers[name] for name in node.input if name in producers)
+    return [node.name for node in model.graph.node if node.name in on_path]
 
 
 def untie_shared_initializers(model: Any) -> int:
@@ -100,17 +135,23 @@ def _casts_to_fp16(model: Any, keep: set[str], tensor_proto: Any) -> None:
     del model.graph.value_info[:]
 
 
-def residual_sums(model_path: str | os.PathLike[str]) -> list[str]:
-    """`residual_sums_into_layernorm` of an ONNX file (TensorRT names layers after nodes)."""
+def topology_fp32_nodes(model: Any) -> list[str]:
+    """The FP32 nodes found by the graph's connections rather than by layer kind: residual
+    sums feeding a LayerNorm and the point prompts' Fourier features."""
+    return residual_sums_into_layernorm(model) + point_embedding_nodes(model)
+
+
+def topology_fp32_nodes_of_file(model_path: str | os.PathLike[str]) -> list[str]:
+    """`topology_fp32_nodes` of an ONNX file (TensorRT names layers after nodes)."""
     onnx = _import_onnx()
-    return residual_sums_into_layernorm(onnx.load(os.fspath(model_path), load_external_data=False))
+    return topology_fp32_nodes(onnx.load(os.fspath(model_path), load_external_data=False))
 
 
 def fp32_nodes(model: Any, graph: str, level: int) -> list[str]:
     """Names of the nodes a mixed-precision graph keeps in FP32 at this escalation level."""
     pinned = fp32_layer_names(onnx_graph_layers(model), level, graph)
-    extra = [name for name in residual_sums_into_layernorm(model) if name not in set(pinned)]
-    return pinned + extra
+    seen = set(pinned)
+    return pinned + [name for name in topology_fp32_nodes(model) if name not in seen]
 
 
 def mixed_fp16_graph(
