@@ -27,6 +27,7 @@ from mobilesam_ros.core.backends.base import Backend, DecoderInputs
 from mobilesam_ros.core.backends.tensorrt.compat import (
     CudaApi,
     TrtApi,
+    import_tensorrt,
     parse_device,
     parse_version,
     tensorrt_unavailable_reason,
@@ -583,8 +584,7 @@ def test_cuda_shim_names_an_old_driver_instead_of_reporting_no_gpu(monkeypatch):
         cuda.device_count()
     message = str(error.value)
     assert "cudaErrorInsufficientDriver" in message
-    assert "cuda-python 13.0.1 needs driver 580" in message and "CUDA 12.2" in message
-    assert "mobilesam-ros[tensorrt-jp6]" in message
+    assert "requirements/jetpack6.txt" in message
     no_driver = CudaApi(_fake_cudart("cudaErrorInsufficientDriver", driver_version=0))
     with pytest.raises(BackendUnavailableError, match="no NVIDIA driver is loaded"):
         no_driver.device_count()
@@ -797,8 +797,6 @@ def _fake_tensorrt_11():
     `tensorrt`, version 11.0.0, whose build fails as a real failed build does (None)."""
     import types
 
-    from mobilesam_ros.core.backends.tensorrt.compat import import_tensorrt
-
     rtx = import_tensorrt()
     if "rtx" not in rtx.__name__:
         pytest.skip("the stand-in wraps TensorRT-RTX; a full TensorRT is installed here")
@@ -837,20 +835,53 @@ def tensorrt_11_with_a_gpu(monkeypatch):
 _REAL_CUDA_CALL = CudaApi.call
 
 
+@pytest.mark.parametrize(
+    ("driver", "expected"),
+    [
+        (
+            12060,
+            r"driver supports CUDA 12\.6; TensorRT 11\.0\.0 is built for CUDA 13 .*tensorrt-cu12",
+        ),
+        (13000, r"driver supports CUDA 13\.0$"),
+    ],
+)
+def test_probe_names_the_failed_step_and_the_driver(tensorrt_11_with_a_gpu, driver, expected):
+    from mobilesam_ros.core.backends.tensorrt.compat import probe_tensorrt
+
+    cuda = CudaApi(_fake_cudart("cudaSuccess", driver_version=driver))
+    with pytest.raises(BackendUnavailableError, match=expected) as error:
+        probe_tensorrt(TrtApi(tensorrt_11_with_a_gpu), cuda)
+    assert "cannot build a one-layer probe engine" in str(error.value)
+
+
+def test_probe_on_a_builder_that_loads_nothing():
+    """TensorRT-RTX here builds the probe, but without a GPU driver nothing loads."""
+    try:
+        api = TrtApi(import_tensorrt())
+    except BackendUnavailableError:
+        pytest.skip("no TensorRT-RTX builder here")
+    from mobilesam_ros.core.backends.tensorrt.compat import probe_tensorrt
+
+    cuda = CudaApi(_fake_cudart("cudaSuccess", driver_version=12080))
+    with pytest.raises(BackendUnavailableError, match="cannot load the probe engine"):
+        probe_tensorrt(api, cuda)
+
+
 def test_tensorrt_11_build_failure_falls_back_and_explicit_choice_fails(
     tensorrt_11_with_a_gpu, random_checkpoint, cache_dir, caplog
 ):
     from mobilesam_ros.core import backends
 
     options = {"max_prompts": 8}
-    with pytest.raises(BackendUnavailableError, match=r"TensorRT 11\.0\.0 failed to build"):
+    # The probe engine fails first, before the graphs are exported and built.
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT 11\.0\.0 cannot build a one"):
         create_backend("tensorrt", random_checkpoint, cache_dir, "cuda", False, options)
     backends._reported_fallbacks.clear()
     with caplog.at_level(logging.INFO, logger="mobilesam_ros.core.backends"):
         first = create_backend("auto", random_checkpoint, cache_dir, "auto", False, options)
         second = create_backend("auto", random_checkpoint, cache_dir, "auto", False, options)
     assert first.name == second.name == AUTO_CPU_BACKEND
-    assert "TensorRT 11.0.0 failed to build the encoder engine" in first.fallback_reason
+    assert "TensorRT 11.0.0 cannot build a one-layer probe engine" in first.fallback_reason
     assert second.fallback_reason == first.fallback_reason
     logged = [r for r in caplog.records if "does not use TensorRT" in r.getMessage()]
     assert len(logged) == 1 and logged[0].levelno == logging.WARNING  # once, not per call

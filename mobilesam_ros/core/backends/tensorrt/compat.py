@@ -39,7 +39,7 @@ SUPPORTED_TENSORRT = "TensorRT 8.6, 10.x or 11.x, or TensorRT-RTX 1.x"
 TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings")
 CUDA_PYTHON_HINT = (
     "cuda-python 12.x where the NVIDIA driver is older than 580 (JetPack 6: "
-    "pip install 'mobilesam-ros[tensorrt-jp6]', or pip install 'cuda-python>=12,<13'), "
+    "pip install -r requirements/jetpack6.txt, which pins 12.6), "
     "cuda-python 13.x with driver 580 or newer (pip install 'cuda-python>=13')"
 )
 _FIRST_CUDA13_DRIVER = 13000  # cudaDriverGetVersion of the first driver (580) with CUDA 13
@@ -306,8 +306,54 @@ def parse_device(device: str) -> int:
         raise BackendUnavailableError(str(exc)) from exc
 
 
+def probe_tensorrt(api: TrtApi, cuda: CudaApi) -> None:
+    """Build and load a one-layer engine, in well under a second.
+
+    What importing TensorRT and counting GPUs cannot tell: TensorRT 11 from pip (built for
+    CUDA 13) imports on a driver older than 580 and fails only in its builder, which `auto`
+    would otherwise meet after exporting the graphs. Raises BackendUnavailableError saying
+    which step failed.
+    """
+    driver = cuda.driver_cuda_version()
+    supports = (
+        f"the driver supports CUDA {driver // 1000}.{driver % 1000 // 10}"
+        if driver
+        else "CUDA reports no driver version"
+    )
+    hint = ""
+    if api.major >= 11 and not api.rtx and driver < _FIRST_CUDA13_DRIVER:
+        hint = (
+            f"; {api.label} is built for CUDA 13 (driver 580 or newer): with this driver "
+            "install tensorrt-cu12 (pip install tensorrt-cu12) or upgrade the driver"
+        )
+    step = "create a builder"
+    try:
+        logger = api.logger(verbose=False)
+        builder = api.trt.Builder(logger)
+        step = "build a one-layer probe engine"
+        network = builder.create_network(api.network_flags())
+        probe = network.add_input("probe", api.trt.float32, (1, 8))
+        network.mark_output(network.add_identity(probe).get_output(0))
+        config = builder.create_builder_config()
+        api.configure(config, workspace_mib=64, fp16=False)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError("the builder returned no engine")
+        step = "load the probe engine"
+        if api.trt.Runtime(logger).deserialize_cuda_engine(serialized) is None:
+            raise RuntimeError("deserialization returned no engine")
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"{api.label} cannot {step} ({exc}); {supports}{hint}"
+        ) from exc
+
+
 def tensorrt_unavailable_reason() -> str | None:
-    """Why TensorRT cannot run here (import, version, cuda-python, driver, GPU), or None."""
+    """Why TensorRT cannot run here (import, version, cuda-python, driver, GPU), or None.
+
+    Quick checks only; whether an engine builds and loads is probed when the backend opens
+    the GPU (`engine_set.open_gpu`), before the graphs are exported.
+    """
     try:
         TrtApi(import_tensorrt())
         cuda = CudaApi()

@@ -1,6 +1,7 @@
 """The three engines of one configuration: the GPU, the cache, the self-checked build.
 
-`open_gpu` checks TensorRT, cuda-python and the device once, before any slow step.
+`open_gpu` checks TensorRT, cuda-python and the device once, and builds and loads a
+one-layer probe engine, before any slow step.
 `ensure_engines` loads the cached set, or builds it under a lock per configuration: a set is
 cached only after it passes the self-check against ONNX Runtime FP32; when it fails, all
 three graphs are rebuilt with more in FP32, up to FP32 throughout.
@@ -33,6 +34,7 @@ from mobilesam_ros.core.backends.tensorrt.compat import (
     TrtApi,
     import_tensorrt,
     parse_device,
+    probe_tensorrt,
 )
 from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     DEFAULT_WORKSPACE_MIB,
@@ -95,6 +97,7 @@ def open_gpu(device: str, precision: str, max_prompts: int) -> GpuTarget:
     cuda = CudaApi()
     cuda.require_device(device_id)
     cuda.call("cudaSetDevice", device_id)
+    probe_tensorrt(api, cuda)
     return GpuTarget(api, device, cuda.device_identity(device_id), precision, profile)
 
 

@@ -22,6 +22,7 @@ from mobilesam_ros.core.backends.torch_device.programs import (
     DecoderProgram,
     FrameProgram,
     GraphProgram,
+    TransferBuffer,
     prompt_bucket,
 )
 from mobilesam_ros.core.model.constants import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE
@@ -110,9 +111,11 @@ class DevicePipeline:
         self._frame: FrameProgram | None = None
         self._staging_free: Any = None  # event: the last image copy has left the staging buffer
         self._decoder_programs: OrderedDict[tuple[Any, ...], DecoderProgram] = OrderedDict()
+        self._transfer: TransferBuffer | None = None
         self._threshold_value: float | None = None
         with self._on_device(), torch.inference_mode():
             self.graph_pool = torch.cuda.graph_pool_handle() if cuda_graph and on_cuda else None
+            self.side_stream = torch.cuda.Stream() if self.graph_pool is not None else None
             encoder = encoder.to(self.device).eval()
             if fp16:
                 encoder = reduced_precision_encoder(encoder, self.dtype, fused_attention)
@@ -135,7 +138,7 @@ class DevicePipeline:
             self.threshold = torch.zeros((), device=self.device)
             # Captured now, so the first frame pays no warm-up or capture.
             self._encoder_program = GraphProgram(
-                lambda: self.encoder(self.model_input), self.graph_pool
+                lambda: self.encoder(self.model_input), self.graph_pool, self.side_stream
             )
 
     def _on_device(self) -> contextlib.AbstractContextManager[Any]:
@@ -242,12 +245,28 @@ class DevicePipeline:
             return program
         geometry = key[-1]
         if any(k[-1] != geometry for k in self._decoder_programs):
-            self._decoder_programs.clear()  # the image size changed: drop the old graphs
+            # The image size changed: drop the old graphs, and the transfer buffer sized for them.
+            self._decoder_programs.clear()
+            self._transfer = None
         while len(self._decoder_programs) >= MAX_DECODER_GRAPHS:
             self._decoder_programs.popitem(last=False)
         program = DecoderProgram(self, *key)
         self._decoder_programs[key] = program
         return program
+
+    def transfer(self, nbytes: int) -> TransferBuffer:
+        """The transfer buffer all decoder programs share (decodes run one at a time and each
+        hands out copies before returning), grown to at least `nbytes`. Growing it drops the
+        programs held, whose graphs write into the old one: they are captured again when next
+        used. It grows only when a program needs more than every one before it."""
+        if self._transfer is None or self._transfer.device.numel() < nbytes:
+            self._decoder_programs.clear()
+            self._transfer = None  # the old pair is freed before the larger one is allocated
+            self._transfer = TransferBuffer(
+                torch.empty(nbytes, dtype=torch.uint8, device=self.device),
+                torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pinned),
+            )
+        return self._transfer
 
     def decoder_graph_keys(self) -> Iterator[tuple[Any, ...]]:
         """(bucket, tokens per prompt, multimask, hints, geometry) of the decoder programs held."""
@@ -257,8 +276,9 @@ class DevicePipeline:
 
     def stage_timings(self) -> dict[str, float] | None:
         """Device milliseconds of the last frame's stages, from CUDA events: preprocess (image
-        upload and resize), encode, decode (prompt upload and decoder), postprocess (masks and
-        the transfer back). They cover the frame's device work end to end; decode and
-        postprocess are 0 when the last frame was only encoded. None on the CPU."""
+        upload and resize), encode, decode (prompt upload, decoder, scores and low-res logits
+        into the transfer buffer), postprocess (masks and the transfer back). They cover the
+        frame's device work end to end; decode and postprocess are 0 when the last frame was
+        only encoded. None on the CPU."""
         with self._on_device():
             return self._events.timings_ms()

@@ -5,14 +5,14 @@ graphs read and write: one program per image layout (pre-processing) and per dec
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from mobilesam_ros.core.backends.base import DecoderInputs
 from mobilesam_ros.core.backends.torch_device.resize import resize_like_pillow, upscale_logits
-from mobilesam_ros.core.model.constants import LOW_RES_SIZE
+from mobilesam_ros.core.model.constants import IMAGE_SIZE, LOW_RES_SIZE
 from mobilesam_ros.core.processing.preprocess import FrameGeometry
 
 if TYPE_CHECKING:
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # Prompt counts decoder graphs are captured for; a frame's prompts are padded up to the next one.
 PROMPT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 _SECTION_ALIGNMENT = 16  # bytes: where each section of a transfer buffer starts
+# FP32 bytes the mask post-processing upscales at once: all 192 maps of 64 multimask prompts at
+# 1920x1080 together would take 2 GB of graph pool.
+_UPSCALE_CHUNK_BYTES = 64 << 20
 
 
 def prompt_bucket(count: int) -> int:
@@ -38,17 +41,36 @@ def _aligned(nbytes: int) -> int:
     return -(-nbytes // _SECTION_ALIGNMENT) * _SECTION_ALIGNMENT
 
 
+def _upscale_chunks(
+    low_res: torch.Tensor, masks: torch.Tensor, geometry: FrameGeometry
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, masks) views of a few maps each, so that their FP32 upscaling holds at most about
+    _UPSCALE_CHUNK_BYTES at once (each map is upscaled on its own: same results as all at once)."""
+    height, width = geometry.original_size
+    # Per map: the model-frame step (at most IMAGE_SIZE squared) and the frame-size step.
+    step = max(1, _UPSCALE_CHUNK_BYTES // (4 * (IMAGE_SIZE * IMAGE_SIZE + height * width)))
+    logits = low_res.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)
+    flat_masks = masks.reshape(-1, height, width)
+    return [
+        (logits[start : start + step], flat_masks[start : start + step])
+        for start in range(0, len(logits), step)
+    ]
+
+
 class GraphProgram:
     """A piece of per-frame device work: replayed from a CUDA graph when `pool` is given (call
-    inside the device's context), else run eagerly. Returns the body's outputs."""
+    inside the device's context), else run eagerly. Returns the body's outputs.
 
-    def __init__(self, body: Callable[[], Any], pool: Any = None) -> None:
+    The warm-up runs before the capture take memory from PyTorch's ordinary cache, which keeps
+    it for the stream that freed it: one `side_stream` for all programs keeps that to the largest
+    warm-up, not one per program."""
+
+    def __init__(self, body: Callable[[], Any], pool: Any = None, side_stream: Any = None) -> None:
         self.body = body
         self.graph: Any = None
         self.outputs: Any = None
         if pool is None:
             return
-        side_stream = torch.cuda.Stream()
         side_stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side_stream):
             for _ in range(2):  # kernel selection and lazy initialization outside the graph
@@ -88,13 +110,21 @@ class FrameProgram:
                 chw = resize_like_pillow(chw, (nh, nw))
             model_input[:, :, :nh, :nw] = (chw - pipeline.pixel_mean) * pipeline.pixel_scale
 
-        self.program = GraphProgram(preprocess, pipeline.graph_pool)
+        self.program = GraphProgram(preprocess, pipeline.graph_pool, pipeline.side_stream)
+
+
+class TransferBuffer(NamedTuple):
+    """The bytes the decoder programs write their results into on the device, and the pinned
+    host bytes they are copied to: one pair for all programs (see DevicePipeline.transfer)."""
+
+    device: torch.Tensor
+    host: torch.Tensor
 
 
 class DecoderProgram:
-    """Static prompt buffers, the decoder and post-processing programs, and the transfer buffer
-    of one decoder key. Transfer layout: scores | masks | low-res logits, so one copy of a
-    prefix brings back what the caller asked for."""
+    """Static prompt buffers and the decoder and post-processing programs of one decoder key,
+    writing into the pipeline's transfer buffer. Transfer layout: scores | masks | low-res
+    logits, so one copy of a prefix brings back what the caller asked for."""
 
     def __init__(
         self,
@@ -125,29 +155,33 @@ class DecoderProgram:
         self.low_res_bytes_per_prompt = outputs * LOW_RES_SIZE * LOW_RES_SIZE * 4
         self.masks_offset = _aligned(bucket * outputs * 4)
         self.low_res_offset = self.masks_offset + _aligned(bucket * self.mask_bytes_per_prompt)
-        total = self.low_res_offset + bucket * self.low_res_bytes_per_prompt
-        self.device_bytes = torch.empty(total, dtype=torch.uint8, device=device)
-        self.host_bytes = torch.empty(total, dtype=torch.uint8, pin_memory=pinned)
+        self.nbytes = self.low_res_offset + bucket * self.low_res_bytes_per_prompt
+        self.device_bytes, self.host_bytes = pipeline.transfer(self.nbytes)
         scores, masks, low_res = self._sections(self.device_bytes, outputs, height, width)
         self.host_scores, self.host_masks, self.host_low_res = (
             t.numpy() for t in self._sections(self.host_bytes, outputs, height, width)
         )
 
         decoder = pipeline.decoder_calls[multimask]
-        self._decoded: Any = None
 
-        def decode() -> Any:
-            return decoder(pipeline.embedding, self.coords, self.labels, self.hints, self.flags)
-
-        def postprocess() -> None:
-            logits, iou = self._decoded
+        def decode() -> None:
+            prompts = (self.coords, self.labels, self.hints, self.flags)
+            logits, iou = decoder(pipeline.embedding, *prompts)
+            # Copied out inside this graph, the decoder's outputs are not held in the graph pool.
             scores.copy_(iou)
             low_res.copy_(logits)  # FP32: for the caller and for interpolation
-            torch.gt(upscale_logits(low_res, geometry), pipeline.threshold, out=masks)
 
-        self.decode_program = GraphProgram(decode, pipeline.graph_pool)
-        self._decoded = self.decode_program.outputs
-        self.postprocess_program = GraphProgram(postprocess, pipeline.graph_pool)
+        chunks = _upscale_chunks(low_res, masks, geometry)
+
+        def postprocess() -> None:
+            for chunk_logits, chunk_masks in chunks:
+                upscaled = upscale_logits(chunk_logits, geometry)
+                torch.gt(upscaled, pipeline.threshold, out=chunk_masks)
+
+        self.decode_program = GraphProgram(decode, pipeline.graph_pool, pipeline.side_stream)
+        self.postprocess_program = GraphProgram(
+            postprocess, pipeline.graph_pool, pipeline.side_stream
+        )
 
     def _sections(
         self, buffer: torch.Tensor, outputs: int, height: int, width: int
@@ -156,7 +190,7 @@ class DecoderProgram:
         scores = buffer[: bucket * outputs * 4].view(torch.float32).view(bucket, outputs)
         masks_end = self.masks_offset + bucket * self.mask_bytes_per_prompt
         masks = buffer[self.masks_offset : masks_end].view(torch.bool)
-        low_res = buffer[self.low_res_offset :].view(torch.float32)
+        low_res = buffer[self.low_res_offset : self.nbytes].view(torch.float32)
         return (
             scores,
             masks.view(bucket, outputs, height, width),
@@ -178,7 +212,7 @@ class DecoderProgram:
             self.flags[:count].copy_(self.flags_host[:count], non_blocking=True)
 
     def run(self) -> None:
-        self._decoded = self.decode_program()
+        self.decode_program()
 
     def transfer_bytes(self, count: int, low_res: bool) -> int:
         if low_res:
