@@ -34,6 +34,7 @@ from mobilesam_ros.core.backends.tensorrt.compat import (
 )
 from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     ENGINE_FILE_MAGIC,
+    GRAPHS,
     DecoderProfile,
     EngineCacheError,
     EngineSpec,
@@ -978,3 +979,47 @@ def test_real_cli_build_and_verify(built_engines, random_checkpoint, capsys):
     assert out.count("trtexec --onnx=") == 3
     assert main(["verify-engine", *args]) == 0
     assert "self-check against ONNX Runtime FP32: mask IoU" in capsys.readouterr().out
+
+
+def test_a_cached_engine_that_does_not_load_is_deleted_and_built_once(
+    monkeypatch, tmp_path, random_checkpoint
+):
+    from mobilesam_ros.core.backends.tensorrt import factory
+    from mobilesam_ros.core.backends.tensorrt.backend import EngineLoadError
+    from mobilesam_ros.core.model import export
+
+    paths = {graph: tmp_path / f"{graph}.engine" for graph in GRAPHS}
+    for path in paths.values():
+        path.write_bytes(b"cached")
+    calls = []
+
+    def ensure_engines(target, models, cache_dir, force_rebuild, progress, workspace_mib):
+        calls.append("ensure")
+        built = tuple(g for g, p in paths.items() if not p.exists())
+        for path in paths.values():
+            path.write_bytes(b"cached" if path.exists() else b"rebuilt")
+        engines = {graph: path.read_bytes() for graph, path in paths.items()}
+        return SimpleNamespace(engines=engines, paths=paths, built=built)
+
+    def backend(engines, profile, device, precision, loadable=(b"rebuilt",)):
+        calls.append("load")
+        if engines["decoder_single"] not in loadable:
+            raise EngineLoadError("could not load the decoder_single engine", "decoder_single")
+        return SimpleNamespace(engines=engines)
+
+    monkeypatch.setattr(factory, "open_gpu", lambda *a: SimpleNamespace(profile=None))
+    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: None)
+    monkeypatch.setattr(factory, "ensure_engines", ensure_engines)
+    monkeypatch.setattr(factory, "TensorRtBackend", backend)
+    loaded = factory.create_tensorrt_backend(random_checkpoint, tmp_path, "cuda", False)
+    assert calls == ["ensure", "load", "ensure", "load"]
+    assert loaded.engines["decoder_single"] == b"rebuilt"
+    assert loaded.engines["encoder"] == b"cached"  # only the failed entry was deleted
+
+    # An engine built just now that does not load is not built again and again.
+    calls.clear()
+    monkeypatch.setattr(factory, "TensorRtBackend", lambda *a: backend(*a, loadable=()))
+    paths["decoder_single"].unlink()
+    with pytest.raises(EngineLoadError):
+        factory.create_tensorrt_backend(random_checkpoint, tmp_path, "cuda", False)
+    assert calls == ["ensure", "load"]

@@ -135,6 +135,14 @@ class _EmbeddingPool:
                 self._cuda.call("cudaFree", self._free.pop())
 
 
+class EngineLoadError(BackendUnavailableError):
+    """TensorRT could not deserialize an engine; `graph` names it."""
+
+    def __init__(self, message: str, graph: str) -> None:
+        super().__init__(message)
+        self.graph = graph
+
+
 class _Engine:
     """One deserialized engine with its execution context."""
 
@@ -149,8 +157,8 @@ class _Engine:
         self.graph = graph
         engine = runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
-            raise BackendUnavailableError(
-                f"{api.label} could not load the {graph} engine (see its log above)"
+            raise EngineLoadError(
+                f"{api.label} could not load the {graph} engine (see its log above)", graph
             )
         self.engine: trt.ICudaEngine | None = engine
         found = api.io_tensor_names(engine)

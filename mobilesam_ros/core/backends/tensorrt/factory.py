@@ -10,10 +10,11 @@ command line) and `backend` (engines, contexts, GPU buffers: `TensorRtBackend`).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from mobilesam_ros.core.backends.tensorrt.backend import TensorRtBackend
+from mobilesam_ros.core.backends.tensorrt.backend import EngineLoadError, TensorRtBackend
 from mobilesam_ros.core.backends.tensorrt.engine_cache import (
     DEFAULT_MAX_PROMPTS,
     DEFAULT_WORKSPACE_MIB,
@@ -24,6 +25,9 @@ from mobilesam_ros.core.backends.tensorrt.engine_set import (
     open_gpu,
 )
 from mobilesam_ros.core.choices import DEFAULT_PRECISION
+from mobilesam_ros.core.progress import say
+
+_log = logging.getLogger(__name__)
 
 
 def create_tensorrt_backend(
@@ -50,4 +54,14 @@ def create_tensorrt_backend(
     engines = ensure_engines(
         target, models, cache_dir, force_rebuild, progress, workspace_mib=workspace_mib
     )
-    return TensorRtBackend(engines.engines, target.profile, device, precision)
+    try:
+        return TensorRtBackend(engines.engines, target.profile, device, precision)
+    except EngineLoadError as exc:
+        if engines.built:  # built and self-checked just now: building again would not help
+            raise
+        # Valid bytes for this key that TensorRT still refuses (e.g. a TensorRT or driver
+        # update under the same version label): the entry goes, and is built once more.
+        say(_log, f"{exc}; deleting the cached {exc.graph} engine and building it again", progress)
+        engines.paths[exc.graph].unlink(missing_ok=True)
+        engines = ensure_engines(target, models, cache_dir, False, progress, workspace_mib)
+        return TensorRtBackend(engines.engines, target.profile, device, precision)
