@@ -1023,3 +1023,51 @@ def test_a_cached_engine_that_does_not_load_is_deleted_and_built_once(
     with pytest.raises(EngineLoadError):
         factory.create_tensorrt_backend(random_checkpoint, tmp_path, "cuda", False)
     assert calls == ["ensure", "load"]
+
+
+def test_timing_cache_is_shared_by_precisions_and_levels_of_one_tensorrt_and_gpu():
+    name = _spec().timing_cache_name()
+    for change in ({"graph": "encoder", "profile": ()}, {"precision": "fp32"}):
+        assert _spec(**change).timing_cache_name() == name
+    assert _spec(fp32_policy_version=7).timing_cache_name() == name
+    for change in ({"tensorrt_version": "10.7.0"}, {"sm_count": 16}, {"driver_cuda_version": 1}):
+        assert _spec(**change).timing_cache_name() != name
+
+
+class _FakeTimingConfig:
+    """A builder config's timing-cache calls, recording what it was given."""
+
+    def __init__(self, readable: bool = True) -> None:
+        self.readable = readable
+        self.cache = None
+
+    def create_timing_cache(self, data: bytes):
+        if data and not self.readable:
+            return None
+        return SimpleNamespace(data=bytes(data), serialize=lambda: memoryview(b"timings+new"))
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False  # timings of another GPU must not be taken
+        self.cache = cache
+        return True
+
+    def get_timing_cache(self):
+        return self.cache
+
+
+def test_timing_cache_file_is_read_before_and_written_after_a_build(tmp_path):
+    from mobilesam_ros.core.backends.tensorrt.build import TimingCache
+
+    api = TrtApi(_fake_trt("10.3.0"))
+    timings = TimingCache(tmp_path / _spec().timing_cache_name())
+    first = _FakeTimingConfig()
+    assert timings.attach(api, first) and first.cache.data == b""  # no file yet: empty
+    timings.save(first)
+    assert timings.path.read_bytes() == b"timings+new"
+    second = _FakeTimingConfig()
+    timings.attach(api, second)
+    assert second.cache.data == b"timings+new"  # the next build starts from them
+    unreadable = _FakeTimingConfig(readable=False)
+    assert timings.attach(api, unreadable) and unreadable.cache.data == b""
+    rtx = TrtApi(_fake_trt("1.7.1", weakly_typed_api=False, name="tensorrt_rtx_bindings"))
+    assert not timings.attach(rtx, _FakeTimingConfig())  # no-op calls there

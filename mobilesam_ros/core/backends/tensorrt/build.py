@@ -39,7 +39,7 @@ from mobilesam_ros.core.backends.tensorrt.graph_prep import (
     topology_fp32_nodes_of_file,
 )
 from mobilesam_ros.core.errors import BackendUnavailableError
-from mobilesam_ros.core.files import write_atomically, write_bytes_atomically
+from mobilesam_ros.core.files import exclusive_lock, write_atomically, write_bytes_atomically
 from mobilesam_ros.core.model.export import OnnxModels
 from mobilesam_ros.core.progress import say
 
@@ -108,6 +108,41 @@ def prepared_graphs(
 ) -> PreparedGraphs:
     hashes = {graph: spec.onnx_sha256 for graph, spec in specs.items()}
     return PreparedGraphs(engine_folder(cache_dir) / "graphs", onnx_files(models), hashes)
+
+
+class TimingCache:
+    """TensorRT's measured kernel timings, kept in a file per TensorRT version and GPU.
+
+    Every build reads it and writes it back, so an escalation rebuild, the other precision or
+    another profile re-times only kernels not seen before. TensorRT-RTX has none (its timing
+    cache calls are no-ops), and a file TensorRT cannot read only costs the timings again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def attach(self, api: TrtApi, config: trt.IBuilderConfig) -> bool:
+        """Give the builder config the stored timings; False where there is no timing cache."""
+        if api.rtx:
+            return False
+        try:
+            stored = self.path.read_bytes()
+        except OSError:
+            stored = b""
+        cache = config.create_timing_cache(stored)
+        if cache is None:  # unreadable: start empty
+            cache = config.create_timing_cache(b"")
+        return bool(config.set_timing_cache(cache, ignore_mismatch=False))
+
+    def save(self, config: trt.IBuilderConfig) -> None:
+        """Store the timings the build has added (whole file, replaced under a lock)."""
+        cache = config.get_timing_cache()
+        if cache is None:
+            return
+        data = bytes(memoryview(cache.serialize()))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(f"{self.path}.lock"):
+            write_bytes_atomically(self.path, data)
 
 
 @dataclass
@@ -212,6 +247,8 @@ def build_engine(
                 api.pin_fp32(layer)
     config = parsed.builder.create_builder_config()
     api.configure(config, spec.workspace_mib, fp16)
+    timings = TimingCache(graphs.folder.parent / spec.timing_cache_name())  # engine folder
+    timed = timings.attach(api, config)
     if spec.profile:
         profile = parsed.builder.create_optimization_profile()
         for shape_range in spec.profile:
@@ -228,6 +265,8 @@ def build_engine(
             f"{api.label} failed to build the {spec.graph} engine from {onnx_path} (see its log)"
         )
     engine = bytes(memoryview(serialized))
+    if timed:
+        timings.save(config)
     seconds = time.perf_counter() - started
     _say(progress, f"{label} {spec.graph} built in {seconds:.1f} s ({len(engine) / 2**20:.1f} MiB)")
     return BuiltEngine(
