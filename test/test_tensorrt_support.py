@@ -1071,3 +1071,75 @@ def test_timing_cache_file_is_read_before_and_written_after_a_build(tmp_path):
     assert timings.attach(api, unreadable) and unreadable.cache.data == b""
     rtx = TrtApi(_fake_trt("1.7.1", weakly_typed_api=False, name="tensorrt_rtx_bindings"))
     assert not timings.attach(rtx, _FakeTimingConfig())  # no-op calls there
+
+
+class _RecordingCudart:
+    """cudaMalloc / cudaFree / cudaStreamSynchronize of a fake device, recorded."""
+
+    def __init__(self) -> None:
+        ok = SimpleNamespace(name="cudaSuccess")
+        self.cudaError_t = SimpleNamespace(cudaSuccess=ok)
+        self.live: dict[int, int] = {}
+        self.calls: list[str] = []
+        self._next = 0x1000
+        self._ok = ok
+
+    def cudaMalloc(self, nbytes):  # noqa: N802 (CUDA's names)
+        self._next += 0x1000
+        self.live[self._next] = nbytes
+        self.calls.append(f"malloc {nbytes}")
+        return self._ok, self._next
+
+    def cudaFree(self, pointer):  # noqa: N802
+        self.calls.append(f"free {self.live.pop(pointer)}")
+        return (self._ok,)
+
+    def cudaStreamSynchronize(self, stream):  # noqa: N802
+        self.calls.append("sync")
+        return (self._ok,)
+
+
+def test_contexts_share_one_activation_block_that_grows_for_a_larger_one():
+    from mobilesam_ros.core.backends.tensorrt.gpu_memory import SharedActivations
+
+    cudart = _RecordingCudart()
+    shared = SharedActivations(CudaApi(cudart), stream="stream")
+    bound: dict[str, tuple[int, int]] = {}
+    shared.bind(lambda p, n: bound.__setitem__("encoder", (p, n)), 300)
+    shared.bind(lambda p, n: bound.__setitem__("decoder_single", (p, n)), 200)
+    assert len(cudart.live) == 1 and bound["encoder"] == bound["decoder_single"]
+    assert bound["encoder"][1] == 300
+    # The multimask decoder, loaded on first use, needs more: one larger block for all,
+    # the old one freed only after the stream has finished with it.
+    shared.bind(lambda p, n: bound.__setitem__("decoder_multi", (p, n)), 500)
+    assert list(cudart.live.values()) == [500]
+    assert set(bound.values()) == {(next(iter(cudart.live)), 500)}
+    assert cudart.calls == ["malloc 300", "sync", "free 300", "malloc 500"]
+    shared.release()
+    assert cudart.live == {} and shared.nbytes == 0
+
+
+def test_contexts_are_created_without_memory_and_bound_per_tensorrt_version():
+    created = []
+
+    class Engine:
+        def create_execution_context(self, strategy=None):
+            created.append(("strategy", strategy))
+            return SimpleNamespace()
+
+        def create_execution_context_without_device_memory(self):
+            created.append(("without", None))
+            return SimpleNamespace()
+
+    trt10 = _fake_trt("10.3.0")
+    trt10.ExecutionContextAllocationStrategy = SimpleNamespace(USER_MANAGED="USER_MANAGED")
+    TrtApi(trt10).context_without_memory(Engine())
+    TrtApi(_fake_trt("8.6.1")).context_without_memory(Engine())
+    assert created == [("strategy", "USER_MANAGED"), ("without", None)]
+
+    sized = SimpleNamespace(set_device_memory=lambda p, n: sized.__dict__.update(got=(p, n)))
+    TrtApi(trt10).bind_context_memory(sized, 0x2000, 512)
+    assert sized.got == (0x2000, 512)
+    old = SimpleNamespace()
+    TrtApi(_fake_trt("8.6.1")).bind_context_memory(old, 0x3000, 512)
+    assert old.device_memory == 0x3000

@@ -8,10 +8,8 @@ PyTorch is not needed at run time.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,18 +24,19 @@ from mobilesam_ros.core.backends.tensorrt.compat import (
     CudaApi,
     TrtApi,
     import_tensorrt,
-    native_handle,
     parse_device,
 )
 from mobilesam_ros.core.backends.tensorrt.engine_cache import DecoderProfile
+from mobilesam_ros.core.backends.tensorrt.gpu_memory import (
+    EMBEDDING_SHAPE,
+    DeviceEmbedding,
+    EmbeddingPool,
+    GpuResources,
+    SharedActivations,
+)
 from mobilesam_ros.core.choices import DEFAULT_PRECISION
 from mobilesam_ros.core.errors import BackendUnavailableError, InvalidInputError
-from mobilesam_ros.core.model.constants import (
-    EMBEDDING_CHANNELS,
-    EMBEDDING_SIZE,
-    IMAGE_SIZE,
-    LOW_RES_SIZE,
-)
+from mobilesam_ros.core.model.constants import IMAGE_SIZE, LOW_RES_SIZE
 from mobilesam_ros.core.model.export import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -49,90 +48,7 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 _IMAGE_SHAPE = (1, 3, IMAGE_SIZE, IMAGE_SIZE)
-_EMBEDDING_SHAPE = (1, EMBEDDING_CHANNELS, EMBEDDING_SIZE, EMBEDDING_SIZE)
 _MAX_MASK_OUTPUTS = 3  # the multimask decoder's K
-
-
-class _GpuResources:
-    """Device and pinned host allocations plus one stream, freed together."""
-
-    def __init__(self, cuda: CudaApi) -> None:
-        self.cuda = cuda
-        self.device: list[int] = []
-        self.device_bytes = 0
-        self.host: list[int] = []
-        self.stream = cuda.call("cudaStreamCreate")
-        self.stream_handle = native_handle(self.stream)
-
-    def device_buffer(self, nbytes: int) -> int:
-        pointer = int(self.cuda.call("cudaMalloc", nbytes))
-        self.device.append(pointer)
-        self.device_bytes += nbytes
-        return pointer
-
-    def host_array(self, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-        """A numpy array in page-locked memory (what makes cudaMemcpyAsync asynchronous)."""
-        count = int(np.prod(shape))
-        nbytes = count * np.dtype(dtype).itemsize
-        pointer = int(self.cuda.call("cudaMallocHost", nbytes))
-        self.host.append(pointer)
-        raw = (ctypes.c_byte * nbytes).from_address(pointer)
-        return np.frombuffer(memoryview(raw), dtype=dtype, count=count).reshape(shape)
-
-    def release(self) -> None:
-        with contextlib.suppress(BackendUnavailableError):
-            self.cuda.call("cudaStreamSynchronize", self.stream)
-        for pointer in self.device:
-            with contextlib.suppress(BackendUnavailableError):
-                self.cuda.call("cudaFree", pointer)
-        for pointer in self.host:
-            with contextlib.suppress(BackendUnavailableError):
-                self.cuda.call("cudaFreeHost", pointer)
-        with contextlib.suppress(BackendUnavailableError):
-            self.cuda.call("cudaStreamDestroy", self.stream)
-        self.device, self.host = [], []
-
-
-class DeviceEmbedding:
-    """An image embedding in GPU memory; its buffer goes back to the pool when dropped."""
-
-    __slots__ = ("__weakref__", "pointer", "pool")
-
-    def __init__(self, pointer: int, pool: _EmbeddingPool) -> None:
-        self.pointer = pointer
-        self.pool = pool
-
-
-class _EmbeddingPool:
-    """Embedding buffers reused across frames: callers may keep several embeddings alive."""
-
-    def __init__(self, cuda: CudaApi) -> None:
-        self._cuda = cuda
-        self._nbytes = int(np.prod(_EMBEDDING_SHAPE)) * 4
-        self._free: list[int] = []
-        self._closed = False
-
-    def acquire(self) -> DeviceEmbedding:
-        if self._free:
-            pointer = self._free.pop()
-        else:
-            pointer = int(self._cuda.call("cudaMalloc", self._nbytes))
-        embedding = DeviceEmbedding(pointer, self)
-        weakref.finalize(embedding, self._release, pointer)
-        return embedding
-
-    def _release(self, pointer: int) -> None:
-        if self._closed:
-            with contextlib.suppress(BackendUnavailableError):
-                self._cuda.call("cudaFree", pointer)
-        else:
-            self._free.append(pointer)
-
-    def close(self) -> None:
-        self._closed = True
-        while self._free:
-            with contextlib.suppress(BackendUnavailableError):
-                self._cuda.call("cudaFree", self._free.pop())
 
 
 class EngineLoadError(BackendUnavailableError):
@@ -172,10 +88,15 @@ class _Engine:
                     f"the {graph} engine's tensor {name!r} is not float32"
                 )
         self.device_memory = api.engine_device_memory(engine)
-        context = engine.create_execution_context()
+        context = api.context_without_memory(engine)
         if context is None:
             raise BackendUnavailableError(f"{api.label} could not create a {graph} context")
         self.context: trt.IExecutionContext | None = context
+
+    def memory_binder(self, api: TrtApi) -> Callable[[int, int], None]:
+        """What points this engine's context at (pointer, size) of activation memory."""
+        context = self._context()
+        return lambda pointer, nbytes: api.bind_context_memory(context, pointer, nbytes)
 
     def _context(self) -> trt.IExecutionContext:
         if self.context is None:
@@ -208,17 +129,20 @@ class _Engine:
 
 
 class _TrtObjects:
-    """Logger, runtime and engines, released in the order TensorRT requires."""
+    """Logger, runtime, engines and their shared activation block, released in the order
+    TensorRT requires."""
 
-    def __init__(self, api: TrtApi) -> None:
+    def __init__(self, api: TrtApi, activations: SharedActivations) -> None:
         self.logger: trt.ILogger | None = api.logger(verbose=True)
         self.runtime: trt.Runtime | None = api.trt.Runtime(self.logger)
         self.engines: list[_Engine] = []
+        self.activations = activations
 
     def load(self, api: TrtApi, engine_bytes: bytes, graph: str, names: tuple[str, ...]) -> _Engine:
         if self.runtime is None:
             raise BackendUnavailableError("the TensorRT runtime was released (close())")
         engine = _Engine(api, self.runtime, engine_bytes, graph, names)
+        self.activations.bind(engine.memory_binder(api), engine.device_memory)
         self.engines.append(engine)
         return engine
 
@@ -226,6 +150,7 @@ class _TrtObjects:
         for engine in reversed(self.engines):
             engine.release()
         self.engines = []
+        self.activations.release()  # after the contexts that point into it
         self.runtime = None  # engines before their runtime, the runtime before its logger
         self.logger = None
 
@@ -265,9 +190,9 @@ class TensorRtBackend(Backend):
         self.profile = profile
         self._multimask_bytes = engines["decoder_multi"]  # deserialized on first use
         self._engine_sizes = {graph: len(data) for graph, data in engines.items()}
-        self._trt = _TrtObjects(self._api)
-        self._resources = _GpuResources(self._cuda)
-        self._embeddings = _EmbeddingPool(self._cuda)
+        self._resources = GpuResources(self._cuda)
+        self._trt = _TrtObjects(self._api, SharedActivations(self._cuda, self._resources.stream))
+        self._embeddings = EmbeddingPool(self._cuda)
         self._finalizer = weakref.finalize(
             self, _release_all, self._trt, self._resources, self._embeddings
         )
@@ -416,7 +341,7 @@ class TensorRtBackend(Backend):
         return results[0].copy(), results[1].copy()
 
     def embedding_to_numpy(self, embedding: DeviceEmbedding) -> np.ndarray:
-        out = np.empty(_EMBEDDING_SHAPE, dtype=np.float32)
+        out = np.empty(EMBEDDING_SHAPE, dtype=np.float32)
         self._select_device()
         kind = self._cuda.device_to_host()
         self._cuda.call("cudaMemcpy", out.ctypes.data, embedding.pointer, out.nbytes, kind)
@@ -426,10 +351,11 @@ class TensorRtBackend(Backend):
         return f"tensorrt ({self._api.label}) {self.precision} on {self.gpu_name} ({self.device})"
 
     def memory_report(self) -> dict[str, int]:
-        """Bytes of GPU memory by use: each loaded engine's context (activations, sized for
-        the profile's maximum), the engines' weights as serialized, and this backend's own
-        input/output buffers (device side; the same again is page-locked host memory)."""
-        report = {f"{engine.graph} context": engine.device_memory for engine in self._trt.engines}
+        """Bytes of GPU memory by use: the activation block the loaded contexts share (the
+        largest context's, sized for its profile's maximum), the engines' weights as
+        serialized, and this backend's own input/output buffers (device side; the same again
+        is page-locked host memory)."""
+        report = {"shared context activations": self._trt.activations.nbytes}
         report.update({f"{graph} engine": size for graph, size in self._engine_sizes.items()})
         report["input/output buffers"] = self._resources.device_bytes
         return report
@@ -440,9 +366,7 @@ class TensorRtBackend(Backend):
         self._finalizer()
 
 
-def _release_all(
-    objects: _TrtObjects, resources: _GpuResources, embeddings: _EmbeddingPool
-) -> None:
+def _release_all(objects: _TrtObjects, resources: GpuResources, embeddings: EmbeddingPool) -> None:
     objects.release()
     resources.release()
     embeddings.close()

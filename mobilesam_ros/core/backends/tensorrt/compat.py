@@ -157,6 +157,22 @@ class TrtApi:
         for index in range(layer.num_outputs):
             layer.set_output_type(index, self.trt.float32)
 
+    def context_without_memory(self, engine: trt.ICudaEngine) -> trt.IExecutionContext | None:
+        """An execution context whose activation memory the caller provides."""
+        strategies = getattr(self.trt, "ExecutionContextAllocationStrategy", None)
+        if strategies is not None:  # 10.x, 11.x, RTX
+            return engine.create_execution_context(strategies.USER_MANAGED)
+        return engine.create_execution_context_without_device_memory()  # 8.6
+
+    def bind_context_memory(
+        self, context: trt.IExecutionContext, pointer: int, nbytes: int
+    ) -> None:
+        """Point a context at activation memory of `nbytes` bytes."""
+        if hasattr(context, "set_device_memory"):  # 10.1 and newer: the size is checked
+            context.set_device_memory(pointer, nbytes)
+        else:
+            context.device_memory = pointer  # type: ignore[attr-defined]  # 8.6 only
+
     def numpy_dtype(self, engine: trt.ICudaEngine, name: str) -> np.dtype:
         return np.dtype(self.trt.nptype(engine.get_tensor_dtype(name)))
 

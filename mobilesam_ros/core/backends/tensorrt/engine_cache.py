@@ -192,8 +192,15 @@ class EngineSpec:
     def timing_cache_name(self) -> str:
         """The timing cache this engine's build shares with every build for the same
         TensorRT and GPU, whatever the graph, precision, profile or FP32 level."""
-        fields = ("tensorrt_version", "gpu_name", "compute_capability", "sm_count")
-        fields += ("total_memory_mib", "driver_cuda_version", "runtime_cuda_version")
+        fields = (
+            "tensorrt_version",
+            "gpu_name",
+            "compute_capability",
+            "sm_count",
+            "total_memory_mib",
+            "driver_cuda_version",
+            "runtime_cuda_version",
+        )
         text = json.dumps([getattr(self, name) for name in fields])
         return f"timing-{hashlib.sha256(text.encode()).hexdigest()[:16]}.cache"
 
