@@ -13,6 +13,7 @@ from mobilesam_ros.core.backends import Backend, create_backend
 from mobilesam_ros.core.backends.base import DecoderInputs, decode_in_chunks
 from mobilesam_ros.core.choices import DEFAULT_PRECISION, PRECISIONS, check_choice
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.jetson import default_decoder_batch
 from mobilesam_ros.core.model.checkpoint import default_cache_dir, resolve_checkpoint
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
 from mobilesam_ros.core.processing.postprocess import (
@@ -27,7 +28,7 @@ from mobilesam_ros.core.processing.preprocess import (
 )
 from mobilesam_ros.core.settings import ModelSettings
 
-DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_BATCH = default_decoder_batch()  # 16 on a Jetson, else 64
 # Working memory of one decoder call on the CPU path, and what each prompt in a call adds to
 # it (the image embedding repeated per prompt, attention and upscaling buffers), measured with
 # ONNX Runtime on the CPU (docs/BENCHMARKS.md, `make bench-memory`).
@@ -84,7 +85,8 @@ class Segmenter:
       cache_dir: folder for the downloaded checkpoint and exported graphs (default: XDG cache).
       device: "auto", "cpu", "cuda[:N]" (an NVIDIA GPU) or "gpu" (an Intel GPU, OpenVINO).
       mask_threshold: logit above which a pixel belongs to the mask.
-      max_batch: prompts per decoder call; larger N are decoded in several calls.
+      max_batch: prompts per decoder call (default 64, 16 on a Jetson); larger N are decoded
+        in several calls. The TensorRT decoders' optimization profile is 1 to this.
       decoder_memory_mb: working memory one decoder call may take on the CPU path, in MB
         (about 40 MB per prompt); prompts are decoded in chunks that fit, at least one prompt
         per call, so memory stays flat however many prompts a frame has.

@@ -27,6 +27,7 @@ from typing import Any
 from mobilesam_ros.core.choices import GPU_PRECISIONS
 from mobilesam_ros.core.errors import InvalidInputError, MobileSamError
 from mobilesam_ros.core.files import exclusive_lock, write_bytes_atomically
+from mobilesam_ros.core.jetson import default_decoder_batch
 from mobilesam_ros.core.model.constants import LOW_RES_SIZE
 from mobilesam_ros.core.model.export import DECODER_INPUTS
 
@@ -37,10 +38,9 @@ _HEADER_SIZE = len(ENGINE_FILE_MAGIC) + _LENGTH.size
 _MAX_METADATA_BYTES = 16 << 20
 
 GRAPHS = ("encoder", "decoder_single", "decoder_multi")
-# Same as the Segmenter's default max_batch: one decoder call per frame for up to 64 prompts.
-# The decoder contexts and the backend's buffers are sized for it (create_backend's
-# max_prompts option makes it smaller where GPU memory is tight).
-DEFAULT_MAX_PROMPTS = 64
+# The Segmenter's default max_batch (64, or 16 on a Jetson): the decoder profile, contexts and
+# the backend's buffers are sized for it (create_backend's max_prompts option sets it).
+DEFAULT_MAX_PROMPTS = default_decoder_batch()
 # Prompt tokens per prompt: points plus the two box corners (or SAM's one padding point).
 DEFAULT_MAX_POINTS = 32
 DEFAULT_WORKSPACE_MIB = 2048
