@@ -30,8 +30,10 @@ setup(
         # TensorRT itself comes from JetPack (Jetson) or `pip install tensorrt` (desktops);
         # these are what the backend needs beside it. cuda-python 13 needs driver >= 580.
         "tensorrt": ["cuda-python>=13", "onnx>=1.14", "onnxconverter-common>=1.14"],
-        # JetPack 6 (driver 540 series): cuda-python 12.x; cuda-bindings 13 refuses the driver.
-        "tensorrt-jp6": ["cuda-python>=12.2,<13", "onnx>=1.14", "onnxconverter-common>=1.14"],
+        # JetPack 6 (CUDA 12.2 / 12.6 driver), as requirements/jetpack6.txt: cuda-python 12.9
+        # and later link their CUDA runtime statically, which this driver refuses; 12.6
+        # implements the runtime API over the driver's.
+        "tensorrt-jp6": ["cuda-python>=12.6,<12.7", "onnx>=1.14", "onnxconverter-common>=1.14"],
         # RTX desktop GPUs without full TensorRT: TensorRT-RTX from pip (CUDA 13 driver).
         "tensorrt-rtx": [
             "tensorrt-rtx-cu13-bindings>=1.7",
