@@ -5,9 +5,10 @@
     ros2 launch mobilesam_ros seg.launch.py lifecycle:=true autostart:=false
 
 Parameters come from params_file (default: the installed config/seg.yaml). The backend,
-checkpoint, device, detections_input_size, detections_letterbox, use_compressed and use_sim_time
-arguments override it only when given: left empty (their default) they are not passed, and the
-file's value (else the node's own default) holds; use_sim_time, when given, reaches rviz2 too.
+checkpoint, device, detections_input_size, detections_letterbox, use_compressed, cameras and
+use_sim_time arguments override it only when given: left empty (their default) they are not
+passed, and the file's value (else the node's own default) holds; use_sim_time, when given,
+reaches rviz2 too.
 test/dds/test_launch_file.py runs this file through launch with stand-in executables and checks
 what each process is started with.
 
@@ -23,6 +24,13 @@ names another topic.
 
 rviz2 starts in the node's namespace and its configuration names relative topics (overlay,
 mask_image), so namespace:=cam1 rviz:=true shows cam1's images.
+
+cameras:=[front,left] serves several cameras with one model: each camera's topics are under its
+name (front/image, front/masks, ...), relative to the node's namespace. The *_topic arguments
+remap the single camera's topics only; remap a camera's topics in a launch file of your own
+(remappings=[("front/image", "/front/color/image_raw")]) or with ros2 run ... --ros-args -r
+front/image:=/front/color/image_raw. rviz2's configuration shows overlay and mask_image: with
+cameras, point its displays at front/overlay and the others.
 
 dds_profile (default: the installed config/fastdds.xml) is the Fast DDS profile file given to the
 node's and rviz2's processes through the variable their Fast DDS reads (FASTRTPS_... on Humble and
@@ -77,7 +85,21 @@ STRING_PARAMETER_ARGUMENTS = {
 }
 BOOLEAN_PARAMETER_ARGUMENTS = ("use_compressed", "use_sim_time")
 # The arguments of the node's own parameters, described by the parameters' descriptions.
-PARAMETER_ARGUMENTS = {**STRING_PARAMETER_ARGUMENTS, "use_compressed": "use_compressed"}
+PARAMETER_ARGUMENTS = {
+    **STRING_PARAMETER_ARGUMENTS,
+    "use_compressed": "use_compressed",
+    "cameras": "cameras",
+}
+
+
+def camera_names(text: str) -> list[str]:
+    """cameras:=[front,left] (or front,left) -> ["front", "left"]."""
+    import yaml
+
+    value = yaml.safe_load(text if text.lstrip().startswith("[") else f"[{text}]")
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValueError(f"launch argument cameras:={text!r}: expected names, e.g. [front,left]")
+    return value
 
 
 def _boolean(arguments: dict[str, str], name: str) -> bool:
@@ -87,9 +109,9 @@ def _boolean(arguments: dict[str, str], name: str) -> bool:
     return value == "true"
 
 
-def parameter_overrides(arguments: dict[str, str]) -> dict[str, str | bool]:
+def parameter_overrides(arguments: dict[str, str]) -> dict[str, str | bool | list[str]]:
     """The node parameters that the given (non-empty) parameter arguments set."""
-    overrides: dict[str, str | bool] = {}
+    overrides: dict[str, str | bool | list[str]] = {}
     for name, parameter in STRING_PARAMETER_ARGUMENTS.items():
         value = arguments.get(name, "").strip()
         if value:
@@ -97,6 +119,8 @@ def parameter_overrides(arguments: dict[str, str]) -> dict[str, str | bool]:
     for name in BOOLEAN_PARAMETER_ARGUMENTS:
         if arguments.get(name, "").strip():
             overrides[name] = _boolean(arguments, name)
+    if arguments.get("cameras", "").strip():
+        overrides["cameras"] = camera_names(arguments["cameras"])
     return overrides
 
 

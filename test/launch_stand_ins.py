@@ -72,6 +72,17 @@ def make_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+class _ParameterFileLoader(yaml.SafeLoader):
+    """Reads parameter files as rcl does: launch_ros writes a list parameter as a tuple
+    (`!!python/tuple`), whose tag rcl ignores."""
+
+
+_ParameterFileLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple",
+    lambda loader, node: loader.construct_sequence(node),
+)
+
+
 class Started:
     """What one stand-in was started with."""
 
@@ -82,7 +93,7 @@ class Started:
         self.parameter_files: list[dict[str, Any]] = [
             {
                 name: value
-                for block in (yaml.safe_load(text) or {}).values()
+                for block in (yaml.load(text, _ParameterFileLoader) or {}).values()
                 for name, value in block.get("ros__parameters", {}).items()
             }
             for text in record["params_files"]

@@ -72,8 +72,16 @@ def yaml_parameters() -> dict[str, Any]:
     return flatten(parameters)
 
 
+def commented_out(spec: Setting) -> bool:
+    """A list parameter whose default is empty is shown as a comment: a parameter file's empty
+    list has no type that rcl could give it."""
+    text = PARAMS_FILE.read_text(encoding="utf-8")
+    return spec.default == () and re.search(rf"^\s*# {spec.name}: \[", text, re.M) is not None
+
+
 def test_parameter_file_lists_every_parameter(yaml_parameters: dict[str, Any]) -> None:
-    missing = sorted(set(SPECS_BY_NAME) - set(yaml_parameters))
+    shown = set(yaml_parameters) | {s.name for s in PARAMETERS if commented_out(s)}
+    missing = sorted(set(SPECS_BY_NAME) - shown)
     unknown = sorted(set(yaml_parameters) - set(SPECS_BY_NAME))
     assert not missing, f"parameters of the settings types missing from config/seg.yaml: {missing}"
     assert not unknown, f"config/seg.yaml sets parameters that the settings types lack: {unknown}"
@@ -84,6 +92,8 @@ def test_parameter_file_value_is_the_default(
     yaml_parameters: dict[str, Any], spec: Setting
 ) -> None:
     if spec.name not in yaml_parameters:
+        if commented_out(spec):
+            return
         pytest.fail(f"{spec.name} missing from config/seg.yaml")
     value = yaml_parameters[spec.name]
     # The type matters: rcl declares 30 as an integer and 30.0 as a double, and a parameter

@@ -119,3 +119,39 @@ def test_waiting_requests_are_bounded():
     with pytest.raises(InvalidInputError, match="wait already"):
         replies[-1].result(timeout=0)
     assert not any(reply.done() for reply in replies[:-1])
+
+
+def test_a_camera_that_stops_does_not_stall_the_others():
+    pipeline, _, clock = two_cameras()
+    feed(pipeline, clock, "left", SECOND_NS)  # left sends one frame, then nothing
+    answered = []
+    for index in range(1, 6):
+        feed(pipeline, clock, "front", index * SECOND_NS)
+        clock.now += 1.0  # left's silence goes on
+        while (result := pipeline.process_next(timeout=0)) is not None:
+            answered.append((result.stream, result.frame.stamp_ns))
+        # front's frame is answered at once, whatever left does not send
+        assert ("front", index * SECOND_NS) in answered
+    assert [a for a in answered if a[0] == "left"] == [("left", SECOND_NS)]
+    assert pipeline.stream_report("front")[0]["prompt messages answered"] == 5
+
+
+def test_tracks_of_different_cameras_never_share_an_id():
+    pipeline, _, clock = two_cameras(tracking=True)
+    feed(pipeline, clock, "front", SECOND_NS)
+    feed(pipeline, clock, "left", SECOND_NS)
+    ids = {}
+    for _ in range(2):
+        result = pipeline.process_next(timeout=0)
+        ids[result.stream] = [instance.track_id for instance in result.instances]
+    assert ids == {"front": ["front/t1"], "left": ["left/t1"]}
+
+
+def test_each_camera_reports_its_own_totals_and_waiting_prompts():
+    pipeline, _, clock = two_cameras()
+    feed(pipeline, clock, "front", SECOND_NS)
+    pipeline.add_request(request(clock, 5 * SECOND_NS, (1, 1, 9, 9)), "left")  # no image yet
+    assert pipeline.process_next(timeout=0).stream == "front"
+    front, left = pipeline.stream_report("front"), pipeline.stream_report("left")
+    assert front[0]["images received"] == 1 and left[0]["images received"] == 0
+    assert front[2] == 0 and left[2] == 1  # left's prompts still wait for their image

@@ -20,6 +20,9 @@ from mobilesam_ros.ros.outputs_3d import DepthInputs, Outputs3D
 
 
 class CameraTopics:
+    """One camera's topics; `name` "" is the node's single camera (topics without a prefix),
+    else its topics are under <name>/ and its frames go to the pipeline's stream `name`."""
+
     def __init__(
         self,
         node: Node,
@@ -27,15 +30,18 @@ class CameraTopics:
         settings: NodeSettings,
         failures: FailureLog,
         stats: StageStats,
+        name: str = "",
     ) -> None:
+        self.name = name
+        prefix = f"{name}/" if name else ""
         self._node = node
         self._pipeline = pipeline
         self._settings = settings
         self._failures = failures
         self._stats = stats
-        self._depth = DepthInputs(node, failures)
-        outputs_3d = Outputs3D(node, self._depth, failures)
-        self._outputs = OutputPublishers(node, settings.tracking.enabled, outputs_3d)
+        self._depth = DepthInputs(node, failures, prefix)
+        outputs_3d = Outputs3D(node, self._depth, failures, prefix)
+        self._outputs = OutputPublishers(node, settings.tracking.enabled, outputs_3d, prefix)
         self._inputs: InputSubscriptions | None = None
 
     @property
@@ -56,7 +62,12 @@ class CameraTopics:
     def subscribe(self) -> None:
         self._depth.subscribe()
         self._inputs = InputSubscriptions(
-            self._node, self._pipeline, self._failures, self._stats, self._settings.inputs
+            self._node,
+            self._pipeline,
+            self._failures,
+            self._stats,
+            self._settings.inputs,
+            self.name,
         )
 
     def unsubscribe(self) -> None:

@@ -108,12 +108,13 @@ class NodeStatus(Protocol):
     settings: NodeSettings
     loading_error: str | None
     lifecycle_state: str | None  # None: the plain node
-    camera: Any  # CameraTopics (last_image, overlays_skipped) once the outputs exist
+    cameras: dict[str, Any]  # CameraTopics (last_image, overlays_skipped) by camera name
 
 
 class DiagnosticsReport:
-    """The node's one status in /diagnostics, every `diagnostics_period` seconds: health, then
-    rates, latencies and counters of the period since the last report.
+    """The node's status in /diagnostics, every `diagnostics_period` seconds: health, then
+    rates, latencies and counters of the period since the last report; with named cameras,
+    one status more per camera (`<node>: <camera>`: its images, totals and drops).
 
     Its timer has a callback group of its own: /diagnostics keeps coming while a multi-threaded
     executor runs a long transition (the lifecycle node's configure loads the model).
@@ -122,7 +123,8 @@ class DiagnosticsReport:
     def __init__(self, node: Node, status: NodeStatus) -> None:
         self._node = node
         self._status = status
-        self._name = f"{node.get_fully_qualified_name()}: segmentation"
+        self._node_name = node.get_fully_qualified_name()
+        self._name = f"{self._node_name}: segmentation"
         self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._previous_counters: Counter[str] | None = None
         self._period_started = time.monotonic()
@@ -134,7 +136,7 @@ class DiagnosticsReport:
 
     def publish(self) -> None:
         node_status = self._status
-        pipeline, camera = node_status.pipeline, node_status.camera
+        pipeline, cameras = node_status.pipeline, dict(node_status.cameras)
         now = time.monotonic()
         period = max(now - self._period_started, 1e-6)
         self._period_started = now
@@ -142,7 +144,8 @@ class DiagnosticsReport:
         counters = pipeline.counters()
         waiting, cached = pipeline.queue_sizes()
         segmenter = pipeline.segmenter
-        last_image = camera.last_image if camera is not None else None
+        images = [c.last_image for c in cameras.values() if c.last_image is not None]
+        last_image = max(images, default=None)
         state = health(
             node_status.loading_error,
             segmenter is not None,
@@ -159,8 +162,8 @@ class DiagnosticsReport:
         )
         if node_status.lifecycle_state is not None:
             values.append(KeyValue(key="lifecycle state", value=node_status.lifecycle_state))
-        if camera is not None:
-            skipped = str(camera.overlays_skipped)
+        if cameras:
+            skipped = str(sum(camera.overlays_skipped for camera in cameras.values()))
             values.append(KeyValue(key="overlays skipped by max_rate", value=skipped))
         fallback = getattr(segmenter.backend, "fallback_reason", None) if segmenter else None
         if fallback:
@@ -172,9 +175,33 @@ class DiagnosticsReport:
             message=state.message,
             values=values,
         )
-        array = DiagnosticArray(status=[status])
+        statuses = [status]
+        statuses += [
+            self._camera_status(name, camera, now) for name, camera in cameras.items() if name
+        ]
+        array = DiagnosticArray(status=statuses)
         array.header.stamp = self._node.get_clock().now().to_msg()
         self._publisher.publish(array)
+
+    def _camera_status(self, name: str, camera: Any, now: float) -> DiagnosticStatus:
+        """One named camera: stale when its images stopped, with its own totals and drops."""
+        totals, counters, waiting, cached = self._status.pipeline.stream_report(name)
+        stale_after = self._status.settings.diagnostics.stale_after
+        last_image = camera.last_image
+        level, message = DiagnosticStatus.OK, "receiving images"
+        if last_image is None or now - last_image > stale_after:
+            waited = "yet" if last_image is None else f"for {now - last_image:.1f} s"
+            level, message = DiagnosticStatus.WARN, f"no image received {waited}"
+        values = [KeyValue(key=f"{k} (total)", value=str(v)) for k, v in sorted(totals.items())]
+        values.append(KeyValue(key="prompt messages waiting", value=str(waiting)))
+        values.append(KeyValue(key="images cached", value=str(cached)))
+        values.append(
+            KeyValue(key="overlays skipped by max_rate", value=str(camera.overlays_skipped))
+        )
+        values += [KeyValue(key=k, value=str(v)) for k, v in sorted(counters.items())]
+        return DiagnosticStatus(
+            name=f"{self._node_name}: {name}", level=level, message=message, values=values
+        )
 
 
 def status_values(

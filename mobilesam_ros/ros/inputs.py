@@ -46,8 +46,12 @@ class InputSubscriptions:
         failures: FailureLog,
         stats: StageStats,
         settings: InputSettings,
+        stream: str = "",
     ) -> None:
+        """stream: the camera's name ("" for the node's single camera); its topics are under
+        <stream>/ then."""
         self._node = node
+        self._stream = stream
         self._pipeline = pipeline
         self._failures = failures
         self._stats = stats
@@ -56,27 +60,32 @@ class InputSubscriptions:
         self._clicks = 0
         image_qos = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability)
         options = QoSOverridingOptions.with_default_policies()
-        image_type, image_topic = Image, "image"
+        prefix = f"{stream}/" if stream else ""
+        image_type, image_topic = Image, prefix + "image"
         if settings.use_compressed:
-            image_type, image_topic = CompressedImage, "image/compressed"
+            image_type, image_topic = CompressedImage, prefix + "image/compressed"
         self._subscriptions = [
             node.create_subscription(
                 image_type, image_topic, self._on_image, image_qos, qos_overriding_options=options
             ),
-            node.create_subscription(PromptArray, "prompts", self._on_prompts, 10),
-            node.create_subscription(PointStamped, "clicked_pixel_stamped", self._on_click, 10),
-            node.create_subscription(Point, "clicked_pixel", self._on_clicked_pixel, 10),
+            node.create_subscription(PromptArray, prefix + "prompts", self._on_prompts, 10),
+            node.create_subscription(
+                PointStamped, prefix + "clicked_pixel_stamped", self._on_click, 10
+            ),
+            node.create_subscription(Point, prefix + "clicked_pixel", self._on_clicked_pixel, 10),
         ]
         if Detection2DArray is not None:
             self._subscriptions.append(
-                node.create_subscription(Detection2DArray, "detections", self._on_detections, 10)
+                node.create_subscription(
+                    Detection2DArray, prefix + "detections", self._on_detections, 10
+                )
             )
         else:
             node.get_logger().info("vision_msgs not installed: no detections input")
         if YoloDetectionArray is not None:  # yolo_ros publishes its own message type
             self._subscriptions.append(
                 node.create_subscription(
-                    YoloDetectionArray, "yolo_detections", self._on_yolo_detections, 10
+                    YoloDetectionArray, prefix + "yolo_detections", self._on_yolo_detections, 10
                 )
             )
 
@@ -99,14 +108,15 @@ class InputSubscriptions:
                 self._failures.report(IMAGES_REJECTED, f"image rejected: {exc}")
                 return
         stamp_ns = conversions.stamp_to_ns(message.header.stamp)
-        self._pipeline.add_frame(Frame(stamp_ns, message.header.frame_id, message, now))
+        frame = Frame(stamp_ns, message.header.frame_id, message, now)
+        self._pipeline.add_frame(frame, self._stream)
 
     def _enqueue(self, header: Any, prompts: list[Prompt], source: str) -> None:
         self._stats.count("prompt_messages_in")
         stamp_ns = conversions.stamp_to_ns(header.stamp) if header is not None else 0
         frame_id = header.frame_id if header is not None else ""
         request = PromptRequest(stamp_ns, frame_id, prompts, time.monotonic(), source)
-        self._pipeline.add_request(request)
+        self._pipeline.add_request(request, self._stream)
 
     def _on_prompts(self, message: PromptArray) -> None:
         self._enqueue(message.header, conversions.prompts_from_prompt_array(message), "prompts")

@@ -35,19 +35,21 @@ class OutputPublishers:
         node: Node,
         tracking: bool,
         outputs_3d: Outputs3D | None = None,
+        prefix: str = "",
     ) -> None:
+        """prefix: put before every topic name (a camera's "front/")."""
         self._node = node
         self._tracking = tracking
         self._last_overlay = -float("inf")
         self.overlays_skipped = 0  # by overlay.max_rate
         self._outputs_3d = outputs_3d
         create, self._destroy = publisher_calls(node)
-        self.masks = create(InstanceMaskArray, "masks", OUTPUT_QOS)
-        self.mask_image = create(Image, "mask_image", OUTPUT_QOS)
-        self.overlay = create(Image, "overlay", OUTPUT_QOS)
+        self.masks = create(InstanceMaskArray, prefix + "masks", OUTPUT_QOS)
+        self.mask_image = create(Image, prefix + "mask_image", OUTPUT_QOS)
+        self.overlay = create(Image, prefix + "overlay", OUTPUT_QOS)
         self.refined = None
         if Detection2DArray is not None:
-            self.refined = create(Detection2DArray, "detections_refined", OUTPUT_QOS)
+            self.refined = create(Detection2DArray, prefix + "detections_refined", OUTPUT_QOS)
         else:
             node.get_logger().info("vision_msgs not installed: no detections_refined output")
 

@@ -48,9 +48,10 @@ def publisher_calls(node: Node) -> tuple[Callable[..., Any], Callable[[Any], Any
 class DepthInputs:
     """depth and camera_info subscriptions; written by callbacks, read by the publishing thread."""
 
-    def __init__(self, node: Node, failures: FailureLog) -> None:
+    def __init__(self, node: Node, failures: FailureLog, prefix: str = "") -> None:
         self._node = node
         self._failures = failures
+        self._prefix = prefix  # before the topic names: a camera's "front/"
         self._lock = threading.Lock()
         self._depth = StampCache(DEPTH_CACHE_SIZE)
         self._camera: CameraModel | None = None
@@ -60,9 +61,14 @@ class DepthInputs:
     def subscribe(self) -> None:
         node = self._node
         self._subscriptions = [
-            node.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data),
             node.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data
+                Image, self._prefix + "depth", self._on_depth, qos_profile_sensor_data
+            ),
+            node.create_subscription(
+                CameraInfo,
+                self._prefix + "camera_info",
+                self._on_camera_info,
+                qos_profile_sensor_data,
             ),
         ]
 
@@ -106,6 +112,7 @@ class Outputs3D:
         node: Node,
         depth_inputs: DepthInputs,
         failures: FailureLog,
+        prefix: str = "",
     ) -> None:
         self._node = node
         self._inputs = depth_inputs
@@ -114,11 +121,11 @@ class Outputs3D:
         self._markers = MarkerTracker()
         self._said_no_depth = False
         create, self._destroy = publisher_calls(node)
-        self.cloud = create(PointCloud2, "instances_cloud", 2)
-        self.markers = create(MarkerArray, "markers", 2)
+        self.cloud = create(PointCloud2, prefix + "instances_cloud", 2)
+        self.markers = create(MarkerArray, prefix + "markers", 2)
         self.detections = None
         if self._types is not None:
-            self.detections = create(self._types.detection_array, "detections_3d", 2)
+            self.detections = create(self._types.detection_array, prefix + "detections_3d", 2)
         else:
             node.get_logger().info("vision_msgs not installed: no detections_3d output")
 

@@ -43,13 +43,31 @@ def declare_parameters(node: Any) -> NodeSettings:
                 descriptor.integer_range = [
                     IntegerRange(from_value=int(info.minimum), to_value=int(info.maximum), step=1)
                 ]
-        node.declare_parameter(item.name, item.default, descriptor)
-    return NodeSettings.from_values(lambda name: node.get_parameter(name).value)
+        if isinstance(item.default, tuple):
+            # An empty list has no type for rclpy to infer: declared as a string array that
+            # a launch file or the command line may leave unset (then the default holds).
+            from rclpy.parameter import Parameter
+
+            node.declare_parameter(item.name, Parameter.Type.STRING_ARRAY, descriptor)
+        else:
+            node.declare_parameter(item.name, item.default, descriptor)
+    return NodeSettings.from_values(lambda name: _value(node, name))
+
+
+def _value(node: Any, name: str) -> Any:
+    from rclpy.exceptions import ParameterUninitializedException
+
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return parameter(name).default
 
 
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]"
     return str(value) if value != "" else '""'
 
 

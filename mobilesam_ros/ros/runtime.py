@@ -48,18 +48,19 @@ class SegmentationRuntime:
         logging.getLogger("mobilesam_ros").addHandler(self._log_handler)
         self.failures = FailureLog(logging.getLogger("mobilesam_ros.node"))
         self.stats = StageStats()
+        # One stream per camera; "" is the single camera on the topics without a prefix.
+        self.camera_names = self.settings.inputs.cameras or ("",)
         self.pipeline = StreamPipeline(
             conversions.decode_image_message,
             self.settings,
-            anyone_listening=lambda stream: (
-                self.camera is not None and self.camera.anyone_listening()
-            ),
+            streams=self.camera_names,
+            anyone_listening=self._anyone_listening,
             failures=self.failures,
         )
         self.loading_error: str | None = None
         self.loading = threading.Event()  # set while a model loads (it cannot be interrupted)
         self.lifecycle_state: str | None = None  # the lifecycle node's state; None: plain node
-        self.camera: CameraTopics | None = None
+        self.cameras: dict[str, CameraTopics] = {}  # while the outputs exist
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._handoff: queue.Queue[FrameResult] = queue.Queue(maxsize=1)
@@ -106,18 +107,26 @@ class SegmentationRuntime:
     # -- outputs, inputs and threads -------------------------------------------------------
 
     def create_outputs(self) -> None:
-        self.camera = CameraTopics(
-            self.node, self.pipeline, self.settings, self.failures, self.stats
-        )
+        self.cameras = {
+            name: CameraTopics(
+                self.node, self.pipeline, self.settings, self.failures, self.stats, name
+            )
+            for name in self.camera_names
+        }
 
     def destroy_outputs(self) -> None:
-        if self.camera is not None:
-            self.camera.destroy()
-            self.camera = None
+        cameras, self.cameras = self.cameras, {}
+        for camera in cameras.values():
+            camera.destroy()
+
+    def _anyone_listening(self, stream: str) -> bool:
+        camera = self.cameras.get(stream)
+        return camera is not None and camera.anyone_listening()
 
     def start(self) -> None:
         """Subscriptions and the inference and publishing threads (outputs must exist)."""
-        self.camera.subscribe()
+        for camera in self.cameras.values():
+            camera.subscribe()
         self._stopping.clear()
         self._threads = [
             threading.Thread(target=self._infer, name="mobilesam-inference", daemon=True),
@@ -134,8 +143,8 @@ class SegmentationRuntime:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
-        if self.camera is not None:
-            self.camera.unsubscribe()
+        for camera in self.cameras.values():
+            camera.unsubscribe()
         # A model still loading (native code: ONNX Runtime, an export) cannot be interrupted
         # either: the process must then leave without tearing it down under its feet.
         alive = any(thread.is_alive() for thread in self._threads)
@@ -180,9 +189,12 @@ class SegmentationRuntime:
                 result = self._handoff.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
+            camera = self.cameras.get(result.stream)
+            if camera is None:
+                continue  # its outputs were destroyed meanwhile
             started = time.perf_counter()
             try:
-                self.camera.publish(result)
+                camera.publish(result)
             except Exception as exc:
                 if self._stopping.is_set() or not self.node.context.ok():
                     return  # shutting down: publishers are gone

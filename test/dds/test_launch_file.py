@@ -45,6 +45,7 @@ PARAMETER_ARGUMENTS = {
     "detections_letterbox": "detections.letterbox",
     "use_compressed": "use_compressed",
     "use_sim_time": "use_sim_time",
+    "cameras": "cameras",
 }
 SUBSCRIPTIONS = (
     "image",
@@ -159,6 +160,7 @@ def test_each_parameter_argument_overrides_only_itself(prefix, name: str) -> Non
         "device": "cpu",
         "detections_input_size": "960x544",
         "detections_letterbox": "bottom_right",
+        "cameras": "[front,left]",
     }
     _, started = run_launch(prefix, **{name: value.get(name, "true")})
     node = started["seg_node"]
@@ -168,11 +170,22 @@ def test_each_parameter_argument_overrides_only_itself(prefix, name: str) -> Non
     assert list(node.parameter_files[1]) == [parameter]
     spec = SPECS.get(parameter)
     if spec is not None:  # use_sim_time is every node's own
-        assert type(node.parameter_files[1][parameter]) is type(spec.default)
+        given = node.parameter_files[1][parameter]
+        expected_type = list if isinstance(spec.default, tuple) else type(spec.default)
+        assert type(given) is expected_type
+    if name == "cameras":
+        assert node.parameter_files[1]["cameras"] == ["front", "left"]
 
 
 def test_bad_boolean_argument_fails_the_launch(prefix) -> None:
     code, started = run_launch(prefix, use_compressed="yes please")
+    assert code != 0 and not started
+
+
+def test_cameras_argument_takes_a_list_or_bare_names(prefix) -> None:
+    _, started = run_launch(prefix, cameras="front,rear_left")
+    assert started["seg_node"].parameter_files[1]["cameras"] == ["front", "rear_left"]
+    code, started = run_launch(prefix, cameras="{front: 1}")
     assert code != 0 and not started
 
 

@@ -62,7 +62,7 @@ def test_overlay_max_rate_skips_overlays_and_counts_them(world):
         world.answer(world.frame(second))
     # The settings reach the frames after the change: at most one overlay in 5 s.
     assert len(world.received["overlay"]) - before <= 1
-    assert world.runtime.camera.overlays_skipped >= 2
+    assert world.runtime.cameras[""].overlays_skipped >= 2
     assert world.node.set_parameters([Parameter("overlay.max_rate", value=0.0)])[0].successful
 
 

@@ -47,7 +47,7 @@ class Setting:
 
     name: str  # the parameter name, e.g. "tracking.max_age"
     field_name: str
-    default: bool | int | float | str
+    default: bool | int | float | str | tuple[str, ...]
     info: SettingInfo
 
 

@@ -12,6 +12,7 @@ from mobilesam_ros.core.settings.fields import Settings, setting
 
 LETTERBOXES = ("none", "bottom_right", "center")
 _NETWORK_SIZE = re.compile(r"(\d+)x(\d+)")
+_CAMERA = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,27 @@ class InputSettings(Settings):
     use_compressed: bool = setting(
         False, "Subscribe to image/compressed (jpeg, png) instead of image."
     )
+    cameras: tuple[str, ...] = setting(
+        (),
+        "Names of the cameras one node serves with one model: each camera <cam> has its topics "
+        "under <cam>/ (<cam>/image, <cam>/masks, ...), its own frame cache, sync, tracks and "
+        "diagnostics status. Empty: one camera on the topics without a prefix.",
+        forms="a list of distinct names of letters, digits and _, not starting with a digit",
+    )
+
+    def check(self) -> None:
+        names = self.cameras
+        if not isinstance(names, tuple):
+            object.__setattr__(self, "cameras", tuple(names))  # a list from a parameter
+            names = self.cameras
+        bad = [name for name in names if not isinstance(name, str) or not _CAMERA.fullmatch(name)]
+        if bad:
+            raise InvalidInputError(
+                f"parameter cameras: {bad!r} cannot name topics; a camera name is letters, "
+                "digits and _, not starting with a digit (a namespace goes in the launch file)"
+            )
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"parameter cameras names a camera twice: {list(names)}")
 
 
 @dataclass(frozen=True)

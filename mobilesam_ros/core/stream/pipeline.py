@@ -196,6 +196,18 @@ class StreamPipeline:
             syncs = [stream.sync for stream in self.streams.values()]
             return sum(len(s.pending) for s in syncs), sum(len(s.frames) for s in syncs)
 
+    def stream_report(self, name: str) -> tuple[Counter[str], Counter[str], int, int]:
+        """One stream's (totals, drops and track endings, prompt messages waiting, images
+        cached)."""
+        with self._condition:
+            stream = self.streams[name]
+            return (
+                Counter(stream.totals),
+                stream.counters(),
+                len(stream.sync.pending),
+                len(stream.sync.frames),
+            )
+
     @property
     def failing(self) -> bool:
         """True after ERROR_AFTER_FAILURES inference failures in a row."""

@@ -99,7 +99,11 @@ class Stream:
         self.failures = failures
         sync = settings.sync
         self.sync = FrameSync(sync.policy, sync.max_offset, sync.max_wait, sync.cache_size)
-        self.tracker = Tracker(settings.tracking) if settings.tracking.enabled else None
+        self.tracker = (
+            Tracker(settings.tracking, id_prefix=f"{name}/" if name else "")
+            if settings.tracking.enabled
+            else None
+        )
         self.settings = settings
         self.totals: Counter[str] = Counter()
         self.track_endings: Counter[str] = Counter()  # the tracker's counts, copied by the worker

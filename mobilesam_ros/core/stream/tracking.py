@@ -150,8 +150,11 @@ class Tracker:
     """Tracks with stable ids across frames; see the module docstring for the rules and
     `TrackingSettings` for what each setting does."""
 
-    def __init__(self, settings: TrackingSettings | None = None) -> None:
+    def __init__(self, settings: TrackingSettings | None = None, id_prefix: str = "") -> None:
+        """id_prefix: put before every track id (a camera's "front/"), so that the tracks of
+        several cameras never share an id."""
         self.settings = settings or TrackingSettings()
+        self._id_prefix = id_prefix
         self._tracks: list[Track] = []
         self._frame: FlowFrame | None = None
         self._now: float | None = None
@@ -256,7 +259,7 @@ class Tracker:
         matched = set(matches.values())
         for index, fresh_prompt in enumerate(fresh):
             if index not in matched:
-                track_id = f"t{self._next_id}"
+                track_id = f"{self._id_prefix}t{self._next_id}"
                 self._next_id += 1  # ids are never reused, even when a plan is dropped
                 prompts.append(TrackPrompt(fresh_prompt, ORIGIN_NEW, track_id, fresh_index=index))
         self._bound_tracks(prompts, ended)
