@@ -13,6 +13,7 @@
 #   make bench-stream  the node's per-frame work at 30 Hz with every output, in one process (on a
 #                GPU when one is visible: BACKEND=torch DEVICE=cuda)
 #   make bench-memory  RSS of the core per stage and of the node under a simulated camera
+#   make bench-cameras one node serving 2 and 4 simulated cameras against one camera
 #   make ctrl-c-check  Ctrl-C of `ros2 launch` 20 times on Kilted and on Jazzy, counted
 
 PYTHON ?= python3
@@ -27,7 +28,7 @@ DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
 .PHONY: setup build-ros test lint demo segment-photo bench bench-host bench-node bench-tracking \
-	bench-depth bench-memory bench-stream ctrl-c-check clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
+	bench-depth bench-memory bench-stream bench-cameras ctrl-c-check clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
 	test-cuda12 \
 	test-models
 
@@ -212,6 +213,13 @@ bench-memory: setup
 			--rate 10 --prompts $$prompts --backend $$backend --sample-rss \
 			--checkpoint $(MEMORY_CHECKPOINT)" || exit 1; \
 	done; done
+
+# One node serving 2 and 4 simulated cameras (10 Hz, 640x480, 5 boxes each) against one camera:
+# answers per camera per second, their balance, node RSS.
+bench-cameras: setup
+	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
+	bash -c "$(ROS_RUN) $(PY) benchmarks/bench_cameras.py --checkpoint $(MEMORY_CHECKPOINT) \
+		--backend $(or $(BACKEND),auto)"
 
 # Ctrl-C of `ros2 launch` as a terminal sends it (SIGINT to the whole process group), CTRL_C_TRIES
 # times in each of five cases (while loading, while exporting, idle, mid-inference, during the

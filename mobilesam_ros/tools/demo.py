@@ -52,7 +52,7 @@ NODE_IMAGE_COUNTERS = (
 )
 
 
-def _seg_node_executable() -> Path:
+def seg_node_executable() -> Path:
     from ament_index_python.packages import get_package_prefix
 
     return Path(get_package_prefix("mobilesam_ros")) / "lib" / "mobilesam_ros" / "seg_node"
@@ -197,14 +197,14 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        profile = _use_dds_profile(args.dds_profile)
+        profile = use_dds_profile(args.dds_profile)
     except LookupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Fast DDS profile: {profile or 'none (middleware defaults)'}", flush=True)
     node_args = [
         sys.executable,
-        str(_seg_node_executable()),
+        str(seg_node_executable()),
         "--ros-args",
         "-p",
         f"checkpoint:={checkpoint}",
@@ -329,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
             process.kill()
 
 
-def _use_dds_profile(choice: str) -> str | None:
+def use_dds_profile(choice: str) -> str | None:
     """Names the Fast DDS profile for this process and the node it starts; returns its path.
 
     choice: '' keeps the shell's profile, else the installed one; 'none' removes any; a path.
