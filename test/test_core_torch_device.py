@@ -393,6 +393,25 @@ def test_hot_path_has_no_hidden_synchronization_or_allocation(modules):
 
 
 @needs_cuda
+def test_graph_pool_of_64_multimask_prompts_at_full_hd(modules):
+    """Measured where test_core_torch_device_memory.py accounts it on the CPU: at most 1.5 GB."""
+    pipeline = _cuda_pipeline(modules)
+    embedding, _ = pipeline.encode(photo("coffee"))
+    geometry = FrameGeometry.for_image(1080, 1920)
+    corners = np.random.default_rng(0).uniform(0, [1920, 1080], size=(64, 2, 2))
+    boxes = np.hstack([corners.min(1), corners.max(1)])
+    inputs = DecoderInputs(*encode_prompts(geometry, boxes, None, None))
+    masks, _, _ = pipeline.decode(embedding, inputs, True, geometry, 0.0, low_res=False)
+    assert masks.shape == (64, 3, 1080, 1920)
+    pool = sum(
+        segment["total_size"]
+        for segment in torch.cuda.memory_snapshot()
+        if tuple(segment["segment_pool_id"]) == tuple(pipeline.graph_pool)
+    )
+    assert 0 < pool <= 1.5e9, f"graph pool {pool / 1e6:.0f} MB"
+
+
+@needs_cuda
 def test_compiled_decoder_matches_the_eager_one(modules):
     decoders = {False: modules.decoder(False)}
     eager = DevicePipeline(modules.encoder, "cuda", decoders, fp16=True)

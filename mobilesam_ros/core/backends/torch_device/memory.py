@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import weakref
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,13 +25,12 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from mobilesam_ros.core.backends.torch_device.pipeline import DevicePipeline
+from mobilesam_ros.core.backends.torch_device.pipeline import MAX_DECODER_GRAPHS, DevicePipeline
 from mobilesam_ros.core.backends.torch_device.programs import prompt_bucket
 from mobilesam_ros.core.model.modules import PromptDecoder, build_mask_decoder, build_prompt_encoder
 from mobilesam_ros.core.processing.preprocess import FrameGeometry
 
-# On the meta pipeline, "meta" tensors stand for the GPU's and "cpu" ones for the pinned host's.
-_DEVICE, _HOST = "meta", "cpu"
+_HOST = "cpu"  # on a GPU, the host buffers are pinned
 
 
 class AllocationTracker(TorchDispatchMode):
@@ -38,8 +39,8 @@ class AllocationTracker(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.allocations: list[tuple[str, int]] = []  # (device type, bytes) in order
-        self.live: dict[str, int] = {_DEVICE: 0, _HOST: 0}
-        self.peak: dict[str, int] = {_DEVICE: 0, _HOST: 0}
+        self.live: defaultdict[str, int] = defaultdict(int)  # by device type
+        self.peak: defaultdict[str, int] = defaultdict(int)
         self._storages: dict[int, list[Any]] = {}  # storage -> [tensors alive, device, bytes]
 
     def __torch_dispatch__(
@@ -93,12 +94,12 @@ class ProgramMemory:
 
 def meta_pipeline() -> DevicePipeline:
     """A DevicePipeline with MobileSAM's decoders on the meta device (no weights, no data)."""
-    with torch.device(_DEVICE):
+    with torch.device("meta"):
         decoders = {
             multimask: PromptDecoder(build_prompt_encoder(), build_mask_decoder(), multimask)
             for multimask in (False, True)
         }
-    return DevicePipeline(nn.Identity(), _DEVICE, decoders=decoders)
+    return DevicePipeline(nn.Identity(), "meta", decoders=decoders)
 
 
 def decoder_program_memory(
@@ -110,8 +111,9 @@ def decoder_program_memory(
     hints: bool = False,
 ) -> ProgramMemory:
     """Build the decoder program for `prompts` prompts of `tokens` points each on an image of
-    `image_size` (H, W) in `pipeline` (from `meta_pipeline`), run it once and account both.
-    Buffers shared with programs built before (the transfer buffer) count only when allocated."""
+    `image_size` (H, W) in `pipeline` (from `meta_pipeline`; on a CPU one, with data, the host
+    buffers count as device ones), run it once and account both. Buffers shared with programs
+    built before (the transfer buffer) count only where they are allocated."""
     geometry = FrameGeometry.for_image(*image_size)
     key = (prompt_bucket(prompts), tokens, multimask, hints, geometry)
     with torch.inference_mode():
@@ -120,11 +122,12 @@ def decoder_program_memory(
         with AllocationTracker() as ran:
             program.run()
             program.postprocess_program()
+        device = pipeline.device.type
         return ProgramMemory(
-            graph_pool=ran.peak[_DEVICE],
-            graph_outputs=ran.live[_DEVICE],
-            device_buffers=built.live[_DEVICE],
-            host_buffers=built.live[_HOST],
+            graph_pool=ran.peak[device],
+            graph_outputs=ran.live[device],
+            device_buffers=built.live[device],
+            host_buffers=built.live[_HOST] if device != _HOST else 0,
         )
 
 
@@ -139,26 +142,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=64)
     args = parser.parse_args(argv)
     size = (args.height, args.width)
-    print(f"{args.width}x{args.height}, {args.prompts} prompts of 2 points")
-    for multimask in (True, False):
-        usage = decoder_program_memory(meta_pipeline(), size, args.prompts, multimask)
-        print(f"  multimask={multimask}: " + ", ".join(
+    print(f"{args.width}x{args.height}, {args.prompts} prompts of 2 points, one program each:")
+    for multimask, hints in ((True, False), (False, False), (True, True)):
+        usage = decoder_program_memory(meta_pipeline(), size, args.prompts, multimask, hints=hints)
+        fields = ", ".join(
             f"{field.name} {_megabytes(getattr(usage, field.name))}"
             for field in dataclasses.fields(usage)
-        ))  # fmt: skip
-    # The most programs a pipeline holds, all for this many prompts: 1-4 points per prompt,
+        )
+        print(f"  multimask={multimask}, hints={hints}: {fields}")
+    # As many programs as a pipeline holds, all for this many prompts: 1-4 points per prompt,
     # multimask or not, with and without mask hints.
     pipeline = meta_pipeline()
+    keys = itertools.product((True, False), (False, True), (1, 2, 3, 4))
     programs = [
         decoder_program_memory(pipeline, size, args.prompts, multimask, tokens, hints)
-        for multimask in (True, False)
-        for hints in (False, True)
-        for tokens in (1, 2, 3, 4)
+        for multimask, hints, tokens in itertools.islice(keys, MAX_DECODER_GRAPHS)
     ]
+    # Captured one after the other, they reuse the pool but for the outputs each one holds.
     pool = max(p.graph_pool - p.graph_outputs for p in programs)
     pool += sum(p.graph_outputs for p in programs)
     print(
-        f"  {len(programs)} programs: graph pool {_megabytes(pool)}, "
+        f"  {len(programs)} programs together: graph pool {_megabytes(pool)}, "
         f"device buffers {_megabytes(sum(p.device_buffers for p in programs))}, "
         f"host buffers {_megabytes(sum(p.host_buffers for p in programs))}"
     )

@@ -174,9 +174,8 @@ class DecoderProgram:
         chunks = _upscale_chunks(low_res, masks, geometry)
 
         def postprocess() -> None:
-            for chunk_logits, chunk_masks in chunks:
-                upscaled = upscale_logits(chunk_logits, geometry)
-                torch.gt(upscaled, pipeline.threshold, out=chunk_masks)
+            for logits, chunk_masks in chunks:  # each chunk's FP32 maps freed before the next
+                torch.gt(upscale_logits(logits, geometry), pipeline.threshold, out=chunk_masks)
 
         self.decode_program = GraphProgram(decode, pipeline.graph_pool, pipeline.side_stream)
         self.postprocess_program = GraphProgram(
