@@ -268,6 +268,21 @@ class Segmenter:
             return SegmentationResult(masks[:, 0], scores[:, 0], low_res)
         return SegmentationResult(masks, scores, low_res)
 
+    def decode_logits(
+        self, embedding: ImageEmbedding, points: Any, point_labels: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The three masks' low-res logits (N, 3, 256, 256) and predicted IoUs (N, 3) of N
+        point prompts, without post-processing, in chunks of `decode_chunk_size`: for callers
+        that filter before they upscale (segment everything)."""
+        if not isinstance(embedding, ImageEmbedding) or embedding.backend is not self.backend:
+            raise InvalidInputError("embedding must come from this Segmenter's encode()")
+        coords, labels = encode_prompts(embedding.geometry, None, points, point_labels)
+        return decode_in_chunks(
+            lambda chunk: self.backend.decode(embedding.data, chunk, True),
+            DecoderInputs(coords, labels),
+            self.decode_chunk_size,
+        )
+
     def _device_stage_timings(self) -> None:
         """Stage times of a GPU frame from its CUDA events (wall-clock times there would show
         launch times, not work); read after the decode, whose transfer waited for them."""

@@ -29,26 +29,33 @@ def masks_from_logits(
     Returns bool masks of shape (..., H, W), written into `out` when given.
     """
     height, width = geometry.original_size
-    nh, nw = geometry.input_size
     lead_shape = low_res_logits.shape[:-2]
     if out is None:
         out = np.empty((*lead_shape, height, width), dtype=bool)
+    flat_logits = low_res_logits.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)
+    flat_out = out.reshape(-1, height, width)
+    for logits, mask in zip(flat_logits, flat_out, strict=True):
+        np.greater(upscale_logits(logits, geometry), threshold, out=mask)
+    return out
+
+
+def upscale_logits(logits: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """One (256, 256) logit map at the original image's size, float32: SAM's two bilinear
+    steps (`masks_from_logits`), the model frame's padding never computed."""
+    height, width = geometry.original_size
+    nh, nw = geometry.input_size
     # Low-res rows/cols whose bilinear footprint reaches the kept region, plus one of margin so
     # the border clamp never affects a kept pixel.
     src_rows = min(LOW_RES_SIZE, -(-nh // _UPSCALE) + 1)
     src_cols = min(LOW_RES_SIZE, -(-nw // _UPSCALE) + 1)
-    flat_logits = low_res_logits.reshape(-1, LOW_RES_SIZE, LOW_RES_SIZE)
-    flat_out = out.reshape(-1, height, width)
-    for logits, mask in zip(flat_logits, flat_out, strict=True):
-        upscaled = cv2.resize(
-            logits[:src_rows, :src_cols],
-            (src_cols * _UPSCALE, src_rows * _UPSCALE),
-            interpolation=cv2.INTER_LINEAR,
-        )[:nh, :nw]
-        if (nh, nw) != (height, width):
-            upscaled = cv2.resize(upscaled, (width, height), interpolation=cv2.INTER_LINEAR)
-        np.greater(upscaled, threshold, out=mask)
-    return out
+    upscaled = cv2.resize(
+        logits[:src_rows, :src_cols],
+        (src_cols * _UPSCALE, src_rows * _UPSCALE),
+        interpolation=cv2.INTER_LINEAR,
+    )[:nh, :nw]
+    if (nh, nw) != (height, width):
+        upscaled = cv2.resize(upscaled, (width, height), interpolation=cv2.INTER_LINEAR)
+    return upscaled
 
 
 @dataclass(frozen=True)

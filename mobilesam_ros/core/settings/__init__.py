@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.settings.everything import EverythingSettings
 from mobilesam_ros.core.settings.fields import Setting, SettingInfo, Settings, value_problem
 from mobilesam_ros.core.settings.inference import DecodeSettings, ModelSettings
 from mobilesam_ros.core.settings.inputs import (
@@ -33,6 +34,7 @@ __all__ = [
     "DepthSettings",
     "DetectionSettings",
     "DiagnosticsSettings",
+    "EverythingSettings",
     "InputSettings",
     "ModelSettings",
     "NodeSettings",
@@ -58,6 +60,7 @@ class NodeSettings:
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     depth: DepthSettings = field(default_factory=DepthSettings)
     detections: DetectionSettings = field(default_factory=DetectionSettings)
+    everything: EverythingSettings = field(default_factory=EverythingSettings)
     diagnostics: DiagnosticsSettings = field(default_factory=DiagnosticsSettings)
 
     @classmethod
