@@ -162,3 +162,40 @@ def test_a_grid_is_decoded_in_chunks_of_the_decoder_memory_budget(random_checkpo
     settings = EverythingSettings(points_per_side=8, points_per_batch=64, box_nms_thresh=1.0)
     everything.segment_everything(segmenter, camera_photo(320, 240), settings)
     assert sum(calls) == 64 and max(calls) == segmenter.decode_chunk_size == 3
+
+
+def test_an_on_demand_everything_request_reuses_the_cached_frame(segmenters):
+    """A stream's cached frame, segmented whole between stream frames: its embedding is
+    reused (no second encode), ids e0, e1, ... by descending predicted IoU."""
+    from mobilesam_ros.core.processing.image_codec import DecodedImage
+    from mobilesam_ros.core.settings import NodeSettings
+    from mobilesam_ros.core.stream import frame_sync
+    from mobilesam_ros.core.stream.pipeline import StreamPipeline
+    from mobilesam_ros.core.stream.requests import SegmentRequest
+
+    segmenter = segmenters["onnxruntime"]
+    settings = NodeSettings(
+        everything=EverythingSettings(
+            points_per_side=3, pred_iou_thresh=0.0, box_nms_thresh=1.0, stability_score_thresh=0.0
+        )
+    )
+    pipeline = StreamPipeline(lambda payload: payload, settings, segmenter=segmenter)
+    image = camera_photo(320, 240)
+    pipeline.add_frame(frame_sync.Frame(5, "camera", DecodedImage(image, "rgb"), 0.0))
+    encodes = []
+    encode = segmenter.encode
+    segmenter.encode = lambda *args, **kwargs: encodes.append(1) or encode(*args, **kwargs)
+    try:
+        first = pipeline.submit(SegmentRequest([], stamp_ns=5, everything=True))
+        pipeline.process_next(timeout=0)
+        second = pipeline.submit(SegmentRequest([], stamp_ns=5, everything=True))
+        pipeline.process_next(timeout=0)
+    finally:
+        segmenter.encode = encode
+    answers = [first.result(timeout=0), second.result(timeout=0)]
+    assert len(encodes) == 1  # the second request decodes only
+    ids = [instance.prompt.id for instance in answers[0].instances]
+    assert ids == [f"e{i}" for i in range(27)]  # 9 points x 3 masks, nothing filtered
+    scores = [instance.predicted_iou for instance in answers[0].instances]
+    assert scores == sorted(scores, reverse=True)
+    assert [i.predicted_iou for i in answers[1].instances] == scores

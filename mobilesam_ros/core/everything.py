@@ -22,7 +22,8 @@ import numpy as np
 
 from mobilesam_ros.core.processing.postprocess import MaskCrop, upscale_logits
 from mobilesam_ros.core.processing.preprocess import FrameGeometry
-from mobilesam_ros.core.segmenter import Segmenter
+from mobilesam_ros.core.prompts import Prompt, PromptMask
+from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
 from mobilesam_ros.core.settings import EverythingSettings
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (a mask's box: x1, y1 inclusive)
@@ -95,14 +96,20 @@ def segment_everything(
     image: np.ndarray,
     settings: EverythingSettings | None = None,
     channel_order: str = "rgb",
+    embedding: ImageEmbedding | None = None,
 ) -> list[EverythingMask]:
-    """Every mask SAM's automatic mask generator finds in `image`, by descending predicted IoU."""
+    """Every mask SAM's automatic mask generator finds in `image`, by descending predicted IoU.
+
+    embedding: the image's own, when already encoded (a cached frame): the whole-image crop
+    then costs the decoder only.
+    """
     settings = settings or EverythingSettings()
     height, width = image.shape[:2]
     found: list[EverythingMask] = []
     crops = crop_boxes(height, width, settings.crop_n_layers, settings.crop_overlap_ratio)
     for crop_box, layer in crops:
-        found += _segment_crop(segmenter, image, channel_order, crop_box, layer, settings)
+        whole = embedding if layer == 0 else None
+        found += _segment_crop(segmenter, image, channel_order, crop_box, layer, settings, whole)
     if len(crops) > 1:  # duplicates across crops: the mask of the smaller crop wins
         crop_areas = [
             (m.crop_box[2] - m.crop_box[0]) * (m.crop_box[3] - m.crop_box[1]) for m in found
@@ -126,10 +133,11 @@ def _segment_crop(
     crop_box: Box,
     layer: int,
     settings: EverythingSettings,
+    embedding: ImageEmbedding | None,
 ) -> list[EverythingMask]:
     x0, y0, x1, y1 = crop_box
-    cropped = image[y0:y1, x0:x1]
-    embedding = segmenter.encode(cropped, channel_order)
+    if embedding is None:
+        embedding = segmenter.encode(image[y0:y1, x0:x1], channel_order)
     geometry = FrameGeometry.for_image(y1 - y0, x1 - x0)
     points_per_side = max(1, settings.points_per_side // 2**layer)
     points = point_grid(points_per_side) * np.array([x1 - x0, y1 - y0], np.float64)
@@ -157,6 +165,20 @@ def _segment_crop(
                 masks.append(EverythingMask(whole, whole.box, float(iou), score, point, crop_box))
     keep = box_nms(_boxes(masks), [m.predicted_iou for m in masks], settings.box_nms_thresh)
     return [masks[i] for i in keep]
+
+
+def everything_prompt_masks(masks: Sequence[EverythingMask]) -> list[PromptMask]:
+    """As the node's instances: ids e0, e1, ... in order (descending predicted IoU), each with
+    the grid point that prompted it."""
+    return [
+        PromptMask(
+            Prompt(id=f"e{index}", points=(mask.point,), point_labels=(1,)),
+            mask.crop,
+            mask.predicted_iou,
+            None,
+        )
+        for index, mask in enumerate(masks)
+    ]
 
 
 def _mask_of(

@@ -32,6 +32,7 @@ from mobilesam_ros.ros.camera import CameraTopics
 from mobilesam_ros.ros.diagnostics import DiagnosticsReport, StageStats
 from mobilesam_ros.ros.parameters import declare_parameters
 from mobilesam_ros.ros.process import RosLogHandler
+from mobilesam_ros.ros.segment_service import SegmentService
 
 _POLL_S = 0.1  # longest wait of the threads before they look at the stop flag again
 
@@ -61,6 +62,7 @@ class SegmentationRuntime:
         self.loading = threading.Event()  # set while a model loads (it cannot be interrupted)
         self.lifecycle_state: str | None = None  # the lifecycle node's state; None: plain node
         self.cameras: dict[str, CameraTopics] = {}  # while the outputs exist
+        self._service: SegmentService | None = None  # likewise
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._handoff: queue.Queue[FrameResult] = queue.Queue(maxsize=1)
@@ -113,11 +115,15 @@ class SegmentationRuntime:
             )
             for name in self.camera_names
         }
+        self._service = SegmentService(self.node, self.pipeline, self.camera_names)
 
     def destroy_outputs(self) -> None:
         cameras, self.cameras = self.cameras, {}
         for camera in cameras.values():
             camera.destroy()
+        if self._service is not None:
+            self._service.destroy()
+            self._service = None
 
     def _anyone_listening(self, stream: str) -> bool:
         camera = self.cameras.get(stream)

@@ -21,6 +21,7 @@ from mobilesam_ros.core import MobileSamError
 from mobilesam_ros.ros.parameters import NODE_NAME
 from mobilesam_ros.ros.process import run
 from mobilesam_ros.ros.runtime import SegmentationRuntime
+from mobilesam_ros.ros.segment_service import EXECUTOR_THREADS
 
 
 class SegmentationLifecycleNode(LifecycleNode):
@@ -82,7 +83,7 @@ def main(args: list[str] | None = None) -> int:
         SegmentationLifecycleNode,
         lambda node: node.runtime,
         args,
-        executor_factory=MultiThreadedExecutor,
+        executor_factory=lambda: MultiThreadedExecutor(num_threads=EXECUTOR_THREADS),
     )
 
 

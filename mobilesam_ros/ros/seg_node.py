@@ -12,11 +12,13 @@ import sys
 from typing import Any
 
 import rclpy
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
 from mobilesam_ros.ros.parameters import NODE_NAME
 from mobilesam_ros.ros.process import run
 from mobilesam_ros.ros.runtime import SegmentationRuntime
+from mobilesam_ros.ros.segment_service import EXECUTOR_THREADS
 
 
 class SegmentationNode(Node):
@@ -32,7 +34,13 @@ class SegmentationNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run(SegmentationNode, lambda node: node.runtime, args)
+    # Threads for the segment service's waiting calls beside the subscriptions.
+    return run(
+        SegmentationNode,
+        lambda node: node.runtime,
+        args,
+        executor_factory=lambda: MultiThreadedExecutor(num_threads=EXECUTOR_THREADS),
+    )
 
 
 if __name__ == "__main__":

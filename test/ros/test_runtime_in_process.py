@@ -144,3 +144,69 @@ def test_the_readmes_subscriber_example_rebuilds_the_masks_from_the_message_alon
             assert listener.areas[instance.track_id] == [(x1 - x0 + 1) * (y1 - y0 + 1)]
     finally:
         listener.destroy_node()
+
+
+def call_segment(world, request):
+    from mobilesam_ros.srv import Segment
+
+    client = world.client.create_client(Segment, "/inproc/mobilesam/segment")
+    try:
+        world.spin_until(lambda: client.service_is_ready(), "the segment service")
+        future = client.call_async(request)
+        return world.spin_until(lambda: future.done() and future.result(), "the service reply")
+    finally:
+        world.client.destroy_client(client)
+
+
+def segment_request(image=None, stamp_sec=0, boxes=BOXES):
+    from mobilesam_ros.msg import Prompt
+    from mobilesam_ros.srv import Segment
+
+    request = Segment.Request()
+    if image is not None:
+        request.image = image
+    request.image.header.stamp.sec = stamp_sec
+    request.prompts = [
+        Prompt(id=f"s{i}", has_box=True, box=[float(v) for v in box]) for i, box in enumerate(boxes)
+    ]
+    return request
+
+
+def test_segment_service_answers_its_own_image_with_its_header(world):
+    from std_msgs.msg import Header
+
+    header = Header(frame_id="elsewhere")
+    header.stamp.sec = 77
+    image = conversions.image_message(header, IMAGE, "rgb8")
+    response = call_segment(world, segment_request(image))
+    assert response.success, response.message
+    assert response.masks.header == header
+    assert [i.id for i in response.masks.instances] == ["s0", "s1"]
+    full = conversions.instance_full_mask(response.masks.instances[0], *IMAGE.shape[:2])
+    x0, y0, x1, y1 = BOXES[0]
+    assert full[y0 : y1 + 1, x0 : x1 + 1].all() and full.sum() == (x1 - x0 + 1) * (y1 - y0 + 1)
+
+
+def test_segment_service_answers_a_cached_frame_without_encoding_it_again(world):
+    header = world.frame(40)
+    world.answer(header)  # the stream encodes it
+    encoded = len(world.segmenter.encoded)
+    response = call_segment(world, segment_request(stamp_sec=40, boxes=BOXES[:1]))
+    assert response.success, response.message
+    assert response.masks.header == header  # the cached frame's stamp and frame id
+    assert len(world.segmenter.encoded) == encoded
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (dict(stamp_sec=12345), "no cached image with stamp"),
+        (dict(boxes=[(50, 50, 10, 10)]), "s0"),
+    ],
+)
+def test_segment_service_failures_say_why_and_the_node_goes_on(world, request_, message):
+    if "boxes" in request_:
+        world.frame(50)
+    response = call_segment(world, segment_request(**request_))
+    assert not response.success and message in response.message
+    world.answer(world.frame(51))  # still serving the camera

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from mobilesam_ros.core.errors import InvalidInputError
+from mobilesam_ros.core.everything import everything_prompt_masks, segment_everything
 from mobilesam_ros.core.processing.image_codec import DecodedImage
 from mobilesam_ros.core.prompts import decode_prompts
 from mobilesam_ros.core.segmenter import Segmenter
@@ -294,12 +295,25 @@ class StreamPipeline:
             instances = decode_prompts(
                 segmenter, frame.embedding, request.prompts, low_res_logits=False
             )
+            if request.everything:
+                pixels = frame.decoded
+                instances += everything_prompt_masks(
+                    segment_everything(
+                        segmenter,
+                        pixels.pixels,
+                        self.settings.everything,
+                        pixels.channel_order,
+                        frame.embedding,
+                    )
+                )
         except StageError as failure:
             pending.reply.set_exception(failure.cause)
         except Exception as exc:
             pending.reply.set_exception(exc)
         else:
-            pending.reply.set_result(SegmentReply(instances, frame.decoded, frame.stamp_ns))
+            pending.reply.set_result(
+                SegmentReply(instances, frame.decoded, frame.stamp_ns, frame.frame_id)
+            )
 
     def _request_frame(self, request: SegmentRequest) -> tuple[Frame, Stream | None]:
         if request.image is not None:

@@ -22,6 +22,7 @@ class SegmentRequest:
     image: DecodedImage | None = None  # the pixels to segment; None: a frame of `stream`
     stream: str = ""
     stamp_ns: int = 0  # without an image: the cached frame with this stamp (0: the newest)
+    everything: bool = False  # also every mask of the image (segment everything), ids e0, ...
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class SegmentReply:
     instances: list[PromptMask]  # one per prompt, in the request's order
     image: DecodedImage
     stamp_ns: int  # the stamp of the frame answered (the request's own with an image)
+    frame_id: str = ""  # the cached frame's ("" for a request's own image)
 
 
 @dataclass
