@@ -199,3 +199,50 @@ def test_an_on_demand_everything_request_reuses_the_cached_frame(segmenters):
     scores = [instance.predicted_iou for instance in answers[0].instances]
     assert scores == sorted(scores, reverse=True)
     assert [i.predicted_iou for i in answers[1].instances] == scores
+
+
+def test_everything_streams_at_max_rate_between_camera_frames(segmenters):
+    """everything.max_rate 0.5 Hz with someone listening: a stream's newest frame is segmented
+    whole at most every 2 s of the clock, and the camera's prompts are still answered."""
+    from doubles import FakeClock
+
+    from mobilesam_ros.core.processing.image_codec import DecodedImage
+    from mobilesam_ros.core.prompts import Prompt
+    from mobilesam_ros.core.settings import NodeSettings
+    from mobilesam_ros.core.stream import frame_sync
+    from mobilesam_ros.core.stream.pipeline import StreamPipeline
+
+    clock = FakeClock()
+    settings = NodeSettings(
+        everything=EverythingSettings(
+            points_per_side=2,
+            max_rate=0.5,
+            box_nms_thresh=1.0,
+            pred_iou_thresh=0.0,
+            stability_score_thresh=0.0,
+        )
+    )
+    pipeline = StreamPipeline(
+        lambda payload: payload,
+        settings,
+        segmenter=segmenters["onnxruntime"],
+        everything_listening=lambda stream: True,
+        clock=clock,
+    )
+    image = DecodedImage(camera_photo(160, 120), "rgb")
+    kinds = []
+    for second in range(5):
+        stamp = (second + 1) * 10**9
+        pipeline.add_frame(frame_sync.Frame(stamp, "camera", image, clock()))
+        pipeline.add_request(
+            frame_sync.PromptRequest(
+                stamp, "camera", [Prompt(id="p", box=(5, 5, 60, 60))], clock(), "prompts"
+            )
+        )
+        while (result := pipeline.process_next(timeout=0)) is not None:
+            kinds.append(("everything" if result.everything else "prompts", second))
+            if result.everything:
+                assert [i.prompt.id for i in result.instances] == [f"e{i}" for i in range(12)]
+        clock.now += 1.0
+    assert [s for k, s in kinds if k == "everything"] == [0, 2, 4]
+    assert [s for k, s in kinds if k == "prompts"] == [0, 1, 2, 3, 4]

@@ -42,6 +42,8 @@ class CameraTopics:
         self._depth = DepthInputs(node, failures, prefix)
         outputs_3d = Outputs3D(node, self._depth, failures, prefix)
         self._outputs = OutputPublishers(node, settings.tracking.enabled, outputs_3d, prefix)
+        # Segment everything's masks, mask_image and overlay (everything.max_rate > 0).
+        self._everything = OutputPublishers(node, False, None, prefix + "everything/")
         self._inputs: InputSubscriptions | None = None
 
     @property
@@ -56,7 +58,12 @@ class CameraTopics:
     def anyone_listening(self) -> bool:
         return self._outputs.anyone_listening()
 
+    def everything_listening(self) -> bool:
+        return self._everything.anyone_listening()
+
     def publish(self, result: FrameResult) -> int:
+        if result.everything:
+            return self._everything.publish(result)
         return self._outputs.publish(result)
 
     def subscribe(self) -> None:
@@ -79,3 +86,4 @@ class CameraTopics:
     def destroy(self) -> None:
         self.unsubscribe()
         self._outputs.destroy()
+        self._everything.destroy()

@@ -56,6 +56,7 @@ class SegmentationRuntime:
             self.settings,
             streams=self.camera_names,
             anyone_listening=self._anyone_listening,
+            everything_listening=self._everything_listening,
             failures=self.failures,
         )
         self.loading_error: str | None = None
@@ -128,6 +129,10 @@ class SegmentationRuntime:
     def _anyone_listening(self, stream: str) -> bool:
         camera = self.cameras.get(stream)
         return camera is not None and camera.anyone_listening()
+
+    def _everything_listening(self, stream: str) -> bool:
+        camera = self.cameras.get(stream)
+        return camera is not None and camera.everything_listening()
 
     def start(self) -> None:
         """Subscriptions and the inference and publishing threads (outputs must exist)."""

@@ -32,10 +32,12 @@ from mobilesam_ros.core.stream.failures import (
     IMAGES_REJECTED,
     INFERENCE_STAGES,
     PROMPTS_OVER_LIMIT,
+    STAGE_DECODE_PROMPTS,
     STAGE_IMAGE_DECODE,
     FailureLog,
     StageError,
     failure_counter,
+    stage,
 )
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
 from mobilesam_ros.core.stream.requests import PendingRequest, SegmentReply, SegmentRequest
@@ -49,8 +51,9 @@ from mobilesam_ros.core.stream.stream import (
 
 _log = logging.getLogger(__name__)
 
-# The turn of the on-demand requests among the streams' names.
+# The turns of the on-demand requests and of segment everything among the streams' names.
 _REQUESTS = object()
+_EVERYTHING = object()
 # On-demand requests waiting at most; more are refused at once.
 MAX_PENDING_REQUESTS = 16
 
@@ -66,6 +69,9 @@ class StreamPipeline:
         inputs while its model loads.
       anyone_listening: whether a stream's outputs have a subscriber now; frames chosen while
         they have none are handled without inference (tracks still age out).
+      everything_listening: whether a stream's everything outputs have a subscriber now: with
+        everything.max_rate > 0, its newest frame is then segmented whole at that rate at most,
+        in a turn of its own among the streams' (a long job on a CPU: the cameras wait).
     """
 
     def __init__(
@@ -75,11 +81,13 @@ class StreamPipeline:
         streams: Iterable[str] = ("",),
         segmenter: Segmenter | None = None,
         anyone_listening: Callable[[str], bool] = lambda stream: True,
+        everything_listening: Callable[[str], bool] = lambda stream: False,
         clock: Callable[[], float] = time.monotonic,
         failures: FailureLog | None = None,
     ) -> None:
         self.settings = settings or NodeSettings()
         self._anyone_listening = anyone_listening
+        self._everything_listening = everything_listening
         self._clock = clock
         self.failures = failures or FailureLog(clock=clock)
         self.segmenter = segmenter
@@ -88,7 +96,8 @@ class StreamPipeline:
             name: Stream(name, decode_image, self.settings, self.failures, self._condition)
             for name in streams
         }
-        self._turns: deque[Any] = deque([*self.streams, _REQUESTS])
+        self._turns: deque[Any] = deque([*self.streams, _REQUESTS, _EVERYTHING])
+        self._everything_next = dict.fromkeys(self.streams, -float("inf"))  # clock seconds
         self._requests: deque[PendingRequest] = deque()
         self._pending_settings: NodeSettings | None = None
         self._totals: Counter[str] = Counter()
@@ -234,6 +243,8 @@ class StreamPipeline:
         if turn is _REQUESTS:
             self._answer(work, segmenter)
             return None
+        if turn is _EVERYTHING:
+            return self._everything(*work, segmenter)
         stream = self.streams[turn]
         try:
             result = stream.run(work, segmenter, self._anyone_listening(turn))
@@ -264,10 +275,53 @@ class StreamPipeline:
                 if self._requests:
                     return turn, self._requests.popleft()
                 continue
+            if turn is _EVERYTHING:
+                due = self._everything_due(now)
+                if due is not None:
+                    return turn, due
+                continue
             job = self.streams[turn].next_job(now)
             if job is not None:
                 return turn, job
         return None
+
+    def _everything_due(self, now: float) -> tuple[str, Frame] | None:
+        """The stream whose segment-everything turn is most overdue, with its newest frame."""
+        rate = self.settings.everything.max_rate
+        if rate <= 0:
+            return None
+        for name in sorted(self.streams, key=self._everything_next.__getitem__):
+            frame = self.streams[name].sync.newest
+            if now < self._everything_next[name] or frame is None:
+                continue
+            if not self._everything_listening(name):
+                continue
+            self._everything_next[name] = now + 1.0 / rate
+            return name, frame
+        return None
+
+    def _everything(self, name: str, frame: Frame, segmenter: Segmenter) -> FrameResult | None:
+        """Every mask of a stream's frame, for its everything outputs; tracks are untouched."""
+        stream = self.streams[name]
+        result = FrameResult(frame, [], ("everything",), self.settings, name, everything=True)
+        result.started = time.perf_counter()
+        try:
+            stream.encode(frame, segmenter)
+            with stage(STAGE_DECODE_PROMPTS):
+                image = frame.decoded
+                masks = segment_everything(
+                    segmenter,
+                    image.pixels,
+                    self.settings.everything,
+                    image.channel_order,
+                    frame.embedding,
+                )
+        except StageError as failure:
+            self._count_failure(failure)
+            return None
+        result.instances = everything_prompt_masks(masks)
+        result.stage_ms["everything"] = (time.perf_counter() - result.started) * 1e3
+        return result
 
     def _wait_time(self, timeout: float) -> float:
         deadlines = [s.sync.next_deadline() for s in self.streams.values()]

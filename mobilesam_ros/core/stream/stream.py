@@ -60,6 +60,7 @@ class FrameResult:
     stream: str = ""
     stage_ms: dict[str, float] = field(default_factory=dict)
     started: float = 0.0  # time.perf_counter() when the job began
+    everything: bool = False  # segment everything's masks (everything/ outputs), no tracking
 
     @property
     def decoded(self) -> DecodedImage:
