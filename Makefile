@@ -168,6 +168,7 @@ segment-photo: setup
 bench: setup
 	@$(MAKE) --no-print-directory _checkpoint
 	$(PY) -m benchmarks.bench $(CHECKPOINT_ARG)
+	$(PY) -m benchmarks.bench_everything $(CHECKPOINT_ARG)
 
 # Host-side stages of one frame, old full-frame path against the cropped path (no model runs).
 bench-host: $(SETUP_STAMP)
