@@ -1,8 +1,10 @@
 """Memory benchmark: resident set size (RSS) of a Segmenter at each stage, on the CPU.
 
 Loads a Segmenter (ONNX Runtime by default), encodes a 640x480 photo, then decodes 1, 10 and
-100 box prompts on it, several times each so arenas reach their steady size, and prints the
-process's RSS after every stage and its peak. Figures are Linux /proc values in MiB.
+100 box prompts on it, several times each so arenas reach their steady size, then segments the
+frame whole (segment everything: a 32x32 grid, the filters off so that every one of its 3072
+masks is upscaled and scored), and prints the process's RSS after every stage and its peak.
+Figures are Linux /proc values in MiB.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def run_memory_benchmark(
     decoder_memory_mb: int | None = None,
 ) -> dict[str, float]:
     from mobilesam_ros.core import Segmenter
+    from mobilesam_ros.core.everything import segment_everything
     from mobilesam_ros.core.model.checkpoint import default_cache_dir
+    from mobilesam_ros.core.settings import EverythingSettings
 
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if checkpoint is None:
@@ -47,6 +51,9 @@ def run_memory_benchmark(
             segmenter.decode(embedding, boxes=boxes)
             embedding = segmenter.encode(frame)
         results[f"decoded_{count}"] = rss_mib()
+    settings = EverythingSettings(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    segment_everything(segmenter, frame, settings, embedding=embedding)
+    results["everything"] = rss_mib()
     results["peak"] = peak_rss_mib()
     loaded_torch = "torch" in sys.modules
     budget = getattr(segmenter, "decoder_memory_mb", None)
@@ -60,6 +67,7 @@ def run_memory_benchmark(
         "loaded": "Segmenter loaded",
         "encoded": "after one encode",
         **{f"decoded_{n}": f"encode + decode {n} boxes (x{REPEATS})" for n in PROMPT_COUNTS},
+        "everything": "segment everything 32x32",
         "peak": "peak (VmHWM)",
     }
     for key, label in labels.items():
