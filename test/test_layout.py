@@ -4,7 +4,9 @@ sources."""
 from __future__ import annotations
 
 import ast
-import runpy
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,14 +64,22 @@ def test_the_package_holds_no_benchmark_and_imports_none():
     assert violations(".", ("benchmarks",)) == []
 
 
-def test_setup_py_installs_only_the_package(monkeypatch):
-    """pip's packages: mobilesam_ros and its subpackages, not benchmarks/ (a package too)."""
-    setuptools = pytest.importorskip("setuptools")
-    arguments: dict[str, object] = {}
-    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: arguments.update(kwargs))
-    monkeypatch.chdir(REPO_ROOT)  # find_packages looks in the working directory
-    runpy.run_path(str(REPO_ROOT / "setup.py"))
-    packages = arguments["packages"]
+def test_setup_py_installs_only_the_package():
+    """pip's packages: mobilesam_ros and its subpackages, not benchmarks/ (a package too).
+
+    In a fresh interpreter: setuptools refuses to import where the standard library's distutils
+    is already loaded, which an earlier test of this process may have done."""
+    pytest.importorskip("setuptools")
+    script = (
+        "import json, runpy, setuptools; found = {}; "
+        "setuptools.setup = lambda **kwargs: found.update(kwargs); "
+        "runpy.run_path('setup.py'); print(json.dumps(found['packages']))"
+    )
+    # find_packages looks in the working directory.
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    packages = json.loads(result.stdout.strip().splitlines()[-1])
     assert "mobilesam_ros.tools" in packages
     assert [name for name in packages if name.partition(".")[0] != "mobilesam_ros"] == []
 
