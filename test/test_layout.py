@@ -4,6 +4,7 @@ sources."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def test_setup_py_installs_only_the_package():
 
     In a fresh interpreter: setuptools refuses to import where the standard library's distutils
     is already loaded, which an earlier test of this process may have done."""
-    pytest.importorskip("setuptools")
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed")
     script = (
         "import json, runpy, setuptools; found = {}; "
         "setuptools.setup = lambda **kwargs: found.update(kwargs); "
