@@ -148,9 +148,11 @@ $(TEST_MODELS_STAMP): $(SETUP_STAMP) scripts/prepare_test_models.py $(wildcard m
 
 test-models: $(TEST_MODELS_STAMP)
 
+# The requirement files' resolution names its target Python itself: the main step runs it.
 test-py310: setup-py310
 	@if [ -x $(PY310) ]; then $(MAKE) --no-print-directory $(TEST_MODELS_STAMP) && \
-		MOBILESAM_ROS_TEST_MODELS=$(CURDIR)/$(TEST_MODELS) $(PY310) -m pytest -q; fi
+		MOBILESAM_ROS_TEST_MODELS=$(CURDIR)/$(TEST_MODELS) $(PY310) -m pytest -q \
+		--deselect test/test_requirements_resolve.py; fi
 
 # Installed scripts run with the install space sourced (generated messages, message libraries).
 ROS_RUN := . install/setup.sh &&

@@ -128,7 +128,7 @@ def test_matches_the_official_generator_at_full_hd_with_crops_and_small_regions(
     """1920x1080 with the defaults' NMS, one crop layer and small-region removal."""
     image = camera_photo(1920, 1080)
     settings = {
-        "points_per_side": 4,
+        "points_per_side": 2,
         "pred_iou_thresh": 0.0,
         "stability_score_thresh": 0.0,
         "crop_n_layers": 1,
