@@ -12,6 +12,7 @@ memory stays at one full-size logit map), and masks are kept as tight crops.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -142,7 +143,10 @@ def _segment_crop(
     points_per_side = max(1, settings.points_per_side // 2**layer)
     points = point_grid(points_per_side) * np.array([x1 - x0, y1 - y0], np.float64)
     image_box = (0, 0, image.shape[1], image.shape[0])
-    masks: list[EverythingMask] = []
+    image_size = (image.shape[0], image.shape[1])
+    # Candidates until NMS, their masks bit-packed: a grid's thousands of masks would otherwise
+    # hold a byte per pixel each (a 32x32 grid of frame-filling masks: about 1 GB at 640x480).
+    candidates: list[tuple[EverythingMask, np.ndarray]] = []
     for start in range(0, len(points), settings.points_per_batch):
         batch = points[start : start + settings.points_per_batch]
         logits, ious = segmenter.decode_logits(embedding, batch[:, None, :])
@@ -159,12 +163,28 @@ def _segment_crop(
                 if _near_crop_edge(crop.box, crop_box, image_box):
                     continue
                 point = (float(batch[index, 0] + x0), float(batch[index, 1] + y0))
-                whole = MaskCrop(
-                    crop.x0 + x0, crop.y0 + y0, crop.mask, (image.shape[0], image.shape[1])
+                shape_only = MaskCrop(
+                    crop.x0 + x0, crop.y0 + y0, np.empty(crop.mask.shape, bool), image_size
                 )
-                masks.append(EverythingMask(whole, whole.box, float(iou), score, point, crop_box))
-    keep = box_nms(_boxes(masks), [m.predicted_iou for m in masks], settings.box_nms_thresh)
-    return [masks[i] for i in keep]
+                candidate = EverythingMask(
+                    shape_only, _shifted(crop.box, x0, y0), float(iou), score, point, crop_box
+                )
+                candidates.append((candidate, np.packbits(crop.mask)))
+    scores = [candidate.predicted_iou for candidate, _ in candidates]
+    keep = box_nms(_boxes([c for c, _ in candidates]), scores, settings.box_nms_thresh)
+    return [_unpacked(*candidates[i]) for i in keep]
+
+
+def _shifted(box: Box | None, dx: int, dy: int) -> Box:
+    assert box is not None  # a mask that passed the filters is not empty
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+
+
+def _unpacked(candidate: EverythingMask, bits: np.ndarray) -> EverythingMask:
+    crop = candidate.crop
+    height, width = crop.mask.shape
+    mask = np.unpackbits(bits, count=height * width).reshape(height, width).view(bool)
+    return dataclasses.replace(candidate, crop=MaskCrop(crop.x0, crop.y0, mask, crop.image_size))
 
 
 def everything_prompt_masks(masks: Sequence[EverythingMask]) -> list[PromptMask]:
