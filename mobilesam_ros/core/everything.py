@@ -28,6 +28,7 @@ from mobilesam_ros.core.segmenter import ImageEmbedding, Segmenter
 from mobilesam_ros.core.settings import EverythingSettings
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (a mask's box: x1, y1 inclusive)
+_NO_PIXELS = np.zeros((0, 0), bool)  # a candidate's crop until its packed pixels are unpacked
 # Distance in pixels within which a mask's box "touches" a crop's edge, as in SAM.
 _CROP_EDGE_TOLERANCE = 20.0
 
@@ -146,7 +147,7 @@ def _segment_crop(
     image_size = (image.shape[0], image.shape[1])
     # Candidates until NMS, their masks bit-packed: a grid's thousands of masks would otherwise
     # hold a byte per pixel each (a 32x32 grid of frame-filling masks: about 1 GB at 640x480).
-    candidates: list[tuple[EverythingMask, np.ndarray]] = []
+    candidates: list[tuple[EverythingMask, tuple[int, int], np.ndarray]] = []
     for start in range(0, len(points), settings.points_per_batch):
         batch = points[start : start + settings.points_per_batch]
         logits, ious = segmenter.decode_logits(embedding, batch[:, None, :])
@@ -163,15 +164,14 @@ def _segment_crop(
                 if _near_crop_edge(crop.box, crop_box, image_box):
                     continue
                 point = (float(batch[index, 0] + x0), float(batch[index, 1] + y0))
-                shape_only = MaskCrop(
-                    crop.x0 + x0, crop.y0 + y0, np.empty(crop.mask.shape, bool), image_size
-                )
+                # The crop's place and size, its pixels packed beside it.
+                placed = MaskCrop(crop.x0 + x0, crop.y0 + y0, _NO_PIXELS, image_size)
                 candidate = EverythingMask(
-                    shape_only, _shifted(crop.box, x0, y0), float(iou), score, point, crop_box
+                    placed, _shifted(crop.box, x0, y0), float(iou), score, point, crop_box
                 )
-                candidates.append((candidate, np.packbits(crop.mask)))
-    scores = [candidate.predicted_iou for candidate, _ in candidates]
-    keep = box_nms(_boxes([c for c, _ in candidates]), scores, settings.box_nms_thresh)
+                candidates.append((candidate, crop.mask.shape, np.packbits(crop.mask)))
+    found = [candidate for candidate, _, _ in candidates]
+    keep = box_nms(_boxes(found), [m.predicted_iou for m in found], settings.box_nms_thresh)
     return [_unpacked(*candidates[i]) for i in keep]
 
 
@@ -180,9 +180,11 @@ def _shifted(box: Box | None, dx: int, dy: int) -> Box:
     return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
 
 
-def _unpacked(candidate: EverythingMask, bits: np.ndarray) -> EverythingMask:
+def _unpacked(
+    candidate: EverythingMask, shape: tuple[int, int], bits: np.ndarray
+) -> EverythingMask:
     crop = candidate.crop
-    height, width = crop.mask.shape
+    height, width = shape
     mask = np.unpackbits(bits, count=height * width).reshape(height, width).view(bool)
     return dataclasses.replace(candidate, crop=MaskCrop(crop.x0, crop.y0, mask, crop.image_size))
 
