@@ -185,6 +185,11 @@ class LaunchedSystem:
                     break
                 time.sleep(0.01)
         finally:
+            # One Ctrl-C, as a user gives it: launch ends on its own after its processes. A
+            # second SIGINT while it is still exiting would interrupt its interpreter's exit
+            # (a traceback of the test's making), so stop() signals again only after a wait.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10.0)
             code = self.stop()  # never leave a launch running for the next test
         self._reader.join(timeout=5)
         report = StopReport(gone_after, code)
