@@ -117,7 +117,7 @@ build-ros-jazzy: $(JAZZY_STAMP)
 # The demo tool's run is the same on both distributions: the Kilted step runs it.
 test-jazzy: setup-jazzy
 	$(JAZZY_ENV) $(JAZZY_PY) test/run_ros_tests.py \
-		--deselect test/dds/test_seg_node.py::test_demo_runs_the_node_and_writes_overlays
+		--deselect=test/dds/test_seg_node.py::test_demo_runs_the_node_and_writes_overlays
 
 # The ROS-free core on Python 3.10 (JetPack 6's interpreter) with the runtime dependencies only:
 # no ROS, no PyTorch. Tests that need PyTorch skip; the ONNX graphs come from $(TEST_MODELS),
