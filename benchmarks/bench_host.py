@@ -24,7 +24,6 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -44,6 +43,7 @@ from mobilesam_ros.core.visualize import (
     instance_color,
     label_image_from_crops,
 )
+from mobilesam_ros.messages.builders import MessageTypes, image_message
 
 SIZES = ((480, 640), (720, 1280), (1080, 1920))
 COUNTS = (1, 10, 50)
@@ -172,13 +172,13 @@ def _samples(fn: Callable[[], object], repeats: int, budget_s: float) -> np.ndar
     return np.array(times) * 1e3
 
 
-def _ros_messages() -> ModuleType | None:
-    """The ROS conversions module if the ROS messages import here, else None."""
+def _ros_messages() -> MessageTypes | None:
+    """The node's message classes if the ROS messages import here, else None."""
     try:
-        from mobilesam_ros.ros import conversions
+        from mobilesam_ros.ros.conversions import ROS_TYPES
     except ImportError:
         return None
-    return conversions
+    return ROS_TYPES
 
 
 def run_case(
@@ -188,7 +188,7 @@ def run_case(
     repeats: int,
     budget_s: float,
     overlay_scale: float,
-    conversions: ModuleType | None,
+    ros_types: MessageTypes | None,
 ) -> list[tuple[str, np.ndarray | None, np.ndarray | None]]:
     height, width = size
     buffer = camera_frame(height, width)
@@ -250,7 +250,7 @@ def run_case(
                 ),
             )
         )
-    if conversions is not None:
+    if ros_types is not None:
         from std_msgs.msg import Header
 
         header = Header()
@@ -260,8 +260,8 @@ def run_case(
                 "messages: label image + overlay",
                 None,
                 lambda: (
-                    conversions.image_message(header, labels, "mono8"),
-                    conversions.image_message(header, overlay, "bgr8"),
+                    image_message(ros_types, header, labels, "mono8"),
+                    image_message(ros_types, header, overlay, "bgr8"),
                 ),
             )
         )
@@ -308,14 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         if kind not in KINDS:
             parser.error(f"--kinds takes small and/or large, got {kind!r}")
-    conversions = _ros_messages()
+    ros_types = _ros_messages()
     print(
         f"host: {cpu_name()}, {os.cpu_count()} logical CPUs; Python "
         f"{platform.python_version()}, numpy {np.__version__}, OpenCV {cv2.__version__} "
         f"(threads {cv2.getNumThreads()}, IPP {'on' if cv2.ipp.useIPP() else 'off'}); "
         f"{args.repeats} runs per stage, median / p99 in ms"
     )
-    if conversions is None:
+    if ros_types is None:
         print("ROS messages not importable here: message building is not timed")
     for height, width in sizes:
         for count in counts:
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.repeats,
                     args.budget_s,
                     args.overlay_scale,
-                    conversions,
+                    ros_types,
                 ):
                     ratio = "-"
                     if old is not None and new is not None:

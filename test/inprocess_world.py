@@ -21,7 +21,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from mobilesam_ros.ros import conversions
+from mobilesam_ros.messages.builders import image_message
+from mobilesam_ros.ros.conversions import ROS_TYPES
 from mobilesam_ros.ros.runtime import SegmentationRuntime
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -81,7 +82,7 @@ class World:
     def frame(self, seconds: int) -> Header:
         header = Header(frame_id="camera")
         header.stamp.sec = seconds
-        message = conversions.image_message(header, self.image, "rgb8")
+        message = image_message(ROS_TYPES, header, self.image, "rgb8")
         # Best effort: a frame sent before the subscription matched is lost, so send until the
         # node counts it.
         received = self.runtime.pipeline.totals()["images received"]

@@ -35,18 +35,51 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+def is_message_module(module: str) -> bool:
+    """A message package (sensor_msgs, rcl_interfaces, ...) or generated message classes (the
+    package's own mobilesam_ros.msg and .srv among them)."""
+    parts = module.split(".")
+    return parts[0].endswith(("_msgs", "_interfaces")) or bool(
+        {"msg", "srv", "action"} & set(parts[1:])
+    )
+
+
+def violations(folder: str, forbidden: tuple[str, ...], messages: bool = False) -> list[str]:
+    """Imports of `folder` from `forbidden` (modules and their submodules) and, with `messages`,
+    of any message module."""
     found = []
     for path in sorted((PACKAGE / folder).rglob("*.py")):
         for module in imported_modules(path):
-            if any(module == f or module.startswith(f + ".") for f in forbidden):
+            if any(module == f or module.startswith(f + ".") for f in forbidden) or (
+                messages and is_message_module(module)
+            ):
                 found.append(f"{path.relative_to(PACKAGE)} imports {module}")
     return found
 
 
+LAYERS_ABOVE_CORE = ("mobilesam_ros.ros", "mobilesam_ros.tools", "mobilesam_ros.cli")
+
+
 def test_core_imports_neither_ros_nor_the_layers_above_it():
-    forbidden = (*ROS_MODULES, "mobilesam_ros.ros", "mobilesam_ros.tools", "mobilesam_ros.cli")
+    forbidden = (*ROS_MODULES, "mobilesam_ros.messages", *LAYERS_ABOVE_CORE)
     assert violations("core", forbidden) == []
+
+
+def test_messages_import_neither_ros_nor_message_classes_nor_the_layers_above_them():
+    """messages/ (core/ and numpy, OpenCV) runs without a ROS install: the bag tools read and
+    build messages with it from rosbags' classes, the node from rclpy's; ros/ and tools/ import
+    it."""
+    assert violations("messages", (*ROS_MODULES, *LAYERS_ABOVE_CORE), messages=True) == []
+
+
+def test_the_message_module_rule_knows_message_imports():
+    assert all(
+        is_message_module(name)
+        for name in ("sensor_msgs.msg", "visualization_msgs", "mobilesam_ros.msg", "rcl_interfaces")
+    )
+    assert not any(
+        is_message_module(name) for name in ("numpy", "mobilesam_ros.messages.readers", "cv2")
+    )
 
 
 def test_the_ros_layer_does_not_import_the_tools():

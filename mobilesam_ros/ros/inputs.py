@@ -19,10 +19,10 @@ from mobilesam_ros.core.stream.detections import SOURCE_DETECTIONS, SOURCE_YOLO
 from mobilesam_ros.core.stream.failures import IMAGES_REJECTED, FailureLog
 from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
 from mobilesam_ros.core.stream.pipeline import StreamPipeline
+from mobilesam_ros.messages import readers
 from mobilesam_ros.msg import PromptArray
-from mobilesam_ros.ros import conversions
+from mobilesam_ros.ros.conversions import ROS_TYPES
 from mobilesam_ros.ros.diagnostics import StageStats
-from mobilesam_ros.ros.outputs import Detection2DArray
 
 try:  # optional: yolo_ros's messages, when installed
     from yolo_msgs.msg import DetectionArray as YoloDetectionArray
@@ -74,10 +74,10 @@ class InputSubscriptions:
             ),
             node.create_subscription(Point, prefix + "clicked_pixel", self._on_clicked_pixel, 10),
         ]
-        if Detection2DArray is not None:
+        if ROS_TYPES.detection_2d_array is not None:  # optional: vision_msgs
             self._subscriptions.append(
                 node.create_subscription(
-                    Detection2DArray, prefix + "detections", self._on_detections, 10
+                    ROS_TYPES.detection_2d_array, prefix + "detections", self._on_detections, 10
                 )
             )
         else:
@@ -107,26 +107,26 @@ class InputSubscriptions:
             except InvalidInputError as exc:
                 self._failures.report(IMAGES_REJECTED, f"image rejected: {exc}")
                 return
-        stamp_ns = conversions.stamp_to_ns(message.header.stamp)
+        stamp_ns = readers.stamp_to_ns(message.header.stamp)
         frame = Frame(stamp_ns, message.header.frame_id, message, now)
         self._pipeline.add_frame(frame, self._stream)
 
     def _enqueue(self, header: Any, prompts: list[Prompt], source: str) -> None:
         self._stats.count("prompt_messages_in")
-        stamp_ns = conversions.stamp_to_ns(header.stamp) if header is not None else 0
+        stamp_ns = readers.stamp_to_ns(header.stamp) if header is not None else 0
         frame_id = header.frame_id if header is not None else ""
         request = PromptRequest(stamp_ns, frame_id, prompts, time.monotonic(), source)
         self._pipeline.add_request(request, self._stream)
 
     def _on_prompts(self, message: PromptArray) -> None:
-        self._enqueue(message.header, conversions.prompts_from_prompt_array(message), "prompts")
+        self._enqueue(message.header, readers.prompts_from_prompt_array(message), "prompts")
 
     def _on_detections(self, message: Any) -> None:
-        prompts = conversions.prompts_from_detections(message)
+        prompts = readers.prompts_from_detections(message)
         self._enqueue(message.header, prompts, SOURCE_DETECTIONS)
 
     def _on_yolo_detections(self, message: Any) -> None:
-        prompts = conversions.prompts_from_yolo_detections(message)
+        prompts = readers.prompts_from_yolo_detections(message)
         self._enqueue(message.header, prompts, SOURCE_YOLO)
 
     def _on_click(self, message: PointStamped) -> None:
@@ -142,10 +142,10 @@ class InputSubscriptions:
             return
         self._clicks += 1
         self._enqueue(
-            message.header, [conversions.prompt_from_click(message.point, self._clicks)], "clicks"
+            message.header, [readers.prompt_from_click(message.point, self._clicks)], "clicks"
         )
 
     def _on_clicked_pixel(self, message: Point) -> None:
         """rqt_image_view's clicks: pixels of the image it shows, no stamp (newest frame)."""
         self._clicks += 1
-        self._enqueue(None, [conversions.prompt_from_click(message, self._clicks)], "clicks")
+        self._enqueue(None, [readers.prompt_from_click(message, self._clicks)], "clicks")

@@ -14,14 +14,10 @@ from mobilesam_ros.core.prompts import captions
 from mobilesam_ros.core.stream.detections import DETECTOR_SOURCES
 from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
+from mobilesam_ros.messages.builders import image_message, instance_mask_array, refined_detections
 from mobilesam_ros.msg import InstanceMaskArray
-from mobilesam_ros.ros import conversions
+from mobilesam_ros.ros.conversions import ROS_TYPES
 from mobilesam_ros.ros.outputs_3d import Outputs3D, publisher_calls
-
-try:  # optional: the node runs without vision_msgs
-    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
-except ImportError:  # pragma: no cover - depends on the install
-    Detection2D = Detection2DArray = ObjectHypothesisWithPose = None
 
 OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -48,8 +44,10 @@ class OutputPublishers:
         self.mask_image = create(Image, prefix + "mask_image", OUTPUT_QOS)
         self.overlay = create(Image, prefix + "overlay", OUTPUT_QOS)
         self.refined = None
-        if Detection2DArray is not None:
-            self.refined = create(Detection2DArray, prefix + "detections_refined", OUTPUT_QOS)
+        if ROS_TYPES.detection_2d_array is not None:  # optional: vision_msgs
+            self.refined = create(
+                ROS_TYPES.detection_2d_array, prefix + "detections_refined", OUTPUT_QOS
+            )
         else:
             node.get_logger().info("vision_msgs not installed: no detections_refined output")
 
@@ -68,12 +66,12 @@ class OutputPublishers:
         labels = None  # the label image, shared by mask_image and overlay
         if self.masks.get_subscription_count() > 0:
             size = result.decoded.pixels.shape[:2]
-            self.masks.publish(conversions.instance_mask_array(header, result.instances, size))
+            self.masks.publish(instance_mask_array(ROS_TYPES, header, result.instances, size))
             published += 1
         if self.mask_image.get_subscription_count() > 0:
             labels = self._labels(result)
             encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
-            self.mask_image.publish(conversions.image_message(header, labels, encoding))
+            self.mask_image.publish(image_message(ROS_TYPES, header, labels, encoding))
             published += 1
         overlay = result.settings.overlay
         if self.overlay.get_subscription_count() > 0 and self._overlay_due(overlay.max_rate):
@@ -83,13 +81,7 @@ class OutputPublishers:
         # Without tracking, refined detections answer detection messages only (not clicks).
         refined_wanted = self._tracking or bool(DETECTOR_SOURCES.keys() & set(result.sources))
         if self.refined is not None and refined_wanted and self.refined.get_subscription_count():
-            self.refined.publish(
-                conversions.refined_detections(
-                    header,
-                    result.instances,
-                    (Detection2DArray, Detection2D, ObjectHypothesisWithPose),
-                )
-            )
+            self.refined.publish(refined_detections(ROS_TYPES, header, result.instances))
             published += 1
         if self._outputs_3d is not None:
             published += self._outputs_3d.publish(result, header, captions(result.instances))
@@ -126,7 +118,7 @@ class OutputPublishers:
             scale=settings.scale,
             mask_boxes=[r.crop.box for r in instances],
         )
-        return conversions.image_message(header, overlay, "bgr8")
+        return image_message(ROS_TYPES, header, overlay, "bgr8")
 
     def destroy(self) -> None:
         for publisher in self._all():

@@ -22,15 +22,9 @@ from mobilesam_ros.core.depth import CameraModel, lift_instances
 from mobilesam_ros.core.stream.failures import FailureLog
 from mobilesam_ros.core.stream.frame_sync import StampCache
 from mobilesam_ros.core.stream.stream import FrameResult
-from mobilesam_ros.ros import conversions
-from mobilesam_ros.ros.conversions_3d import (
-    MarkerTracker,
-    camera_from_info,
-    depth_from_message,
-    detections_3d,
-    instances_cloud_message,
-    vision_msgs_3d,
-)
+from mobilesam_ros.messages.builders import MarkerTracker, detections_3d, instances_cloud_message
+from mobilesam_ros.messages.readers import camera_from_info, depth_from_message, stamp_to_ns
+from mobilesam_ros.ros.conversions import ROS_TYPES
 
 DEPTH_REJECTED = "depth_images_rejected"
 CAMERA_INFO_REJECTED = "camera_info_rejected"
@@ -75,7 +69,7 @@ class DepthInputs:
     def _on_depth(self, message: Image) -> None:
         self.seen = True
         with self._lock:
-            self._depth.add(conversions.stamp_to_ns(message.header.stamp), message)
+            self._depth.add(stamp_to_ns(message.header.stamp), message)
 
     def _on_camera_info(self, message: CameraInfo) -> None:
         self.seen = True
@@ -117,15 +111,14 @@ class Outputs3D:
         self._node = node
         self._inputs = depth_inputs
         self._failures = failures
-        self._types = vision_msgs_3d()
-        self._markers = MarkerTracker()
+        self._markers = MarkerTracker(ROS_TYPES)
         self._said_no_depth = False
         create, self._destroy = publisher_calls(node)
         self.cloud = create(PointCloud2, prefix + "instances_cloud", 2)
         self.markers = create(MarkerArray, prefix + "markers", 2)
         self.detections = None
-        if self._types is not None:
-            self.detections = create(self._types.detection_array, prefix + "detections_3d", 2)
+        if ROS_TYPES.detection_3d_array is not None:  # optional: vision_msgs
+            self.detections = create(ROS_TYPES.detection_3d_array, prefix + "detections_3d", 2)
         else:
             node.get_logger().info("vision_msgs not installed: no detections_3d output")
 
@@ -165,13 +158,15 @@ class Outputs3D:
         published = 0
         if self.detections is not None and self.detections.get_subscription_count():
             self.detections.publish(
-                detections_3d(header, result.instances, lifted.instances, self._types, oriented)
+                detections_3d(ROS_TYPES, header, result.instances, lifted.instances, oriented)
             )
             published += 1
         if self.cloud.get_subscription_count():
             rgb = result.decoded.to_bgr()[..., ::-1] if settings.cloud_rgb else None
             stride = settings.cloud_stride
-            self.cloud.publish(instances_cloud_message(header, lifted.instances, stride, rgb))
+            self.cloud.publish(
+                instances_cloud_message(ROS_TYPES, header, lifted.instances, stride, rgb)
+            )
             published += 1
         if self.markers.get_subscription_count():
             self.markers.publish(

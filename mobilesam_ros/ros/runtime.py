@@ -27,7 +27,7 @@ from mobilesam_ros.core.errors import ExportInterruptedError
 from mobilesam_ros.core.stream.failures import STAGE_PUBLISH, FailureLog, failure_counter
 from mobilesam_ros.core.stream.pipeline import StreamPipeline
 from mobilesam_ros.core.stream.stream import FrameResult
-from mobilesam_ros.ros import conversions
+from mobilesam_ros.messages.readers import decode_image_message
 from mobilesam_ros.ros.camera import CameraTopics
 from mobilesam_ros.ros.diagnostics import DiagnosticsReport, StageStats
 from mobilesam_ros.ros.parameters import declare_parameters
@@ -52,7 +52,7 @@ class SegmentationRuntime:
         # One stream per camera; "" is the single camera on the topics without a prefix.
         self.camera_names = self.settings.inputs.cameras or ("",)
         self.pipeline = StreamPipeline(
-            conversions.decode_image_message,
+            decode_image_message,
             self.settings,
             streams=self.camera_names,
             anyone_listening=self._anyone_listening,

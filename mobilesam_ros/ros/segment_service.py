@@ -18,7 +18,13 @@ from rclpy.node import Node
 from mobilesam_ros.core import InvalidInputError, MobileSamError
 from mobilesam_ros.core.stream.pipeline import StreamPipeline
 from mobilesam_ros.core.stream.requests import SegmentRequest
-from mobilesam_ros.ros import conversions
+from mobilesam_ros.messages.builders import instance_mask_array
+from mobilesam_ros.messages.readers import (
+    decode_image_message,
+    prompts_from_prompt_array,
+    stamp_to_ns,
+)
+from mobilesam_ros.ros.conversions import ROS_TYPES
 from mobilesam_ros.srv import Segment
 
 # Calls that may wait for their reply at once; each holds an executor thread while it waits.
@@ -53,10 +59,10 @@ class SegmentService:
         image = request.image
         try:
             segment_request = SegmentRequest(
-                conversions.prompts_from_prompt_array(request),
-                image=conversions.decode_image_message(image) if len(image.data) else None,
+                prompts_from_prompt_array(request),
+                image=decode_image_message(image) if len(image.data) else None,
                 stream=self._stream(request.camera),
-                stamp_ns=conversions.stamp_to_ns(image.header.stamp),
+                stamp_ns=stamp_to_ns(image.header.stamp),
                 everything=bool(request.everything),
             )
         except MobileSamError as exc:
@@ -75,7 +81,7 @@ class SegmentService:
             header.stamp.sec, header.stamp.nanosec = divmod(reply.stamp_ns, 1_000_000_000)
             header.frame_id = reply.frame_id
         size = reply.image.pixels.shape[:2]
-        response.masks = conversions.instance_mask_array(header, reply.instances, size)
+        response.masks = instance_mask_array(ROS_TYPES, header, reply.instances, size)
         response.success = True
         return response
 

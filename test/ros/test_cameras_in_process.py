@@ -21,7 +21,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from mobilesam_ros.ros import conversions  # noqa: E402
+from mobilesam_ros.messages.builders import image_message  # noqa: E402
+from mobilesam_ros.ros.conversions import ROS_TYPES  # noqa: E402
 from mobilesam_ros.ros.runtime import SegmentationRuntime  # noqa: E402
 
 CAMERAS = ("front", "left")
@@ -81,7 +82,7 @@ class TwoCameras:
     def frame(self, camera: str, seconds: int) -> Header:
         header = Header(frame_id=f"{camera}_optical")
         header.stamp.sec = seconds
-        message = conversions.image_message(header, IMAGE, "rgb8")
+        message = image_message(ROS_TYPES, header, IMAGE, "rgb8")
         received = self.runtime.pipeline.stream_report(camera)[0]["images received"]
         self.spin_until(
             lambda: (

@@ -18,7 +18,9 @@ vision_msgs = pytest.importorskip("vision_msgs.msg")
 from inprocess_world import BOXES, World  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from mobilesam_ros.ros import conversions  # noqa: E402
+from mobilesam_ros.messages.builders import image_message  # noqa: E402
+from mobilesam_ros.messages.readers import instance_full_mask  # noqa: E402
+from mobilesam_ros.ros.conversions import ROS_TYPES  # noqa: E402
 
 IMAGE = photo("astronaut")[:240, :320]
 
@@ -37,7 +39,7 @@ def test_masks_label_image_and_refined_boxes_are_the_answer_with_the_images_head
     answer = world.answer(header)
     assert answer.header == header and [i.id for i in answer.instances] == ["p0", "p1"]
     for instance, (x0, y0, x1, y1) in zip(answer.instances, BOXES, strict=True):
-        full = conversions.instance_full_mask(instance, *IMAGE.shape[:2])
+        full = instance_full_mask(instance, *IMAGE.shape[:2])
         expected = np.zeros(IMAGE.shape[:2], bool)
         expected[y0 : y1 + 1, x0 : x1 + 1] = True  # the stand-in's mask is its prompt box
         assert np.array_equal(full, expected)
@@ -177,12 +179,12 @@ def test_segment_service_answers_its_own_image_with_its_header(world):
 
     header = Header(frame_id="elsewhere")
     header.stamp.sec = 77
-    image = conversions.image_message(header, IMAGE, "rgb8")
+    image = image_message(ROS_TYPES, header, IMAGE, "rgb8")
     response = call_segment(world, segment_request(image))
     assert response.success, response.message
     assert response.masks.header == header
     assert [i.id for i in response.masks.instances] == ["s0", "s1"]
-    full = conversions.instance_full_mask(response.masks.instances[0], *IMAGE.shape[:2])
+    full = instance_full_mask(response.masks.instances[0], *IMAGE.shape[:2])
     x0, y0, x1, y1 = BOXES[0]
     assert full[y0 : y1 + 1, x0 : x1 + 1].all() and full.sum() == (x1 - x0 + 1) * (y1 - y0 + 1)
 

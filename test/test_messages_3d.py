@@ -1,4 +1,5 @@
-"""ROS conversions of depth lifting (ros/conversions_3d.py): inputs, cloud, markers, detections.
+"""Messages of depth lifting (messages/readers.py, messages/builders.py) with the node's
+message classes (ros/conversions.ROS_TYPES): inputs, cloud, markers, detections.
 
 Detection3DArray needs vision_msgs: it is checked in a fresh interpreter with the TEST-ONLY subset
 (test/message_packages/vision_msgs) built by the fixtures; the rest runs in this process.
@@ -16,6 +17,7 @@ import pytest
 pytest.importorskip("rclpy", reason="needs ROS 2 Python packages (rclpy)")
 pytest.importorskip("visualization_msgs", reason="needs visualization_msgs")
 
+from node_message_types import node_message_types
 from rclpy.serialization import deserialize_message, serialize_message
 from rgbd_scenes import rgbd_frame
 from ros_test_env import REPO_ROOT, run_python
@@ -27,9 +29,11 @@ from mobilesam_ros.core.depth import lift_instances
 from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.core.prompts import Prompt, PromptMask
 from mobilesam_ros.core.visualize import instance_color
-from mobilesam_ros.ros import conversions_3d
+from mobilesam_ros.messages.builders import MarkerTracker, instances_cloud_message
+from mobilesam_ros.messages.readers import camera_from_info, depth_from_message
 
 pytest_plugins = ["ros_fixtures"]
+ROS_TYPES = node_message_types()
 
 
 def _image(pixels: np.ndarray, encoding: str) -> Image:
@@ -59,8 +63,8 @@ def _decoded_cloud(message: PointCloud2) -> np.ndarray:
 
 def _lifted(encoding: str = "16UC1"):
     frame = rgbd_frame(encoding)
-    depth = conversions_3d.depth_from_message(_image(frame.depth, encoding))
-    camera = conversions_3d.camera_from_info(_camera_info(frame.camera_info))
+    depth = depth_from_message(_image(frame.depth, encoding))
+    camera = camera_from_info(_camera_info(frame.camera_info))
     result = lift_instances(frame.scene.masks, depth, camera)
     prompts = [
         PromptMask.from_mask(
@@ -80,14 +84,14 @@ def test_depth_and_camera_info_messages_lift_to_the_expected_centroids(encoding:
 
 def test_uncalibrated_camera_info_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="fx"):
-        conversions_3d.camera_from_info(CameraInfo(width=640, height=480))
+        camera_from_info(CameraInfo(width=640, height=480))
 
 
 def test_point_cloud_round_trip() -> None:
     frame, result, _ = _lifted()
     header = Header(frame_id="camera_color_optical_frame")
     instances = [result.instances[0], None, result.instances[2]]
-    message = conversions_3d.instances_cloud_message(header, instances, 2, frame.color_rgb8)
+    message = instances_cloud_message(ROS_TYPES, header, instances, 2, frame.color_rgb8)
     back = deserialize_message(serialize_message(message), PointCloud2)
     assert back.header.frame_id == "camera_color_optical_frame"
     assert [f.name for f in back.fields] == ["x", "y", "z", "label", "rgb"]
@@ -103,7 +107,7 @@ def test_point_cloud_round_trip() -> None:
     np.testing.assert_array_equal(cloud["rgb"][: on_grid.sum()].view("<u4"), packed)
     assert set(np.unique(cloud["label"])) == {1, 3}
     assert back.width == cloud.shape[0] and back.row_step == back.point_step * back.width
-    without_rgb = conversions_3d.instances_cloud_message(header, instances)
+    without_rgb = instances_cloud_message(ROS_TYPES, header, instances)
     assert [f.name for f in without_rgb.fields] == ["x", "y", "z", "label"]
 
 
@@ -126,7 +130,7 @@ def _marker_fields(marker: Marker) -> tuple:
 def test_markers_follow_instances_and_delete_ended_ones() -> None:
     _, result, prompts = _lifted()
     header = Header(frame_id="camera")
-    tracker = conversions_3d.MarkerTracker()
+    tracker = MarkerTracker(ROS_TYPES)
     first = tracker.markers(header, prompts, result.instances, ["a", "b", "c"])
     assert [(m.ns, m.action) for m in first.markers] == [
         ("boxes", Marker.ADD),
@@ -157,10 +161,18 @@ def test_markers_follow_instances_and_delete_ended_ones() -> None:
     assert all(m.action == Marker.ADD for m in third.markers)
 
 
-def test_without_vision_msgs_there_are_no_3d_detection_types() -> None:
+def test_without_vision_msgs_the_node_has_no_detection_types() -> None:
     if importlib.util.find_spec("vision_msgs") is not None:
         pytest.skip("vision_msgs is installed in this environment")
-    assert conversions_3d.vision_msgs_3d() is None
+    vision = (
+        ROS_TYPES.detection_2d_array,
+        ROS_TYPES.detection_2d,
+        ROS_TYPES.hypothesis_with_pose,
+        ROS_TYPES.detection_3d_array,
+        ROS_TYPES.detection_3d,
+        ROS_TYPES.object_hypothesis,
+    )
+    assert vision == (None,) * 6
 
 
 DETECTIONS_3D = textwrap.dedent(
@@ -177,18 +189,20 @@ DETECTIONS_3D = textwrap.dedent(
 
     from mobilesam_ros.core.depth import lift_instances
     from mobilesam_ros.core.prompts import Prompt, PromptMask
-    from mobilesam_ros.ros import conversions_3d
+    from mobilesam_ros.messages.builders import detections_3d
+    from mobilesam_ros.messages.readers import camera_from_info, depth_from_message
+    from node_message_types import node_message_types
     from rgbd_scenes import rgbd_frame
 
-    types = conversions_3d.vision_msgs_3d()
-    assert types is not None
+    types = node_message_types()
+    assert types.detection_3d_array is Detection3DArray
     frame = rgbd_frame("32FC1")
     depth = Image(height=480, width=640, encoding="32FC1", step=640 * 4,
                   data=frame.depth.tobytes())
     result = lift_instances(
         frame.scene.masks,
-        conversions_3d.depth_from_message(depth),
-        conversions_3d.camera_from_info(CameraInfo(**frame.camera_info)),
+        depth_from_message(depth),
+        camera_from_info(CameraInfo(**frame.camera_info)),
     )
     source = Detection2D(id="det7", results=[ObjectHypothesisWithPose(
         hypothesis=ObjectHypothesis(class_id="crate", score=0.8))])
@@ -203,7 +217,7 @@ DETECTIONS_3D = textwrap.dedent(
     instances = [result.instances[0], result.instances[1], None]
     header = Header(frame_id="camera")
     header.stamp.sec = 12
-    message = conversions_3d.detections_3d(header, prompts, instances, types)
+    message = detections_3d(types, header, prompts, instances)
     back = deserialize_message(serialize_message(message), Detection3DArray)
     assert back == message
     assert back.header.stamp.sec == 12 and len(back.detections) == 2
@@ -226,7 +240,7 @@ DETECTIONS_3D = textwrap.dedent(
         np.testing.assert_allclose([size.x, size.y, size.z], instance.obb_size)
         q = detection.bbox.center.orientation
         assert abs(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2 - 1) < 1e-9
-    aligned = conversions_3d.detections_3d(header, prompts, instances, types, oriented=False)
+    aligned = detections_3d(types, header, prompts, instances, oriented=False)
     size = aligned.detections[0].bbox.size
     np.testing.assert_allclose([size.x, size.y, size.z], instances[0].aabb_size)
     assert aligned.detections[0].bbox.center.orientation.w == 1.0
