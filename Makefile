@@ -14,6 +14,7 @@
 #                GPU when one is visible: BACKEND=torch DEVICE=cuda)
 #   make bench-memory  RSS of the core per stage and of the node under a simulated camera
 #   make bench-cameras one node serving 2 and 4 simulated cameras against one camera
+#   make bench-bag  process-bag's frames/s on a recording, against the official pipeline
 #   make ctrl-c-check  Ctrl-C of `ros2 launch` 20 times on Kilted and on Jazzy, counted
 
 PYTHON ?= python3
@@ -28,7 +29,7 @@ DEMO_IMAGE ?= skimage:astronaut
 DEMO_PROMPTS ?= --box 15 15 365 512 --box 355 0 470 290 --box 275 340 512 512 --box 0 0 100 512
 
 .PHONY: setup build-ros test lint demo segment-photo bench bench-host bench-node bench-tracking \
-	bench-depth bench-memory bench-stream bench-cameras ctrl-c-check clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
+	bench-depth bench-memory bench-stream bench-cameras bench-bag ctrl-c-check clean setup-jazzy build-ros-jazzy test-jazzy setup-py310 test-py310 \
 	test-cuda12 \
 	test-models
 
@@ -225,6 +226,12 @@ bench-cameras: setup
 	@$(MAKE) --no-print-directory _checkpoint CHECKPOINT=$(or $(CHECKPOINT),random)
 	bash -c "$(ROS_RUN) $(PY) benchmarks/bench_cameras.py --checkpoint $(MEMORY_CHECKPOINT) \
 		--backend $(or $(BACKEND),auto)"
+
+# process-bag's frames/s on a recording of 640x480 frames with 5 boxes, against the official
+# pipeline on the same frames (no ROS needed).
+bench-bag: setup
+	@$(MAKE) --no-print-directory _checkpoint
+	$(PY) -m benchmarks.bench_bag $(CHECKPOINT_ARG) --backend $(or $(BACKEND),auto)
 
 # Ctrl-C of `ros2 launch` as a terminal sends it (SIGINT to the whole process group), CTRL_C_TRIES
 # times in each of five cases (while loading, while exporting, idle, mid-inference, during the

@@ -13,7 +13,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["mobilesam_ros", "mobilesam_ros.*"]),
     # The TensorRT self-check's photo (mobilesam_ros/data is a data folder, not a package).
-    package_data={"mobilesam_ros": ["data/*.jpg", "data/*.md"]},
+    # vision_msgs' definitions: the bag tools write and read them without a ROS install.
+    package_data={"mobilesam_ros": ["data/*.jpg", "data/*.md", "data/vision_msgs/msg/*.msg"]},
     install_requires=[
         "numpy>=1.22",
         "opencv-python-headless>=4.6",
@@ -25,6 +26,9 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
+        # process-bag (rosbags reads and writes recordings without ROS; --coco) and process-bags.
+        "bags": ["rosbags>=0.11", "pycocotools>=2.0.7"],
+        "fleet": ["rosbags>=0.11", "pycocotools>=2.0.7", "ray>=2.9"],
         # Export of the ONNX graphs and the torch backend.
         "torch": ["torch>=2.1", "torchvision", "segment-anything==1.0", "onnx>=1.14"],
         # TensorRT itself comes from JetPack (Jetson) or `pip install tensorrt` (desktops);

@@ -1,5 +1,5 @@
 """`mobilesam-ros`: export the graphs, segment an image, build and verify TensorRT engines,
-evaluate tracking."""
+evaluate tracking, process recordings."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from mobilesam_ros.core import BackendUnavailableError, InvalidInputError, MobileSamError, Segmenter
 from mobilesam_ros.core.choices import BACKENDS, DEFAULT_PRECISION, PRECISIONS, check_device
+from mobilesam_ros.tools.bag.commands import register as register_bag_commands
 
 if TYPE_CHECKING:
     from mobilesam_ros.core.model.export import OnnxModels
@@ -399,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--detector-every", type=int, default=10, help="frames between detections (30 Hz / 3 Hz)"
     )
     eval_tracking.set_defaults(run=_cmd_eval_tracking)
+
+    register_bag_commands(commands, _add_model_arguments, _segmenter)
     return parser
 
 

@@ -31,6 +31,8 @@ BUILD_SCRIPT = REPO_ROOT / "scripts" / "build_ros.sh"
 # TEST-ONLY message packages the node reads when they are installed: vision_msgs (a subset of
 # 4.x) and yolo_msgs (yolo_ros's), with their upstream field layouts.
 TEST_MESSAGES_SOURCE = REPO_ROOT / "test" / "message_packages"
+# vision_msgs' definitions are the package's own copy (its CMakeLists.txt names them there).
+TEST_MESSAGES_DEFINITIONS = REPO_ROOT / "mobilesam_ros" / "data" / "vision_msgs"
 TEST_MESSAGE_PACKAGES = ("vision_msgs", "yolo_msgs")
 # Where the test fixtures build it (build/ is ignored by git).
 TEST_MESSAGES_BUILD_ROOT = MAIN_BUILD / "test_messages"
@@ -225,7 +227,7 @@ def build_test_messages(build_root: Path) -> dict[str, str]:
     build_root = Path(build_root).resolve()
     install_base = installed_test_messages(build_root)
     stamp = install_base / _STAMP_NAME
-    expected = _source_hash(TEST_MESSAGES_SOURCE)
+    expected = _source_hash(TEST_MESSAGES_SOURCE) + _source_hash(TEST_MESSAGES_DEFINITIONS)
 
     def up_to_date() -> bool:
         return (

@@ -1,5 +1,5 @@
-"""The TEST-ONLY vision_msgs subset (test/message_packages/vision_msgs): layout, serialization,
-real DDS.
+"""The vision_msgs subset (definitions in mobilesam_ros/data/vision_msgs, built as the tests'
+package test/message_packages/vision_msgs): layout, serialization, real DDS.
 
 Layouts of the 2D and 3D detection messages; round trips and DDS with the 2D ones.
 

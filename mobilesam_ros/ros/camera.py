@@ -41,9 +41,9 @@ class CameraTopics:
         self._stats = stats
         self._depth = DepthInputs(node, failures, prefix)
         outputs_3d = Outputs3D(node, self._depth, failures, prefix)
-        self._outputs = OutputPublishers(node, settings.tracking.enabled, outputs_3d, prefix)
+        self._outputs = OutputPublishers(node, outputs_3d, prefix)
         # Segment everything's masks, mask_image and overlay (everything.max_rate > 0).
-        self._everything = OutputPublishers(node, False, None, prefix + "everything/")
+        self._everything = OutputPublishers(node, None, prefix + "everything/")
         self._inputs: InputSubscriptions | None = None
 
     @property

@@ -5,15 +5,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from mobilesam_ros.core.prompts import captions
-from mobilesam_ros.core.stream.detections import DETECTOR_SOURCES
+from mobilesam_ros.core.stream.result_images import (
+    label_encoding,
+    label_image,
+    overlay_image,
+    refined_detections_wanted,
+)
 from mobilesam_ros.core.stream.stream import FrameResult
-from mobilesam_ros.core.visualize import draw_label_overlay, label_image_from_crops
 from mobilesam_ros.messages.builders import image_message, instance_mask_array, refined_detections
 from mobilesam_ros.msg import InstanceMaskArray
 from mobilesam_ros.ros.conversions import ROS_TYPES
@@ -29,13 +32,11 @@ class OutputPublishers:
     def __init__(
         self,
         node: Node,
-        tracking: bool,
         outputs_3d: Outputs3D | None = None,
         prefix: str = "",
     ) -> None:
         """prefix: put before every topic name (a camera's "front/")."""
         self._node = node
-        self._tracking = tracking
         self._last_overlay = -float("inf")
         self.overlays_skipped = 0  # by overlay.max_rate
         self._outputs_3d = outputs_3d
@@ -69,32 +70,24 @@ class OutputPublishers:
             self.masks.publish(instance_mask_array(ROS_TYPES, header, result.instances, size))
             published += 1
         if self.mask_image.get_subscription_count() > 0:
-            labels = self._labels(result)
-            encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
-            self.mask_image.publish(image_message(ROS_TYPES, header, labels, encoding))
+            labels = label_image(result)
+            self.mask_image.publish(
+                image_message(ROS_TYPES, header, labels, label_encoding(labels))
+            )
             published += 1
         overlay = result.settings.overlay
         if self.overlay.get_subscription_count() > 0 and self._overlay_due(overlay.max_rate):
-            labels = self._labels(result) if labels is None else labels
-            self.overlay.publish(self._overlay_message(header, result, labels))
+            labels = label_image(result) if labels is None else labels
+            overlay_pixels = overlay_image(result, labels)
+            self.overlay.publish(image_message(ROS_TYPES, header, overlay_pixels, "bgr8"))
             published += 1
-        # Without tracking, refined detections answer detection messages only (not clicks).
-        refined_wanted = self._tracking or bool(DETECTOR_SOURCES.keys() & set(result.sources))
-        if self.refined is not None and refined_wanted and self.refined.get_subscription_count():
+        wanted = refined_detections_wanted(result)
+        if self.refined is not None and wanted and self.refined.get_subscription_count():
             self.refined.publish(refined_detections(ROS_TYPES, header, result.instances))
             published += 1
         if self._outputs_3d is not None:
             published += self._outputs_3d.publish(result, header, captions(result.instances))
         return published
-
-    @staticmethod
-    def _labels(result: FrameResult) -> np.ndarray:
-        """Label image from the masks' crops: i + 1 = instances[i], the higher score on top."""
-        return label_image_from_crops(
-            [r.crop for r in result.instances],
-            [r.predicted_iou for r in result.instances],
-            result.frame.embedding.original_size,
-        )
 
     def _overlay_due(self, max_rate: float) -> bool:
         """overlay.max_rate: skip drawing (counted) when the last overlay is too recent."""
@@ -104,21 +97,6 @@ class OutputPublishers:
             return False
         self._last_overlay = now
         return True
-
-    def _overlay_message(self, header: Any, result: FrameResult, labels: np.ndarray) -> Image:
-        instances = result.instances
-        settings = result.settings.overlay
-        boxes = [r.prompt.box for r in instances] if settings.draw_boxes else None
-        overlay = draw_label_overlay(
-            result.decoded.to_bgr(),
-            labels,
-            boxes,
-            captions(instances) if settings.draw_labels else None,
-            alpha=settings.alpha,
-            scale=settings.scale,
-            mask_boxes=[r.crop.box for r in instances],
-        )
-        return image_message(ROS_TYPES, header, overlay, "bgr8")
 
     def destroy(self) -> None:
         for publisher in self._all():

@@ -229,6 +229,20 @@ class StreamPipeline:
         """Run the next job, or wait up to `timeout` seconds for one; None when there is
         nothing to publish (no job, an on-demand request, nobody listening, or a failure:
         counted and logged)."""
+        job = self._take_job(timeout)
+        return None if job is None else self._run(*job)
+
+    def process_ready(self) -> list[FrameResult]:
+        """Run every job that is ready at the clock's present time, without waiting: for a
+        driver that owns the clock (a recording's time), one call per step of it."""
+        results = []
+        while (job := self._take_job(0)) is not None:
+            result = self._run(*job)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def _take_job(self, timeout: float) -> tuple[Any, Any, Segmenter] | None:
         with self._condition:
             if self._pending_settings is not None:
                 self._apply(self._pending_settings)
@@ -238,8 +252,9 @@ class StreamPipeline:
                 if timeout > 0:
                     self._condition.wait(self._wait_time(timeout))
                 return None
-            segmenter = self.segmenter
-        turn, work = job
+            return (*job, self.segmenter)
+
+    def _run(self, turn: Any, work: Any, segmenter: Segmenter) -> FrameResult | None:
         if turn is _REQUESTS:
             self._answer(work, segmenter)
             return None
