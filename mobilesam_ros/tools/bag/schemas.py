@@ -32,8 +32,9 @@ def _own_message_folders() -> Iterator[Path]:
     prefix's share folder (colcon installs them there; a prefix is on AMENT_PREFIX_PATH)."""
     yield _PACKAGE_DIR.parent / "msg"
     prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    # site-packages/mobilesam_ros -> <prefix>/lib/pythonX.Y/site-packages: three levels up.
-    prefixes.append(str(_PACKAGE_DIR.parents[2]))
+    # <prefix>/lib/pythonX.Y/site-packages/mobilesam_ros: the prefix is four levels up.
+    if len(_PACKAGE_DIR.parents) > 3:
+        prefixes.append(str(_PACKAGE_DIR.parents[3]))
     for prefix in prefixes:
         yield Path(prefix) / "share" / PACKAGE / "msg"
 
