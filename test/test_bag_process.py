@@ -91,6 +91,19 @@ def test_outputs_match_the_segmenter_called_directly(
         assert refined.detections[0].results[0].hypothesis.class_id == "3"
 
 
+def stopped_run(recording: Recording, output: Path, job: BagJob, segmenter: Any) -> Any:
+    """process_bag asked to stop (as Ctrl-C does) after its second frame."""
+    stop = StopRequest()
+    return process_bag(
+        recording.path,
+        output,
+        job,
+        segmenter,
+        progress=lambda total: StopAfter(stop, 2),
+        stop=stop,
+    )
+
+
 class StopAfter:
     """A progress bar that asks the run to stop (as Ctrl-C does) after `frames` frames."""
 
@@ -111,15 +124,7 @@ def test_tracking_answers_every_frame_in_order_across_a_resume(
 ) -> None:
     recording = write_recording(tmp_path / "in", frames=4)
     job = BagJob(recording.image_topic, DETECTIONS_TOPIC)
-    stop = StopRequest()
-    first = process_bag(
-        recording.path,
-        tmp_path / "out",
-        job,
-        segmenter,
-        progress=lambda total: StopAfter(stop, 2),
-        stop=stop,
-    )
+    first = stopped_run(recording, tmp_path / "out", job, segmenter)
     second = process_bag(recording.path, tmp_path / "out", job, segmenter, resume=True)
     assert (first.frames, second.frames, second.complete) == (2, 2, True)
     assert read_progress(tmp_path / "out").frames_done == 4
@@ -227,15 +232,7 @@ def test_stopped_run_is_valid_and_resumes_to_the_same_output(
 ) -> None:
     recording = write_recording(tmp_path / "in", frames=4)
     job = BagJob(recording.image_topic, DETECTIONS_TOPIC, parameters=TRACKING_OFF)
-    stop = StopRequest()
-    first = process_bag(
-        recording.path,
-        tmp_path / "out",
-        job,
-        segmenter,
-        progress=lambda total: StopAfter(stop, 2),
-        stop=stop,
-    )
+    first = stopped_run(recording, tmp_path / "out", job, segmenter)
     assert not first.complete and 2 <= first.frames < 4
     partial = read_outputs(tmp_path / "out")["/mobilesam/masks"]  # readable as it is
     assert len(partial) == first.frames

@@ -18,9 +18,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from mobilesam_ros.core import InvalidInputError
-from mobilesam_ros.core.depth import CameraModel, lift_instances
+from mobilesam_ros.core.depth import CameraModel
 from mobilesam_ros.core.stream.failures import FailureLog
 from mobilesam_ros.core.stream.frame_sync import StampCache
+from mobilesam_ros.core.stream.result_images import lift_result
 from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.messages.builders import MarkerTracker, detections_3d, instances_cloud_message
 from mobilesam_ros.messages.readers import camera_from_info, depth_from_message, stamp_to_ns
@@ -145,13 +146,7 @@ class Outputs3D:
         depth, camera = self._inputs.for_frame(
             result.frame.stamp_ns, result.settings.sync.policy, settings.max_offset
         )
-        lifted = lift_instances(
-            [r.crop for r in result.instances],
-            depth,
-            camera,
-            settings,
-            image_size=result.decoded.pixels.shape[:2],
-        )
+        lifted = lift_result(result, depth, camera)
         for reason, count in lifted.counts.items():
             self._failures.report(reason, f"{count} instance(s) without 3D pose: {reason}", count)
         oriented = settings.oriented_boxes

@@ -1,9 +1,12 @@
-"""A stream result's pictures, as the node publishes them and the bag tools record them."""
+"""A stream result's pictures and 3D lifting, as the node publishes them and the bag tools
+record them."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from mobilesam_ros.core.depth import CameraModel, DepthImage, lift_instances
+from mobilesam_ros.core.depth.instances import LiftResult
 from mobilesam_ros.core.prompts import captions
 from mobilesam_ros.core.stream.detections import DETECTOR_SOURCES
 from mobilesam_ros.core.stream.stream import FrameResult
@@ -44,3 +47,16 @@ def refined_detections_wanted(result: FrameResult) -> bool:
     if result.everything:
         return False
     return result.settings.tracking.enabled or bool(DETECTOR_SOURCES.keys() & set(result.sources))
+
+
+def lift_result(
+    result: FrameResult, depth: DepthImage | None, camera: CameraModel | None
+) -> LiftResult:
+    """The result's instances in 3D with its depth settings (None where they cannot be)."""
+    return lift_instances(
+        [r.crop for r in result.instances],
+        depth,
+        camera,
+        result.settings.depth,
+        image_size=result.decoded.pixels.shape[:2],
+    )

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mobilesam_ros.core.depth import CameraModel, DepthImage, lift_instances
+from mobilesam_ros.core.depth import CameraModel, DepthImage
 from mobilesam_ros.core.stream.result_images import (
     label_encoding,
     label_image,
+    lift_result,
     overlay_image,
     refined_detections_wanted,
 )
@@ -92,13 +93,7 @@ def frame_messages(
     if not choice.depth or depth is None or camera is None:
         return
     settings = result.settings.depth
-    lifted = lift_instances(
-        [r.crop for r in result.instances],
-        depth,
-        camera,
-        settings,
-        image_size=result.decoded.pixels.shape[:2],
-    )
+    lifted = lift_result(result, depth, camera)
     if lifted_counts is not None:
         for reason, count in lifted.counts.items():
             lifted_counts[reason] = lifted_counts.get(reason, 0) + count
