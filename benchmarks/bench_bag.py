@@ -6,7 +6,9 @@ frame 60 ms after each image; the tests' recorder), then times:
   to MCAP), with tracking on (the node's default) and off;
 - the official MobileSAM pipeline on the same decoded frames and boxes: `SamPredictor.set_image`
   and one `predict` per box, as its README uses it (no recording read or written).
-Prints frames/s of each and the ratio to the official one.
+Prints frames/s of each, the ratio to the official one, and the masks per frame (with tracking
+the live tracks are decoded too: with random weights no detection matches its track, so
+each detection starts a track that lives `tracking.max_age` (1 s): a worst case).
 
   python -m benchmarks.bench_bag [--checkpoint F] [--frames 20] [--backend auto]
 """
@@ -46,6 +48,19 @@ def official_frames_per_second(
     return len(frames) / (time.perf_counter() - started)
 
 
+def instances_per_frame(output: Path) -> float:
+    """Mean masks per answered frame (with tracking: the detections' and the live tracks')."""
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([output]) as reader:
+        masks = [c for c in reader.connections if c.topic.endswith("/masks")]
+        counts = [
+            len(reader.deserialize(raw, c.msgtype).instances)
+            for c, _, raw in reader.messages(connections=masks)
+        ]
+    return sum(counts) / max(len(counts), 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_arguments(parser, device="cpu")
@@ -75,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             rate = report.frames / report.seconds
             print(
                 f"process-bag, {label}: {rate:.2f} frames/s ({report.messages_written} messages "
-                f"written), {rate / official:.2f}x the official pipeline",
+                f"written, {instances_per_frame(output):.1f} masks per frame), "
+                f"{rate / official:.2f}x the official pipeline",
                 flush=True,
             )
     return 0
