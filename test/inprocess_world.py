@@ -107,11 +107,14 @@ class World:
         )
         ids = {f"p{i}" for i in range(len(boxes))}
         # With tracking, a frame may be answered for its live tracks before the prompts arrive.
+        # Only masks that arrive from now on: a module's tests share a world, and an earlier
+        # test may have had its answer for the same stamp and ids.
+        earlier = len(self.received["masks"])
         return self.spin_until(
             lambda: next(
                 (
                     m
-                    for m in self.received["masks"]
+                    for m in self.received["masks"][earlier:]
                     if m.header == header and {i.id for i in m.instances} >= ids
                 ),
                 None,
