@@ -315,6 +315,21 @@ def test_truncated_recording_is_read_up_to_the_damage(
         )
 
 
+def test_a_bare_mcap_file_is_read_whole(tmp_path: Path, segmenter: Any) -> None:
+    recording = write_recording(tmp_path / "in", frames=2)
+    (data,) = recording.path.glob("*.mcap")
+    bare = tmp_path / "camera.mcap"
+    bare.write_bytes(data.read_bytes())  # as `ros2 bag record` leaves it without metadata.yaml
+    job = BagJob(recording.image_topic, DETECTIONS_TOPIC, parameters=TRACKING_OFF)
+    report = process_bag(bare, tmp_path / "out", job, segmenter)
+    assert report.complete and report.damage is None and report.frames == 2
+    masks = read_outputs(tmp_path / "out")["/mobilesam/masks"]
+    for index, (_, message) in enumerate(masks):
+        np.testing.assert_array_equal(
+            output_masks(message), direct_masks(segmenter, recording, index)
+        )
+
+
 def test_coco_annotations_decode_to_the_output_masks(tmp_path: Path, segmenter: Any) -> None:
     pytest.importorskip("pycocotools")
     from pycocotools import mask as coco_mask

@@ -48,7 +48,6 @@ _PROMPT_READERS: dict[str, tuple[Callable[[Any], list[Any]], str]] = {
     "vision_msgs/msg/Detection2DArray": (readers.prompts_from_detections, SOURCE_DETECTIONS),
     "yolo_msgs/msg/DetectionArray": (readers.prompts_from_yolo_detections, SOURCE_YOLO),
 }
-PROMPT_TYPES = tuple(_PROMPT_READERS)
 
 
 class RecordingClock:

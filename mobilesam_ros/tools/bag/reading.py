@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mobilesam_ros.core.errors import InvalidInputError, MobileSamError
+from mobilesam_ros.core.errors import InvalidInputError
 from mobilesam_ros.tools.bag import salvage
 from mobilesam_ros.tools.bag.schemas import typestore
 
@@ -34,24 +34,34 @@ class InputBag:
         self.path = Path(path)
         if not self.path.exists():
             raise InvalidInputError(f"no recording at {self.path}")
-        self.damage: str | None = None
+        self._damage: str | None = None
         self._reader: Any = None
+        self._salvaged: salvage.SalvagedRecording | None = None
+        if self.path.is_file():  # a bare .mcap (no rosbag2 metadata): read record by record
+            self._open_records()
+            return
         try:
             self._open_intact()
         except Exception as exc:  # rosbags' errors have no common base worth naming here
-            self.damage = str(exc) or type(exc).__name__
-            self._salvaged = salvage.open_recording(self.path, typestore())
-            self.topics = self._salvaged.topics
-            self.store = self._salvaged.store
+            self._damage = str(exc) or type(exc).__name__
             _log.warning(
-                "%s is damaged (%s): reading its messages up to the damage", self.path, self.damage
+                "%s is damaged (%s): reading its messages up to the damage", self.path, self._damage
             )
+            self._open_records()
+
+    @property
+    def damage(self) -> str | None:
+        """What was found wrong with the recording, if anything."""
+        return self._damage or (self._salvaged.damage if self._salvaged else None)
+
+    def _open_records(self) -> None:
+        self._salvaged = salvage.open_recording(self.path, typestore())
+        self.topics = self._salvaged.topics
+        self.store = self._salvaged.store
 
     def _open_intact(self) -> None:
         from rosbags.highlevel import AnyReader
 
-        if self.path.is_file():
-            raise MobileSamError("a bare file: no rosbag2 metadata")
         reader = AnyReader([self.path], default_typestore=typestore())
         reader.open()
         self._reader = reader
@@ -79,7 +89,7 @@ class InputBag:
         """The messages of `topics` in log-time order, deserialized. A damaged part ends the
         iteration with a warning (`damage` says why)."""
         deserialize = self.store.deserialize_cdr
-        if self._reader is None:
+        if self._salvaged is not None:
             for topic, msgtype, log_time, raw in self._salvaged.messages(set(topics)):
                 yield BagMessage(topic, log_time, deserialize(raw, msgtype))
             return
@@ -91,8 +101,8 @@ class InputBag:
             except StopIteration:
                 return
             except Exception as exc:
-                self.damage = str(exc) or type(exc).__name__
-                _log.warning("%s: stopped at damaged data (%s)", self.path, self.damage)
+                self._damage = str(exc) or type(exc).__name__
+                _log.warning("%s: stopped at damaged data (%s)", self.path, self._damage)
                 return
             yield BagMessage(connection.topic, log_time, deserialize(raw, connection.msgtype))
 

@@ -1,4 +1,5 @@
-"""Reading what a damaged recording still holds, record by record, up to the damage.
+"""Reading a recording record by record, up to any damage: bare .mcap files, and what a
+damaged recording still holds.
 
 A recorder that is killed (or a disk that fills up) leaves an MCAP file without its summary and
 footer, or an sqlite3 file cut short; `rosbags` refuses both. Here MCAP records are read in file
@@ -24,6 +25,7 @@ _log = logging.getLogger(__name__)
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 _SCHEMA, _CHANNEL, _MESSAGE, _CHUNK = 0x03, 0x04, 0x05, 0x06
+_FOOTER, _DATA_END = 0x02, 0x0F  # the data section's end: the summary and the end magic follow
 SALVAGED_MESSAGE = tuple[str, str, int, bytes]  # topic, type, log time (ns), CDR bytes
 
 
@@ -54,6 +56,7 @@ class SalvagedRecording:
         self._files = [_sqlite_readable(p, Path(self._scratch.name)) for p in files]
         self.definitions: dict[str, tuple[str, str]] = {}  # type -> (encoding, text)
         self.topics: dict[str, str] = {}
+        self.damage: str | None = None  # the first damage found
         for path in self._files:  # a first pass for the topics and definitions only
             for _ in self._records(path, want_messages=False):
                 pass
@@ -70,6 +73,7 @@ class SalvagedRecording:
         try:
             yield from reader(path, self, want_messages)
         except (DamagedRecordError, sqlite3.DatabaseError, ValueError) as exc:
+            self.damage = self.damage or f"{path.name}: {exc}"
             if want_messages:
                 _log.warning("%s: read up to the damage (%s)", path, exc)
 
@@ -92,7 +96,7 @@ def _mcap_stream(
     recording: SalvagedRecording,
     want_messages: bool,
 ) -> Iterator[SALVAGED_MESSAGE]:
-    while opcode := bio.read(1):
+    while (opcode := bio.read(1)) and opcode[0] not in (_FOOTER, _DATA_END):
         body = BytesIO(_read(bio, _uint(_read(bio, 8))))
         if opcode[0] == _SCHEMA:
             schema_id = _uint(_read(body, 2))
