@@ -10,7 +10,6 @@ every worker to stop after its frame at hand: each output is then a valid record
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -95,12 +94,14 @@ class BagWorker:
 
 
 def default_workers(device: str) -> int:
-    """GPUs when the model runs on them, else one worker per 4 cores (each uses several)."""
-    if device.startswith("cuda"):
-        import ray
+    """The Ray instance's GPUs when the model runs on them, else one worker per 4 of its CPUs
+    (a CPU backend uses several)."""
+    import ray
 
-        return max(1, int(ray.cluster_resources().get("GPU", 0)))
-    return max(1, (os.cpu_count() or 1) // 4)
+    resources = ray.cluster_resources()
+    if device.startswith("cuda"):
+        return max(1, int(resources.get("GPU", 0)))
+    return max(1, int(resources.get("CPU", 1)) // 4)
 
 
 def process_bags(
