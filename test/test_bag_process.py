@@ -271,6 +271,44 @@ def test_yolo_detections_read_with_the_recordings_own_definitions(
     assert refined.detections[1].results[0].hypothesis.class_id == "class1"
 
 
+def test_a_burst_is_answered_whole_with_a_bounded_queue() -> None:
+    """200 images logged at one instant (a recorder's burst): every one answered once, in order,
+    with at most the frame cache's worth held back."""
+    from doubles import BoxSegmenterDouble
+    from recordings import detections_message
+
+    from mobilesam_ros.core.settings import NodeSettings
+    from mobilesam_ros.tools.bag import offline
+    from mobilesam_ros.tools.bag.schemas import MessageFactory, typestore
+
+    settings = NodeSettings.from_values({**NodeSettings().values(), **TRACKING_OFF}.__getitem__)
+    stream = offline.OfflineStream(BoxSegmenterDouble(), settings)
+    image = MessageFactory(typestore(), "sensor_msgs/msg/Image")
+    answered, most_waiting = [], 0
+    for index in range(200):
+        header = MessageFactory(typestore(), "std_msgs/msg/Header")(frame_id="camera")
+        header.stamp.sec = 100 + index
+        pixels = np.zeros(48 * 64 * 3, np.uint8)
+        answered += [a for answers in stream.advance(5.0) for a in answers]
+        stream.add(
+            offline.IMAGE,
+            5 * 10**9,
+            image(header=header, height=48, width=64, encoding="rgb8", step=192, data=pixels),
+            "sensor_msgs/msg/Image",
+        )
+        stream.add(
+            offline.DETECTIONS,
+            5 * 10**9,
+            detections_message(header, np.array([[4.0, 4, 30, 30]])),
+            "vision_msgs/msg/Detection2DArray",
+        )
+        most_waiting = max(most_waiting, stream.frames_waiting)
+    answered += [a for answers in stream.advance(float("inf")) for a in answers]
+    assert [a.result.frame.stamp_ns // 10**9 for a in answered] == list(range(100, 300))
+    assert most_waiting <= settings.sync.cache_size + 1
+    assert not stream.counters()
+
+
 def test_unknown_topic_lists_the_recording(tmp_path: Path, segmenter: Any) -> None:
     recording = write_recording(tmp_path / "in", frames=1)
     with pytest.raises(

@@ -31,6 +31,7 @@ from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.messages import readers
 
 DEPTH_CACHE_SIZE = 30
+_INSTANT = 1e-6  # seconds
 DEPTH_REJECTED = "depth_images_rejected"
 CAMERA_INFO_REJECTED = "camera_info_rejected"
 EVERYTHING_FAILED = "everything_failed"
@@ -101,6 +102,11 @@ class OfflineStream:
         self.frames_done = 0
 
     @property
+    def frames_waiting(self) -> int:
+        """Images read and not yet handed to the pipeline (bounded by the frame cache)."""
+        return len(self._waiting)
+
+    @property
     def next_frame_log_time_ns(self) -> int | None:
         """Log time of the first image read and not yet handed over, if any."""
         return self._log_times[self._waiting[0].stamp_ns] if self._waiting else None
@@ -154,7 +160,10 @@ class OfflineStream:
             now >= self._waiting[0].received + wait or len(self._waiting) > most
         ):
             frame = self._waiting.popleft()
-            self.clock.now = max(self.clock.now, frame.received + wait)
+            # The instant before its wait ends (or now, for a burst): prompts logged with the
+            # images still held here keep waiting for them instead of timing out.
+            handed_over = min(frame.received + wait - _INSTANT, now)
+            self.clock.now = max(self.clock.now, handed_over)
             self.pipeline.add_frame(frame, self._name)
             everything = None
             if self._everything:
