@@ -37,6 +37,33 @@ class Recording:
     bad_frames: list[int] = field(default_factory=list)  # sent with an unsupported encoding
 
 
+def process_bag_arguments(
+    recording: Recording, output: Path, checkpoint: Path, cache: Path
+) -> list[str]:
+    """`process-bag`'s command line for a recording of this module, tracking off, on the CPU
+    with ONNX Runtime (what follows `mobilesam-ros`)."""
+    return [
+        "process-bag",
+        str(recording.path),
+        "--output",
+        str(output),
+        "--image-topic",
+        recording.image_topic,
+        "--detections-topic",
+        DETECTIONS_TOPIC,
+        "--checkpoint",
+        str(checkpoint),
+        "--cache-dir",
+        str(cache),
+        "--backend",
+        "onnxruntime",
+        "--device",
+        "cpu",
+        "--param",
+        "tracking.enabled=false",
+    ]
+
+
 def _moving_boxes(index: int, width: int, height: int, objects: int) -> np.ndarray:
     """`objects` boxes (the first three fixed, the others spread by a seeded generator) that
     drift right by 4 px per frame."""

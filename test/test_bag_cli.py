@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from recordings import DETECTIONS_TOPIC, IMAGE_TOPIC, write_recording
+from recordings import process_bag_arguments, write_recording
 from test_bag_process import read_outputs
 
 from mobilesam_ros.messages.readers import stamp_to_ns
@@ -23,35 +23,16 @@ pytestmark = pytest.mark.slow
 FRAMES = 6
 
 
-def _command(recording: Path, output: Path, checkpoint: Path, cache: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mobilesam_ros.cli",
-        "process-bag",
-        str(recording),
-        "--output",
-        str(output),
-        "--image-topic",
-        IMAGE_TOPIC,
-        "--detections-topic",
-        DETECTIONS_TOPIC,
-        "--checkpoint",
-        str(checkpoint),
-        "--cache-dir",
-        str(cache),
-        "--backend",
-        "onnxruntime",
-        "--param",
-        "tracking.enabled=false",
-    ]
-
-
 def test_ctrl_c_leaves_a_valid_output_that_resume_completes(
     tmp_path: Path, random_checkpoint: Path, cache_dir: Path
 ) -> None:
     recording = write_recording(tmp_path / "in", frames=FRAMES)
-    command = _command(recording.path, tmp_path / "out", random_checkpoint, cache_dir)
+    command = [
+        sys.executable,
+        "-m",
+        "mobilesam_ros.cli",
+        *process_bag_arguments(recording, tmp_path / "out", random_checkpoint, cache_dir),
+    ]
     process = subprocess.Popen(
         command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
     )

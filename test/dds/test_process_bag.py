@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from recordings import DETECTIONS_TOPIC, IMAGE_TOPIC, write_recording
+from recordings import IMAGE_TOPIC, process_bag_arguments, write_recording
 from ros_cli import ros2
 from test_bag_process import output_masks, read_outputs
 
@@ -23,24 +23,7 @@ def test_ros2_run_processes_a_recording(
         "run",
         "mobilesam_ros",
         "mobilesam-ros",
-        "process-bag",
-        str(recording.path),
-        "--output",
-        str(tmp_path / "out"),
-        "--image-topic",
-        recording.image_topic,
-        "--detections-topic",
-        DETECTIONS_TOPIC,
-        "--checkpoint",
-        str(random_checkpoint),
-        "--cache-dir",
-        str(cache_dir),
-        "--backend",
-        "onnxruntime",
-        "--device",
-        "cpu",
-        "--param",
-        "tracking.enabled=false",
+        *process_bag_arguments(recording, tmp_path / "out", random_checkpoint, cache_dir),
         env=dict(os.environ),
         timeout=300,
     )
