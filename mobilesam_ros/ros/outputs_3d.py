@@ -7,7 +7,6 @@ camera_info. Missing or unusable inputs are counted; the 2D outputs never wait f
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,19 +16,12 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from mobilesam_ros.core import InvalidInputError
-from mobilesam_ros.core.depth import CameraModel
 from mobilesam_ros.core.stream.failures import FailureLog
-from mobilesam_ros.core.stream.frame_sync import StampCache
 from mobilesam_ros.core.stream.result_images import lift_result
 from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.messages.builders import MarkerTracker, detections_3d, instances_cloud_message
-from mobilesam_ros.messages.readers import camera_from_info, depth_from_message, stamp_to_ns
+from mobilesam_ros.messages.depth_inputs import DepthMatcher
 from mobilesam_ros.ros.conversions import ROS_TYPES
-
-DEPTH_REJECTED = "depth_images_rejected"
-CAMERA_INFO_REJECTED = "camera_info_rejected"
-DEPTH_CACHE_SIZE = 30
 
 
 def publisher_calls(node: Node) -> tuple[Callable[..., Any], Callable[[Any], Any]]:
@@ -45,11 +37,8 @@ class DepthInputs:
 
     def __init__(self, node: Node, failures: FailureLog, prefix: str = "") -> None:
         self._node = node
-        self._failures = failures
         self._prefix = prefix  # before the topic names: a camera's "front/"
-        self._lock = threading.Lock()
-        self._depth = StampCache(DEPTH_CACHE_SIZE)
-        self._camera: CameraModel | None = None
+        self._matcher = DepthMatcher(failures)
         self.seen = False  # any depth image or camera_info so far: a depth camera is wired
         self._subscriptions: list[Any] = []
 
@@ -69,31 +58,15 @@ class DepthInputs:
 
     def _on_depth(self, message: Image) -> None:
         self.seen = True
-        with self._lock:
-            self._depth.add(stamp_to_ns(message.header.stamp), message)
+        self._matcher.add_depth(message)
 
     def _on_camera_info(self, message: CameraInfo) -> None:
         self.seen = True
-        try:
-            camera = camera_from_info(message)
-        except InvalidInputError as exc:
-            self._failures.report(CAMERA_INFO_REJECTED, f"camera_info rejected: {exc}")
-            return
-        with self._lock:
-            self._camera = camera
+        self._matcher.add_camera_info(message)
 
     def for_frame(self, stamp_ns: int, policy: str, max_offset: float) -> tuple[Any, Any]:
         """(depth image or None, camera model or None) for the color image stamped `stamp_ns`."""
-        with self._lock:
-            message = self._depth.match(stamp_ns, policy, int(max_offset * 1e9))
-            camera = self._camera
-        depth = None
-        if message is not None:
-            try:
-                depth = depth_from_message(message)
-            except InvalidInputError as exc:
-                self._failures.report(DEPTH_REJECTED, f"depth image rejected: {exc}")
-        return depth, camera
+        return self._matcher.for_frame(stamp_ns, policy, max_offset)
 
     def unsubscribe(self) -> None:
         for subscription in self._subscriptions:

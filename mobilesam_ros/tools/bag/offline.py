@@ -24,16 +24,14 @@ from mobilesam_ros.core.segmenter import Segmenter
 from mobilesam_ros.core.settings import NodeSettings
 from mobilesam_ros.core.stream.detections import SOURCE_DETECTIONS, SOURCE_YOLO
 from mobilesam_ros.core.stream.failures import IMAGES_REJECTED
-from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest, StampCache
+from mobilesam_ros.core.stream.frame_sync import Frame, PromptRequest
 from mobilesam_ros.core.stream.pipeline import StreamPipeline
 from mobilesam_ros.core.stream.requests import SegmentRequest
 from mobilesam_ros.core.stream.stream import FrameResult
 from mobilesam_ros.messages import readers
+from mobilesam_ros.messages.depth_inputs import DepthMatcher
 
-DEPTH_CACHE_SIZE = 30
 _INSTANT = 1e-6  # seconds
-DEPTH_REJECTED = "depth_images_rejected"
-CAMERA_INFO_REJECTED = "camera_info_rejected"
 EVERYTHING_FAILED = "everything_failed"
 
 # Input roles: how a message of each is read.
@@ -94,8 +92,7 @@ class OfflineStream:
         self._settings = settings
         self._everything = everything
         self._waiting: deque[Frame] = deque()  # read, not handed to the pipeline yet
-        self._depth = StampCache(DEPTH_CACHE_SIZE)
-        self._camera: CameraModel | None = None
+        self._depth = DepthMatcher(self.pipeline.failures)
         # Image stamp -> exact log time (ns), for the frames the pipeline may still answer.
         self._log_times: OrderedDict[int, int] = OrderedDict()
         self._log_times_kept = settings.sync.cache_size + 1
@@ -125,12 +122,9 @@ class OfflineStream:
             )
             self.pipeline.add_request(request, self._name)
         elif role == DEPTH:
-            self._depth.add(readers.stamp_to_ns(message.header.stamp), message)
+            self._depth.add_depth(message)
         elif role == CAMERA_INFO:
-            try:
-                self._camera = readers.camera_from_info(message)
-            except InvalidInputError as exc:
-                self._reject(CAMERA_INFO_REJECTED, exc)
+            self._depth.add_camera_info(message)
 
     def _add_image(self, message: Any, log_time_ns: int) -> None:
         if hasattr(message, "encoding"):  # raw: the node's cheap checks before the queue
@@ -196,18 +190,12 @@ class OfflineStream:
     def _answer(self, result: FrameResult) -> Answer:
         """The result with the depth image matched to its stamp and the newest camera_info."""
         settings = result.settings
-        message = self._depth.match(
-            result.frame.stamp_ns, settings.sync.policy, int(settings.depth.max_offset * 1e9)
-        )
-        depth = None
-        if message is not None:
-            try:
-                depth = readers.depth_from_message(message)
-            except InvalidInputError as exc:
-                self._reject(DEPTH_REJECTED, exc)
         stamp_ns = result.frame.stamp_ns
+        depth, camera = self._depth.for_frame(
+            stamp_ns, settings.sync.policy, settings.depth.max_offset
+        )
         log_time_ns = self._log_times.get(stamp_ns, round(result.frame.received * 1e9))
-        return Answer(result, log_time_ns, depth, self._camera)
+        return Answer(result, log_time_ns, depth, camera)
 
     def _reject(self, reason: str, exc: Exception) -> None:
         self.pipeline.failures.report(reason, f"{reason}: {exc}")
